@@ -1,0 +1,72 @@
+// The one exception hierarchy of the splitfs library surface. Every failure a caller can see is a
+// splitfs::Error subclass with a message a person can act on; no OpenSSL, curl or Asio error
+// escapes unexplained.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace splitfs {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A server could not be reached, timed out, or dropped the connection.
+class ServerUnavailable : public Error {
+ public:
+  ServerUnavailable(std::string server, std::string address, const std::string& what)
+      : Error(what), server_(std::move(server)), address_(std::move(address)) {}
+  const std::string& server() const { return server_; }    // "HTTPS" or "TCP"
+  const std::string& address() const { return address_; }  // "host:port"
+
+ private:
+  std::string server_;
+  std::string address_;
+};
+
+// No stored file has that name.
+class NotFound : public Error {
+ public:
+  using Error::Error;
+};
+
+// Data from a server is not what was stored: altered, swapped, reordered, truncated, foreign,
+// rolled back, or the two servers disagree.
+class IntegrityError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The server's identity or the client's credentials were refused.
+class AuthError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Missing or invalid client configuration or key.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A newer version was committed concurrently.
+class ConflictError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The server refused or failed a request for a reason not covered above, or spoke nonsense.
+class ServerError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A local file could not be read or written.
+class LocalIoError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace splitfs
