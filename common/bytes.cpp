@@ -6,9 +6,12 @@ namespace splitfs {
 
 namespace {
 int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
   return -1;
 }
 }  // namespace
@@ -25,21 +28,25 @@ std::string to_hex(ByteView bytes) {
 }
 
 std::optional<Bytes> from_hex(std::string_view text) {
-  if (text.size() % 2 != 0) return std::nullopt;
+  if (text.size() % 2 != 0)
+    return std::nullopt;
   Bytes out(text.size() / 2);
   for (std::size_t i = 0; i < out.size(); ++i) {
     int hi = hex_value(text[2 * i]);
     int lo = hex_value(text[2 * i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
+    if (hi < 0 || lo < 0)
+      return std::nullopt;
     out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
   }
   return out;
 }
 
 std::optional<Id> id_from_hex(std::string_view text) {
-  if (text.size() != 64) return std::nullopt;
+  if (text.size() != 64)
+    return std::nullopt;
   auto bytes = from_hex(text);
-  if (!bytes) return std::nullopt;
+  if (!bytes)
+    return std::nullopt;
   Id id{};
   std::copy(bytes->begin(), bytes->end(), id.begin());
   return id;

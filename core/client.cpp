@@ -1,0 +1,648 @@
+// splitfs::Client: store and fetch through both servers at once, in batches of segments.
+//
+// Store: the file is read in batches of segments; each segment is striped into one share per
+// server; per server, a worker hashes, encrypts, asks which shares the server already holds and
+// uploads the rest, while the next batch is read. Once all shares are durable the manifest commits
+// on both servers. Fetch runs the same pipeline backwards into a temporary file that is renamed
+// over the destination only after every share has been verified.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <splitfs/client.hpp>
+#include <unordered_set>
+#include <utility>
+
+#include "core/config.hpp"
+#include "core/crypto.hpp"
+#include "core/manifest.hpp"
+#include "core/stripe.hpp"
+#include "core/version_log.hpp"
+#include "protocol/messages.hpp"
+#include "transport/transport.hpp"
+
+namespace splitfs {
+
+namespace fs = std::filesystem;
+using namespace core;
+
+namespace {
+
+// File bytes moved per batch: large enough that requests are few, small enough that memory stays
+// flat (two batches are alive at once).
+constexpr std::size_t kBatchFileBytes = 8u << 20;
+
+struct IdHash {
+  std::size_t operator()(const Id& id) const {
+    std::size_t h;
+    std::memcpy(&h, id.data(), sizeof h);
+    return h;
+  }
+};
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  ~FileDescriptor() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+bool read_fully(int fd, std::uint8_t* data, std::size_t size) {
+  for (std::size_t done = 0; done < size;) {
+    const ssize_t n = ::read(fd, data + done, size - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+bool write_fully(int fd, const std::uint8_t* data, std::size_t size) {
+  for (std::size_t done = 0; done < size;) {
+    const ssize_t n = ::write(fd, data + done, size - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// A fetch's output: a hidden temporary beside the destination, renamed over it only on commit and
+// removed otherwise, so a failed fetch never leaves a partial file.
+class PendingOutput {
+ public:
+  PendingOutput(const fs::path& dest, std::uint32_t mode) : dest_(dest) {
+    const fs::path dir = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
+    tmp_ = (dir / ("." + dest.filename().string() + ".splitfs-XXXXXX")).string();
+    fd_ = ::mkstemp(tmp_.data());
+    if (fd_ < 0)
+      throw LocalIoError("cannot create a file in " + dir.string() + ": " + errno_text());
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    ::fchmod(fd_, static_cast<mode_t>(mode & 0777 & ~mask));
+  }
+  ~PendingOutput() {
+    if (fd_ >= 0)
+      ::close(fd_);
+    if (!committed_)
+      ::unlink(tmp_.c_str());
+  }
+  PendingOutput(const PendingOutput&) = delete;
+  PendingOutput& operator=(const PendingOutput&) = delete;
+
+  void write(ByteView bytes) {
+    if (!write_fully(fd_, bytes.data(), bytes.size())) {
+      throw LocalIoError("cannot write " + dest_.string() + ": " + errno_text());
+    }
+  }
+  void commit() {
+    if (::fsync(fd_) != 0 || ::close(std::exchange(fd_, -1)) != 0 ||
+        ::rename(tmp_.c_str(), dest_.c_str()) != 0) {
+      throw LocalIoError("cannot write " + dest_.string() + ": " + errno_text());
+    }
+    committed_ = true;
+  }
+
+ private:
+  fs::path dest_;
+  std::string tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+std::string server_name(const transport::Endpoint& e) {
+  return e.kind + " server at " + e.address();
+}
+
+[[noreturn]] void raise_reply_error(const protocol::ErrorReply& error,
+                                    const transport::Endpoint& endpoint) {
+  const std::string who = server_name(endpoint);
+  switch (error.status) {
+    case protocol::Status::corrupt:
+      throw IntegrityError("the " + who + " reports that its stored data is damaged");
+    case protocol::Status::conflict:
+      throw ConflictError("the " + who +
+                          " holds a newer version (stored concurrently?): " + error.message);
+    default:
+      throw ServerError("the " + who + " refused the request: " + error.message);
+  }
+}
+
+template <class T>
+T expect(protocol::Reply reply, const transport::Endpoint& endpoint) {
+  if (auto* error = std::get_if<protocol::ErrorReply>(&reply))
+    raise_reply_error(*error, endpoint);
+  if (auto* value = std::get_if<T>(&reply))
+    return std::move(*value);
+  throw ServerError("the " + server_name(endpoint) + " sent an unexpected reply");
+}
+
+bool is_not_found(const protocol::Reply& reply) {
+  const auto* error = std::get_if<protocol::ErrorReply>(&reply);
+  return error && error->status == protocol::Status::not_found;
+}
+
+// Runs f(0) and f(1) at the same time, one per server, and returns both results. If either throws,
+// both are finished before the first failure (in server order) is rethrown.
+template <class F>
+auto on_both(F&& f) {
+  using R = decltype(f(std::size_t{0}));
+  auto first = std::async(std::launch::async, [&f] { return f(0); });
+  std::exception_ptr failure;
+  std::optional<R> second;
+  try {
+    second.emplace(f(1));
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  std::optional<R> one;
+  try {
+    one.emplace(first.get());
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure)
+    std::rethrow_exception(failure);
+  return std::array<R, 2>{std::move(*one), std::move(*second)};
+}
+
+Bytes record_associated(std::string_view kind, const Id& file, std::uint64_t version) {
+  Bytes aad(kind.begin(), kind.end());
+  aad.insert(aad.end(), file.begin(), file.end());
+  for (int i = 7; i >= 0; --i)
+    aad.push_back(static_cast<std::uint8_t>(version >> (8 * i)));
+  return aad;
+}
+
+constexpr std::string_view kEntryDomain = "splitfs entry v1";
+constexpr std::string_view kManifestDomain = "splitfs manifest v1";
+
+void validate_name(const std::string& name) {
+  if (name.empty())
+    throw Error("a stored name cannot be empty");
+  if (name.size() > kMaxNameBytes)
+    throw Error("a stored name is limited to 4096 bytes");
+  if (name.find('\0') != std::string::npos)
+    throw Error("a stored name cannot contain NUL");
+}
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Plaintext shares of one batch of segments: shares[j][i] is segment i's share for server j.
+using BatchShares = std::array<std::vector<Bytes>, kServers>;
+using BatchIds = std::array<std::vector<Id>, kServers>;
+
+}  // namespace
+
+struct Client::Impl {
+  ClientConfig config;
+  KeySet keys;
+  std::array<std::unique_ptr<transport::Transport>, kServers> servers;
+  VersionLog versions;
+  std::mutex mutex;  // one operation at a time per Client
+
+  explicit Impl(const fs::path& home)
+      : config(load_config(home)),
+        keys(KeySet::derive(load_key(home))),
+        servers{transport::make_https_transport(config.https, config.timeouts),
+                transport::make_tcp_transport(config.tcp, config.timeouts)},
+        versions(home / "state.sqlite") {}
+
+  const transport::Endpoint& endpoint(std::size_t j) const { return servers[j]->endpoint(); }
+
+  Id file_id(const std::string& name) const { return keyed_hash(keys.file_id, as_bytes(name)); }
+
+  std::size_t segments_per_batch(std::uint32_t segment_bytes) const {
+    return std::max<std::size_t>(1, kBatchFileBytes / segment_bytes);
+  }
+
+  // ---- store ----
+
+  // Hashes, encrypts and uploads the non-empty shares of one server; returns their ids in order
+  // (kEmptyShare for empty shares).
+  std::vector<Id> upload(std::size_t j, const std::vector<Bytes>& plain) {
+    std::vector<Id> ids(plain.size(), kEmptyShare);
+    protocol::HasShares has;
+    std::vector<std::size_t> first_of;  // index in `plain` of each id asked about
+    std::unordered_set<Id, IdHash> asked;
+    for (std::size_t i = 0; i < plain.size(); ++i) {
+      if (plain[i].empty())
+        continue;
+      ids[i] = share_id(keys, plain[i]);
+      if (asked.insert(ids[i]).second) {
+        has.ids.push_back(ids[i]);
+        first_of.push_back(i);
+      }
+    }
+    if (has.ids.empty())
+      return ids;
+    const auto presence = expect<protocol::Presence>(servers[j]->call(has), endpoint(j));
+    if (presence.present.size() != has.ids.size()) {
+      throw ServerError("the " + server_name(endpoint(j)) + " sent an unexpected reply");
+    }
+    protocol::PutShares put;
+    for (std::size_t k = 0; k < has.ids.size(); ++k) {
+      if (presence.present[k])
+        continue;
+      put.shares.push_back({has.ids[k], seal_share(keys, has.ids[k], plain[first_of[k]])});
+    }
+    if (!put.shares.empty())
+      expect<protocol::Empty>(servers[j]->call(put), endpoint(j));
+    return ids;
+  }
+
+  std::uint64_t remote_version(std::size_t j, const Id& file) {
+    protocol::Reply reply = servers[j]->call(protocol::GetFileInfo{file});
+    if (is_not_found(reply))
+      return 0;
+    return expect<protocol::FileInfo>(std::move(reply), endpoint(j)).version;
+  }
+
+  void store(const fs::path& path, const std::string& name) {
+    validate_name(name);
+    FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0)
+      throw LocalIoError("cannot read " + path.string() + ": " + errno_text());
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      throw LocalIoError(path.string() + " is not a regular file");
+    }
+    const Id file = file_id(name);
+    const auto remote = on_both([&](std::size_t j) { return remote_version(j, file); });
+    const std::uint64_t version = std::max({remote[0], remote[1], versions.seen(file)}) + 1;
+
+    Manifest manifest;
+    manifest.entry =
+        Entry{name,
+              static_cast<std::uint64_t>(st.st_size),
+              version,
+              now_ns(),
+              static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
+              static_cast<std::uint32_t>(st.st_mode & 07777)};
+    manifest.segment_bytes = config.segment_bytes;
+    const std::uint64_t segments = manifest.segment_count();
+    manifest.shares.reserve(segments * kServers);
+
+    const std::size_t per_batch = segments_per_batch(manifest.segment_bytes);
+    Bytes buffer(std::min<std::uint64_t>(per_batch * manifest.segment_bytes, manifest.entry.size));
+    std::future<BatchIds> inflight;
+    auto collect = [&] {
+      const BatchIds ids = inflight.get();
+      for (std::size_t i = 0; i < ids[0].size(); ++i) {
+        for (std::size_t j = 0; j < kServers; ++j)
+          manifest.shares.push_back(ids[j][i]);
+      }
+    };
+    for (std::uint64_t s = 0; s < segments; s += per_batch) {
+      const std::size_t count =
+          static_cast<std::size_t>(std::min<std::uint64_t>(per_batch, segments - s));
+      const std::size_t bytes = static_cast<std::size_t>(
+          std::min<std::uint64_t>(count * std::uint64_t{manifest.segment_bytes},
+                                  manifest.entry.size - s * manifest.segment_bytes));
+      if (!read_fully(fd.get(), buffer.data(), bytes)) {
+        throw LocalIoError("cannot read " + path.string() + " (did it shrink while being stored?)");
+      }
+      auto batch = std::make_shared<BatchShares>();
+      for (auto& shares : *batch)
+        shares.resize(count);
+      for (std::size_t i = 0; i < count; ++i) {
+        const std::size_t offset = i * manifest.segment_bytes;
+        const std::size_t length = std::min<std::size_t>(manifest.segment_bytes, bytes - offset);
+        std::array<Bytes, kServers> shares;
+        stripe(ByteView(buffer.data() + offset, length), shares);
+        for (std::size_t j = 0; j < kServers; ++j)
+          (*batch)[j][i] = std::move(shares[j]);
+      }
+      if (inflight.valid())
+        collect();
+      inflight = std::async(std::launch::async, [this, batch] {
+        return on_both([&](std::size_t j) { return upload(j, (*batch)[j]); });
+      });
+    }
+    if (inflight.valid())
+      collect();
+
+    commit(file, manifest);
+    versions.raise(file, version);
+  }
+
+  void commit(const Id& file, const Manifest& manifest) {
+    const std::uint64_t version = manifest.entry.version;
+    const Bytes entry = seal_record(keys.record, record_associated(kEntryDomain, file, version),
+                                    encode_entry(manifest.entry));
+    const Bytes sealed = seal_record(keys.record, record_associated(kManifestDomain, file, version),
+                                     encode_manifest(manifest));
+    on_both([&](std::size_t j) {
+      protocol::Commit commit{file, version, {}, entry, sealed};
+      for (std::uint64_t s = 0; s < manifest.segment_count(); ++s) {
+        const Id& id = manifest.shares[s * kServers + j];
+        if (id == kEmptyShare)
+          continue;
+        const std::size_t length = share_length(manifest.segment_length(s), j);
+        commit.refs.push_back({id, static_cast<std::uint32_t>(chunk_count(length))});
+      }
+      expect<protocol::Empty>(servers[j]->call(commit), endpoint(j));
+      return true;
+    });
+  }
+
+  // ---- fetch ----
+
+  struct Resolved {
+    Id file{};
+    Manifest manifest;
+  };
+
+  // The current manifest of name, checked: both servers hold the same version, it decrypts and
+  // names this file, and it is not older than any version this client has seen.
+  Resolved resolve(const std::string& name) {
+    validate_name(name);
+    Resolved out;
+    out.file = file_id(name);
+    const auto records = on_both([&](std::size_t j) -> std::optional<protocol::FileRecord> {
+      protocol::Reply reply = servers[j]->call(protocol::GetFile{out.file});
+      if (is_not_found(reply))
+        return std::nullopt;
+      return expect<protocol::FileRecord>(std::move(reply), endpoint(j));
+    });
+    if (!records[0] && !records[1])
+      throw NotFound("no stored file named '" + name + "'");
+    for (std::size_t j = 0; j < kServers; ++j) {
+      if (!records[j]) {
+        throw IntegrityError("'" + name + "' is only partly stored: the " +
+                             server_name(endpoint(j)) + " has no record of it; store it again");
+      }
+    }
+    if (records[0]->version != records[1]->version ||
+        records[0]->manifest != records[1]->manifest) {
+      throw IntegrityError("the servers disagree about '" + name + "' (HTTPS has version " +
+                           std::to_string(records[0]->version) + ", TCP version " +
+                           std::to_string(records[1]->version) +
+                           "): an interrupted store or a server serving old data; store it again");
+    }
+    const std::uint64_t version = records[0]->version;
+    Bytes plain;
+    if (!open_record(keys.record, record_associated(kManifestDomain, out.file, version),
+                     records[0]->manifest, plain) ||
+        decode_manifest(plain, out.manifest) || out.manifest.entry.name != name ||
+        out.manifest.entry.version != version || out.manifest.servers != kServers) {
+      throw IntegrityError("the manifest of '" + name + "' failed verification");
+    }
+    const std::uint64_t seen = versions.seen(out.file);
+    if (version < seen) {
+      throw IntegrityError("the servers offer version " + std::to_string(version) + " of '" + name +
+                           "' but version " + std::to_string(seen) +
+                           " was stored or fetched before: old data is being served (rollback)");
+    }
+    return out;
+  }
+
+  // Downloads and verifies one server's shares of segments [first, first + count).
+  std::vector<Bytes> download(std::size_t j, const Resolved& r, std::uint64_t first,
+                              std::size_t count) {
+    const Manifest& m = r.manifest;
+    std::vector<Bytes> plain(count);
+    protocol::GetShares get;
+    std::vector<std::size_t> wanted;
+    for (std::size_t i = 0; i < count; ++i) {
+      const Id& id = m.shares[(first + i) * kServers + j];
+      if (id == kEmptyShare)
+        continue;
+      get.ids.push_back(id);
+      wanted.push_back(i);
+    }
+    if (get.ids.empty())
+      return plain;
+    const std::string what = "data of '" + m.entry.name + "' from the " + server_name(endpoint(j));
+    protocol::Reply reply = servers[j]->call(get);
+    if (is_not_found(reply))
+      throw IntegrityError(what + " is missing");
+    const auto shares = expect<protocol::Shares>(std::move(reply), endpoint(j));
+    if (shares.blobs.size() != get.ids.size())
+      throw IntegrityError(what + " is incomplete");
+    for (std::size_t k = 0; k < wanted.size(); ++k) {
+      const std::size_t i = wanted[k];
+      if (!open_share(keys, get.ids[k], shares.blobs[k], plain[i]) ||
+          plain[i].size() != share_length(m.segment_length(first + i), j)) {
+        throw IntegrityError(what + " failed verification (altered, swapped or foreign data)");
+      }
+    }
+    return plain;
+  }
+
+  // Calls sink(segment index, segment bytes) for segments [first, last) in order, downloading the
+  // next batch while the current one is handed out.
+  void for_each_segment(const Resolved& r, std::uint64_t first, std::uint64_t last,
+                        const std::function<void(std::uint64_t, ByteView)>& sink) {
+    const Manifest& m = r.manifest;
+    const std::size_t per_batch = segments_per_batch(m.segment_bytes);
+    auto start = [&](std::uint64_t s) {
+      const std::size_t count =
+          static_cast<std::size_t>(std::min<std::uint64_t>(per_batch, last - s));
+      return std::async(std::launch::async, [this, &r, s, count] {
+        return on_both([&](std::size_t j) { return download(j, r, s, count); });
+      });
+    };
+    Bytes segment(m.segment_bytes);
+    std::future<BatchShares> next;
+    if (first < last)
+      next = start(first);
+    for (std::uint64_t s = first; s < last; s += per_batch) {
+      BatchShares batch = next.get();
+      if (s + per_batch < last)
+        next = start(s + per_batch);
+      for (std::size_t i = 0; i < batch[0].size(); ++i) {
+        const std::size_t length = m.segment_length(s + i);
+        const std::array<ByteView, kServers> shares{batch[0][i], batch[1][i]};
+        unstripe(shares, MutableByteView(segment.data(), length));
+        sink(s + i, ByteView(segment.data(), length));
+      }
+    }
+  }
+
+  fs::path fetch(const std::string& name, const fs::path& dest) {
+    fs::path target = dest;
+    if (fs::is_directory(dest)) {
+      const fs::path base = fs::path(name).filename();
+      if (base.empty() || base == "." || base == "..") {
+        throw Error("'" + name + "' has no file name to fetch into a folder; give a file path");
+      }
+      target = dest / base;
+    }
+    const Resolved r = resolve(name);
+    PendingOutput output(target, r.manifest.entry.mode);
+    for_each_segment(r, 0, r.manifest.segment_count(),
+                     [&](std::uint64_t, ByteView bytes) { output.write(bytes); });
+    output.commit();
+    versions.raise(r.file, r.manifest.entry.version);
+    return target;
+  }
+
+  std::vector<std::uint8_t> read(const std::string& name, std::uint64_t offset,
+                                 std::uint64_t length) {
+    const Resolved r = resolve(name);
+    const Manifest& m = r.manifest;
+    if (offset >= m.entry.size || length == 0)
+      return {};
+    const std::uint64_t end = offset + std::min(length, m.entry.size - offset);
+    std::vector<std::uint8_t> out;
+    out.reserve(static_cast<std::size_t>(end - offset));
+    for_each_segment(r, offset / m.segment_bytes, (end - 1) / m.segment_bytes + 1,
+                     [&](std::uint64_t s, ByteView bytes) {
+                       const std::uint64_t start = s * m.segment_bytes;
+                       const std::uint64_t from = std::max(start, offset) - start;
+                       const std::uint64_t to =
+                           std::min<std::uint64_t>(start + bytes.size(), end) - start;
+                       out.insert(out.end(), bytes.begin() + from, bytes.begin() + to);
+                     });
+    versions.raise(r.file, m.entry.version);
+    return out;
+  }
+
+  // ---- listing and the rest ----
+
+  std::vector<ListEntry> list() {
+    const auto lists = on_both([&](std::size_t j) {
+      return expect<protocol::FileList>(servers[j]->call(protocol::ListFiles{}), endpoint(j));
+    });
+    std::map<Id, const protocol::FileListItem*> newest;
+    for (const auto& listing : lists) {
+      for (const auto& item : listing.files) {
+        auto& slot = newest[item.file];
+        if (!slot || slot->version < item.version)
+          slot = &item;
+      }
+    }
+    std::vector<ListEntry> out;
+    for (const auto& [file, item] : newest) {
+      Bytes plain;
+      Entry entry;
+      if (!open_record(keys.record, record_associated(kEntryDomain, file, item->version),
+                       item->entry, plain) ||
+          decode_entry(plain, entry) || entry.version != item->version) {
+        throw IntegrityError("a listing entry from the servers failed verification");
+      }
+      out.push_back(
+          {entry.name, entry.size, entry.version, entry.stored_at_ns, chunk_count(entry.size)});
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    return out;
+  }
+
+  void remove(const std::string& name) {
+    validate_name(name);
+    const Id file = file_id(name);
+    const auto removed = on_both([&](std::size_t j) {
+      protocol::Reply reply = servers[j]->call(protocol::RemoveFile{file});
+      if (is_not_found(reply))
+        return false;
+      expect<protocol::Empty>(std::move(reply), endpoint(j));
+      return true;
+    });
+    if (!removed[0] && !removed[1])
+      throw NotFound("no stored file named '" + name + "'");
+  }
+
+  FileStat stat(const std::string& name) {
+    const Resolved r = resolve(name);
+    const auto infos = on_both([&](std::size_t j) {
+      return expect<protocol::FileInfo>(servers[j]->call(protocol::GetFileInfo{r.file}),
+                                        endpoint(j));
+    });
+    const Entry& e = r.manifest.entry;
+    FileStat out;
+    out.entry = {e.name, e.size, e.version, e.stored_at_ns, chunk_count(e.size)};
+    out.mode = e.mode;
+    out.mtime_ns = e.mtime_ns;
+    out.segment_bytes = r.manifest.segment_bytes;
+    for (std::size_t j = 0; j < kServers; ++j) {
+      out.servers.push_back({endpoint(j).kind, endpoint(j).address(), infos[j].version,
+                             infos[j].shares, infos[j].chunks, infos[j].stored_bytes});
+    }
+    return out;
+  }
+};
+
+fs::path Client::default_home() {
+  if (const char* home = std::getenv("SPLITFS_HOME"); home && *home)
+    return home;
+  if (const char* home = std::getenv("HOME"); home && *home)
+    return fs::path(home) / ".config" / "splitfs";
+  throw ConfigError("neither SPLITFS_HOME nor HOME is set; pass --home");
+}
+
+Client::Client(const fs::path& home) : impl_(std::make_unique<Impl>(home)) {}
+Client::~Client() = default;
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
+
+void Client::store(const fs::path& path, const std::string& name) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->store(path, name);
+}
+
+fs::path Client::fetch(const std::string& name, const fs::path& dest) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->fetch(name, dest);
+}
+
+std::vector<std::uint8_t> Client::read(const std::string& name, std::uint64_t offset,
+                                       std::uint64_t length) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->read(name, offset, length);
+}
+
+std::vector<ListEntry> Client::list() {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->list();
+}
+
+void Client::remove(const std::string& name) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->remove(name);
+}
+
+FileStat Client::stat(const std::string& name) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->stat(name);
+}
+
+void split_store(const fs::path& file) {
+  Client client;
+  client.store(file, file.filename().string());
+}
+
+void split_fetch(const std::string& file) {
+  Client client;
+  client.fetch(file, fs::current_path());
+}
+
+}  // namespace splitfs

@@ -1,0 +1,229 @@
+#include "core/crypto.hpp"
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+
+#include <cstring>
+#include <memory>
+#include <splitfs/errors.hpp>
+
+namespace splitfs::core {
+
+namespace {
+
+constexpr std::uint8_t kShareFormat = 1;
+constexpr std::uint8_t kRecordFormat = 1;
+constexpr std::uint8_t kEncodingRaw = 0;
+constexpr std::string_view kShareDomain = "splitfs share v1";
+
+struct CipherCtxFree {
+  void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
+};
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
+struct MacCtxFree {
+  void operator()(EVP_MAC_CTX* ctx) const { EVP_MAC_CTX_free(ctx); }
+};
+struct MacFree {
+  void operator()(EVP_MAC* mac) const { EVP_MAC_free(mac); }
+};
+struct KdfCtxFree {
+  void operator()(EVP_KDF_CTX* ctx) const { EVP_KDF_CTX_free(ctx); }
+};
+struct KdfFree {
+  void operator()(EVP_KDF* kdf) const { EVP_KDF_free(kdf); }
+};
+
+[[noreturn]] void fail(const char* what) {
+  throw Error(std::string("cryptography failure: ") + what);
+}
+
+const EVP_CIPHER* aes256gcm() {
+  // Fetched once: implicit fetches per call cost more than encrypting a small share.
+  static const std::unique_ptr<EVP_CIPHER, decltype(&EVP_CIPHER_free)> cipher(
+      EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr), &EVP_CIPHER_free);
+  if (!cipher)
+    fail("AES-256-GCM unavailable");
+  return cipher.get();
+}
+
+EVP_MAC* hmac() {
+  static const std::unique_ptr<EVP_MAC, MacFree> mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
+  if (!mac)
+    fail("HMAC unavailable");
+  return mac.get();
+}
+
+Key hkdf(const Key& secret, std::string_view info) {
+  static const std::unique_ptr<EVP_KDF, KdfFree> kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
+  if (!kdf)
+    fail("HKDF unavailable");
+  std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> ctx(EVP_KDF_CTX_new(kdf.get()));
+  if (!ctx)
+    fail("HKDF context");
+  char digest[] = "SHA256";
+  static constexpr char kSalt[] = "splitfs key derivation v1";
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY,
+                                        const_cast<std::uint8_t*>(secret.data()), secret.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<char*>(kSalt),
+                                        sizeof(kSalt) - 1),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(info.data()),
+                                        info.size()),
+      OSSL_PARAM_construct_end(),
+  };
+  Key out{};
+  if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1)
+    fail("HKDF derive");
+  return out;
+}
+
+// AES-256-GCM over `parts` of plaintext (concatenated), writing ciphertext to `out` and the tag
+// after it.
+void gcm_seal(const Key& key, const std::uint8_t* nonce, ByteView associated,
+              std::initializer_list<ByteView> parts, std::uint8_t* out) {
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  if (!ctx || EVP_EncryptInit_ex2(ctx.get(), aes256gcm(), key.data(), nonce, nullptr) != 1) {
+    fail("AEAD init");
+  }
+  int len = 0;
+  if (!associated.empty() && EVP_EncryptUpdate(ctx.get(), nullptr, &len, associated.data(),
+                                               static_cast<int>(associated.size())) != 1) {
+    fail("AEAD associated data");
+  }
+  std::size_t written = 0;
+  for (ByteView part : parts) {
+    if (part.empty())
+      continue;
+    if (EVP_EncryptUpdate(ctx.get(), out + written, &len, part.data(),
+                          static_cast<int>(part.size())) != 1) {
+      fail("AEAD encrypt");
+    }
+    written += static_cast<std::size_t>(len);
+  }
+  if (EVP_EncryptFinal_ex(ctx.get(), out + written, &len) != 1)
+    fail("AEAD final");
+  written += static_cast<std::size_t>(len);
+  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTagBytes, out + written) != 1) {
+    fail("AEAD tag");
+  }
+}
+
+bool gcm_open(const Key& key, const std::uint8_t* nonce, ByteView associated, ByteView sealed,
+              Bytes& plaintext) {
+  if (sealed.size() < kTagBytes)
+    return false;
+  const std::size_t body = sealed.size() - kTagBytes;
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  if (!ctx || EVP_DecryptInit_ex2(ctx.get(), aes256gcm(), key.data(), nonce, nullptr) != 1) {
+    fail("AEAD init");
+  }
+  int len = 0;
+  if (!associated.empty() && EVP_DecryptUpdate(ctx.get(), nullptr, &len, associated.data(),
+                                               static_cast<int>(associated.size())) != 1) {
+    return false;
+  }
+  plaintext.resize(body);
+  if (body > 0 && EVP_DecryptUpdate(ctx.get(), plaintext.data(), &len, sealed.data(),
+                                    static_cast<int>(body)) != 1) {
+    return false;
+  }
+  std::uint8_t tag[kTagBytes];
+  std::memcpy(tag, sealed.data() + body, kTagBytes);
+  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagBytes, tag) != 1)
+    return false;
+  if (EVP_DecryptFinal_ex(ctx.get(), plaintext.data() + body, &len) != 1) {
+    plaintext.clear();
+    return false;
+  }
+  return true;
+}
+
+Bytes share_associated(const Id& id) {
+  Bytes aad(kShareDomain.begin(), kShareDomain.end());
+  aad.insert(aad.end(), id.begin(), id.end());
+  return aad;
+}
+
+}  // namespace
+
+void random_bytes(MutableByteView out) {
+  if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1)
+    fail("random generator");
+}
+
+Key random_key() {
+  Key key{};
+  random_bytes(key);
+  return key;
+}
+
+KeySet KeySet::derive(const Key& content_key) {
+  KeySet keys;
+  keys.share_id = hkdf(content_key, "splitfs share id");
+  keys.share_enc = hkdf(content_key, "splitfs share encryption");
+  keys.file_id = hkdf(content_key, "splitfs file id");
+  keys.record = hkdf(content_key, "splitfs record encryption");
+  return keys;
+}
+
+Id keyed_hash(const Key& key, ByteView data) {
+  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(EVP_MAC_CTX_new(hmac()));
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                         OSSL_PARAM_construct_end()};
+  if (!ctx || EVP_MAC_init(ctx.get(), key.data(), key.size(), params) != 1)
+    fail("HMAC init");
+  if (EVP_MAC_update(ctx.get(), data.data(), data.size()) != 1)
+    fail("HMAC update");
+  Id out{};
+  std::size_t len = 0;
+  if (EVP_MAC_final(ctx.get(), out.data(), &len, out.size()) != 1 || len != out.size()) {
+    fail("HMAC final");
+  }
+  return out;
+}
+
+Id share_id(const KeySet& keys, ByteView plaintext) {
+  return keyed_hash(keys.share_id, plaintext);
+}
+
+Bytes seal_share(const KeySet& keys, const Id& id, ByteView plaintext) {
+  Bytes blob(kShareOverhead + plaintext.size());
+  blob[0] = kShareFormat;
+  const std::uint8_t encoding = kEncodingRaw;
+  gcm_seal(keys.share_enc, id.data(), share_associated(id), {ByteView(&encoding, 1), plaintext},
+           blob.data() + 1);
+  return blob;
+}
+
+bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintext) {
+  if (blob.size() < kShareOverhead || blob[0] != kShareFormat)
+    return false;
+  if (!gcm_open(keys.share_enc, id.data(), share_associated(id), blob.subspan(1), plaintext)) {
+    return false;
+  }
+  if (plaintext.empty() || plaintext[0] != kEncodingRaw)
+    return false;
+  plaintext.erase(plaintext.begin());
+  // The id is a hash of the plaintext: recomputing it proves the share is the one named.
+  return share_id(keys, plaintext) == id;
+}
+
+Bytes seal_record(const Key& key, ByteView associated, ByteView plaintext) {
+  Bytes blob(1 + kNonceBytes + plaintext.size() + kTagBytes);
+  blob[0] = kRecordFormat;
+  random_bytes(MutableByteView(blob.data() + 1, kNonceBytes));
+  gcm_seal(key, blob.data() + 1, associated, {plaintext}, blob.data() + 1 + kNonceBytes);
+  return blob;
+}
+
+bool open_record(const Key& key, ByteView associated, ByteView blob, Bytes& plaintext) {
+  if (blob.size() < 1 + kNonceBytes + kTagBytes || blob[0] != kRecordFormat)
+    return false;
+  return gcm_open(key, blob.data() + 1, associated, blob.subspan(1 + kNonceBytes), plaintext);
+}
+
+}  // namespace splitfs::core

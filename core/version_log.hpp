@@ -1,0 +1,36 @@
+// The highest manifest version this client has seen for each file, kept in the client home
+// (state.sqlite). A server that serves an older, once-valid manifest (a rollback) is caught by
+// comparing against it. Safe for several processes of one user at once (SQLite locking).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+
+#include "common/bytes.hpp"
+
+struct sqlite3;
+
+namespace splitfs::core {
+
+class VersionLog {
+ public:
+  // Throws splitfs::LocalIoError if the database cannot be opened.
+  explicit VersionLog(const std::filesystem::path& file);
+  ~VersionLog();
+  VersionLog(const VersionLog&) = delete;
+  VersionLog& operator=(const VersionLog&) = delete;
+
+  // 0 when the file was never seen.
+  std::uint64_t seen(const Id& file);
+  // Records `version` unless a higher one is already recorded.
+  void raise(const Id& file, std::uint64_t version);
+
+ private:
+  struct Close {
+    void operator()(sqlite3* db) const;
+  };
+  std::unique_ptr<sqlite3, Close> db_;
+};
+
+}  // namespace splitfs::core

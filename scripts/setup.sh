@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages splitfs needs to build, test and run, skipping those present.
+set -euo pipefail
+
+packages=(
+  cmake ninja-build g++ make pkg-config ccache git clang-format
+  libboost1.81-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libtomlplusplus-dev
+  libcli11-dev catch2 openssl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+"${sudo_cmd[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
