@@ -9,6 +9,11 @@
 // payload, where length counts the op/status byte and the payload. The first request on a
 // connection is Hello; a reply with status ok carries the reply payload for the request's op,
 // otherwise an ErrorReply payload.
+//
+// Encoders do not enforce the bounds (the peer's decoder does, so callers split their batches),
+// except that an ErrorReply is always encoded decodable: its message is clipped to kMaxErrorText
+// bytes (on a UTF-8 boundary), its missing ids to the first kMaxBatchItems, and a status of ok is
+// sent as internal.
 #pragma once
 
 #include <cstddef>
@@ -21,25 +26,32 @@
 namespace splitfs::protocol {
 
 enum class DecodeErrc {
-  truncated = 1,    // input ended inside a field
-  trailing_bytes,   // input continues after the last field
-  too_large,        // a count or size exceeds its bound
-  unknown_op,       // op byte not in Op
-  unknown_status,   // status byte not in Status
-  invalid_value,    // e.g. a bool that is neither 0 nor 1
+  truncated = 1,   // input ended inside a field
+  trailing_bytes,  // input continues after the last field
+  too_large,       // a count or size exceeds its bound
+  unknown_op,      // op byte not in Op
+  unknown_status,  // status byte not in Status
+  invalid_value,   // e.g. a bool that is neither 0 nor 1
 };
 const std::error_category& decode_category();
 std::error_code make_error_code(DecodeErrc e);
 
 // Request payloads (without framing).
 Bytes encode_request(const Request& request);
+// unknown_op for a value outside Op, so a received op byte may be cast to Op unchecked.
 std::error_code decode_request(Op op, ByteView payload, Request& out);
 
 // Reply payloads. A successful reply's layout depends on the request's op; an ErrorReply's payload
 // is u8 status | message | missing ids, the same for every op.
 Bytes encode_reply(const Reply& reply);
 std::error_code decode_reply(Op op, ByteView payload, Reply& out);  // success payload for op
-std::error_code decode_error(ByteView payload, ErrorReply& out);
+std::error_code decode_error(ByteView payload, ErrorReply& out);    // invalid_value if status is ok
+
+// ok for every reply but an ErrorReply; an ErrorReply's status (internal if it claims ok).
+Status status_of(const Reply& reply);
+// The status a server answers a request that failed to decode with: too_large, unsupported for an
+// unknown op, bad_request otherwise.
+Status status_for(std::error_code decode_error);
 
 // TCP frames.
 inline constexpr std::size_t kFrameHeaderBytes = 5;
@@ -51,12 +63,21 @@ struct Frame {
   Bytes payload;
 };
 
-// Incremental frame splitter: feed bytes as they arrive, take whole frames out.
+// Decodes a whole request frame (its kind is the op).
+std::error_code decode_request_frame(const Frame& frame, Request& out);
+// Decodes a whole reply frame to the request `op`: the success reply for status ok, otherwise the
+// ErrorReply, whose status must equal the frame's (invalid_value if not).
+std::error_code decode_reply_frame(Op op, const Frame& frame, Reply& out);
+
+// Incremental frame splitter: feed bytes as they arrive, take whole frames out. Memory stays within
+// about twice the largest frame: consumed bytes are dropped in bulk, not one frame at a time.
 class FrameParser {
  public:
+  // `max_frame_bytes` bounds a frame's length field (kind byte plus payload).
   explicit FrameParser(std::size_t max_frame_bytes = kMaxMessageBytes);
-  // Appends received bytes. Returns an error (too_large) as soon as a header announces a frame over
-  // the bound; the parser is then unusable and the connection should be closed.
+  // Appends received bytes. Returns an error as soon as a header announces a frame over the bound
+  // (too_large) or of length 0 (invalid_value); the parser is then unusable (every later feed
+  // returns the same error, next() returns nothing) and the connection should be closed.
   std::error_code feed(ByteView bytes);
   // The next complete frame, if any.
   std::optional<Frame> next();
@@ -64,10 +85,14 @@ class FrameParser {
   std::size_t buffered() const { return buffer_.size() - consumed_; }
 
  private:
+  std::error_code check_headers();
+  void compact();
+
   std::size_t max_frame_bytes_;
   Bytes buffer_;
-  std::size_t consumed_ = 0;
-  bool failed_ = false;
+  std::size_t consumed_ = 0;  // bytes of buffer_ already returned as frames
+  std::size_t scanned_ = 0;   // offset in buffer_ of the first header not yet checked
+  std::error_code error_;
 };
 
 // HTTP mapping used by the HTTPS door and its client:
@@ -77,8 +102,11 @@ class FrameParser {
 //   GET /v1/files -> list_files          DELETE /v1/files/<hex> -> remove_file
 //   GET /v1/files/<hex>/info -> file_info
 // Requests whose fields are all in the target have an empty body; the others carry
-// encode_request() (a commit's body id must equal the target's). Replies: HTTP 200 with the
-// encode_reply() payload, or http_status(status) with an ErrorReply payload.
+// encode_request() (a commit's body id must equal the target's; hello's body holds its version).
+// Replies: HTTP 200 with the encode_reply() payload, or http_status(status) with an ErrorReply
+// payload. Ids in targets are 64 hex digits (written lowercase). decode_http_request answers
+// unknown_op for a path or method outside the table, invalid_value for a malformed id or a commit
+// whose body id differs from the target's, and the payload errors for a bad body.
 struct HttpRequest {
   std::string_view method;
   std::string target;
@@ -88,6 +116,9 @@ HttpRequest to_http(const Request& request);
 std::error_code decode_http_request(std::string_view method, std::string_view target, ByteView body,
                                     Request& out);
 unsigned http_status(Status status);
+// Decodes an HTTP reply to the request `op`: 200 carries the success reply, anything else an
+// ErrorReply whose status must map to that HTTP status (invalid_value if not).
+std::error_code decode_http_reply(Op op, unsigned status, ByteView body, Reply& out);
 
 }  // namespace splitfs::protocol
 

@@ -1,5 +1,5 @@
-// The wire vocabulary both servers speak: one set of requests and replies, carried as HTTP bodies by
-// the HTTPS door and as frames by the TCP door. Pure data; encoding lives in codec.hpp.
+// The wire vocabulary both servers speak: one set of requests and replies, carried as HTTP bodies
+// by the HTTPS door and as frames by the TCP door. Pure data; encoding lives in codec.hpp.
 #pragma once
 
 #include <cstdint>
@@ -147,8 +147,8 @@ struct FileInfo {
 };
 struct ErrorReply {
   Status status = Status::internal;
-  std::string message;       // short, human-readable, at most kMaxErrorText bytes
-  std::vector<Id> missing;   // for missing_shares and not_found on shares
+  std::string message;      // short, human-readable, at most kMaxErrorText bytes
+  std::vector<Id> missing;  // for missing_shares and not_found on shares
   friend bool operator==(const ErrorReply&, const ErrorReply&) = default;
 };
 

@@ -1,13 +1,15 @@
 // The servers' storage engine: one library behind both doors. Shares (opaque encrypted blobs) live
-// in append-only pack files; an SQLite index (WAL) maps each (user, share id) to its place in a pack
-// and its reference count, and each (user, file id) to its current version, entry, manifest and
-// share references.
+// in append-only pack files; an SQLite index (WAL) maps each (user, share id) to its place in a
+// pack and its reference count, and each (user, file id) to its current version, entry, manifest
+// and share references.
 //
 // Guarantees: put_shares returns only once the shares are durable (pack data fsync'd before the
 // index rows commit). commit makes a file's new version visible in one index transaction, and only
-// if every referenced share is held; a crash at any moment leaves either the old or the new version,
-// never a mix. Pack bytes not reachable from the index (a crash mid-append) are garbage, never
-// served. Every method is safe to call from several threads at once.
+// if every referenced share is held; a crash at any moment leaves either the old or the new
+// version, never a mix. Pack bytes not reachable from the index (a crash mid-append) are garbage,
+// never served. Every method is safe to call from several threads at once; reads never wait for
+// writes. A store directory (index.sqlite, packs/, LOCK) is open in at most one process: open()
+// fails while another holds it.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +32,7 @@ enum class Errc {
   missing_shares,  // commit references shares that are not held
   corrupt,         // a pack record failed its checksum or lies outside its pack
   io,              // the disk failed us (details logged by the store, not returned)
+  too_large,       // a share exceeds the store's own size bound (far above the protocol's)
 };
 const std::error_category& store_category();
 std::error_code make_error_code(Errc e);

@@ -42,7 +42,9 @@ struct Pin {
 
 // Configures a client context to accept exactly the peer whose leaf certificate matches
 // `pin->expected`, TLS 1.3 only. The check runs inside the handshake; a mismatch aborts it. `pin`
-// must outlive `ctx` and is not shared between threads. Used by both client transports.
+// must outlive `ctx` and is not shared between threads. Call it before any SSL object is created
+// from `ctx` (an SSL copies its context's verify mode when created, so an earlier one would not
+// enforce the pin). Used by both client transports.
 void pin_server_certificate(SSL_CTX* ctx, Pin* pin);
 
 // Server-side context: TLS 1.3 only, the identity's key and certificate.

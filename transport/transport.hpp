@@ -16,11 +16,15 @@
 namespace splitfs::transport {
 
 struct Endpoint {
-  std::string kind;         // "HTTPS" or "TCP", for messages
-  std::string host;         // name or address
+  std::string kind;  // "HTTPS" or "TCP", for messages
+  std::string host;  // name or address
   std::uint16_t port = 0;
   std::string fingerprint;  // "SHA256:<hex>" pinned at init
-  std::string address() const { return host + ":" + std::to_string(port); }
+  // "host:port", an IPv6 literal in brackets: "[::1]:5000".
+  std::string address() const {
+    const bool ipv6 = host.find(':') != std::string::npos && !host.starts_with('[');
+    return (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  }
 };
 
 struct Timeouts {

@@ -1,0 +1,217 @@
+#include "tests/support/servers.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <regex>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#ifndef SPLITFS_BIN_DIR
+#error "SPLITFS_BIN_DIR must name the folder of the built server binaries"
+#endif
+
+namespace splitfs::testing {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kRestartAttempts = 5;
+constexpr auto kRestartPause = std::chrono::milliseconds(200);
+constexpr std::size_t kMaxLineBytes = 4096;
+
+std::string errno_text() {
+  return std::generic_category().message(errno);
+}
+
+int decode_status(int status) {
+  if (WIFEXITED(status))
+    return WEXITSTATUS(status);
+  if (WIFSIGNALED(status))
+    return 128 + WTERMSIG(status);
+  return -1;
+}
+
+}  // namespace
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string pattern = "/tmp/" + prefix + "-XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    throw std::runtime_error("mkdtemp failed: " + errno_text());
+  }
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+ServerProcess::ServerProcess(std::string binary, fs::path data_dir,
+                             std::vector<std::string> extra_args)
+    : binary_(binary.find('/') == std::string::npos ? std::string(SPLITFS_BIN_DIR) + "/" + binary
+                                                    : std::move(binary)),
+      data_dir_(std::move(data_dir)),
+      extra_args_(std::move(extra_args)) {
+  if (!start(0))
+    throw std::runtime_error(binary_ + " exited before listening");
+}
+
+ServerProcess::~ServerProcess() {
+  stop();
+}
+
+bool ServerProcess::start(std::uint16_t port) {
+  std::vector<std::string> args{binary_, "--data", data_dir_.string(), "--port",
+                                std::to_string(port)};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+  std::vector<char*> argv;
+  for (auto& arg : args)
+    argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0)
+    throw std::runtime_error("pipe failed: " + errno_text());
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    throw std::runtime_error("fork failed: " + errno_text());
+  }
+  if (pid == 0) {
+    // Only async-signal-safe calls between fork and exec.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent)
+      ::_exit(127);
+    if (::dup2(fds[1], STDOUT_FILENO) < 0)
+      ::_exit(127);
+    ::syscall(SYS_close_range, 3U, ~0U, 0U);  // no test sockets or pipes leak into the server
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  pid_ = pid;
+  stdout_fd_ = fds[0];
+
+  // Read the listening line, byte by byte so nothing after it is consumed.
+  std::string line;
+  const auto deadline = Clock::now() + kStartDeadline;
+  bool complete = false;
+  while (!complete) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) {
+      kill(SIGKILL);
+      throw std::runtime_error(binary_ + " did not print its listening line within " +
+                               std::to_string(kStartDeadline.count()) + " s");
+    }
+    pollfd pfd{stdout_fd_, POLLIN, 0};
+    int ready = ::poll(&pfd, 1, static_cast<int>(left));
+    if (ready < 0 && errno == EINTR)
+      continue;
+    if (ready < 0)
+      throw std::runtime_error("poll failed: " + errno_text());
+    if (ready == 0)
+      continue;
+    char c = 0;
+    ssize_t n = ::read(stdout_fd_, &c, 1);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      // End of output: the server gave up (its reason went to stderr).
+      wait_for_exit(kStopDeadline);
+      return false;
+    }
+    if (c == '\n') {
+      complete = true;
+    } else if (line.size() < kMaxLineBytes) {
+      line.push_back(c);
+    }
+  }
+
+  static const std::regex kLine(
+      R"(^listening on (\[[0-9a-fA-F:.]+\]|[^ :\[\]]+):([0-9]{1,5}) fingerprint (SHA256:[0-9a-f]{64})$)");
+  std::smatch match;
+  if (!std::regex_match(line, match, kLine)) {
+    kill(SIGKILL);
+    throw std::runtime_error(binary_ + " printed an unexpected line: " + line);
+  }
+  host_ = match[1].str();
+  if (host_.front() == '[')
+    host_ = host_.substr(1, host_.size() - 2);
+  port_ = static_cast<std::uint16_t>(std::stoul(match[2].str()));
+  fingerprint_ = match[3].str();
+  line_ = line;
+  return true;
+}
+
+int ServerProcess::wait_for_exit(Clock::duration deadline) {
+  if (pid_ <= 0)
+    return -1;
+  const auto until = Clock::now() + deadline;
+  int status = 0;
+  pid_t done = 0;
+  while ((done = ::waitpid(pid_, &status, WNOHANG)) == 0 && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (done == 0) {
+    ::kill(pid_, SIGKILL);
+    done = ::waitpid(pid_, &status, 0);
+  }
+  pid_ = -1;
+  if (stdout_fd_ >= 0) {
+    ::close(stdout_fd_);
+    stdout_fd_ = -1;
+  }
+  return done > 0 ? decode_status(status) : -1;
+}
+
+void ServerProcess::kill(int sig) {
+  if (pid_ <= 0)
+    return;
+  ::kill(pid_, sig);
+  wait_for_exit(kStopDeadline);
+}
+
+void ServerProcess::signal(int sig) {
+  if (pid_ > 0)
+    ::kill(pid_, sig);
+}
+
+int ServerProcess::stop() {
+  if (pid_ <= 0)
+    return -1;
+  ::kill(pid_, SIGCONT);  // a stopped process would never see the SIGTERM
+  ::kill(pid_, SIGTERM);
+  return wait_for_exit(kStopDeadline);
+}
+
+void ServerProcess::restart() {
+  const std::uint16_t previous = port_;
+  stop();
+  for (int attempt = 0; attempt < kRestartAttempts; ++attempt) {
+    if (start(previous))
+      return;
+    std::this_thread::sleep_for(kRestartPause);
+  }
+  if (!start(0))
+    throw std::runtime_error(binary_ + " did not restart");
+}
+
+TestServers::TestServers(const std::vector<std::string>& extra_args)
+    : root("splitfs-servers"),
+      https("splitfs-https-server", root / "https", extra_args),
+      tcp("splitfs-tcp-server", root / "tcp", extra_args) {}
+
+}  // namespace splitfs::testing

@@ -1,0 +1,92 @@
+// Real server processes for integration tests: start a built server binary on a free port in a
+// scratch data folder, learn its port and fingerprint from its listening line, and always stop it
+// (SIGTERM, then SIGKILL after a deadline) when the test is done. A server also dies with the
+// thread that started it, so a crashed test leaves no server behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace splitfs::testing {
+
+// A fresh folder under /tmp, removed with its content on destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "splitfs-test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// One running server. Throws std::runtime_error when the server does not come up.
+class ServerProcess {
+ public:
+  static constexpr std::chrono::seconds kStartDeadline{20};
+  static constexpr std::chrono::seconds kStopDeadline{10};
+
+  // `binary` is a file name in SPLITFS_BIN_DIR (e.g. "splitfs-tcp-server") or a path with a '/'.
+  // Runs `binary --data data_dir --port 0 extra_args...` and waits for its listening line.
+  ServerProcess(std::string binary, std::filesystem::path data_dir,
+                std::vector<std::string> extra_args = {});
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  // Sends `signal` and waits for the process to end (SIGKILL after kStopDeadline).
+  void kill(int signal = SIGKILL);
+  // Sends `signal` without waiting, e.g. SIGSTOP or SIGCONT.
+  void signal(int signal);
+  // SIGTERM and wait; returns the exit status (128 + signal number if killed), or -1 if the
+  // server was not running.
+  int stop();
+  // Starts the server again with the same data folder, on the same port when it is free.
+  void restart();
+  bool running() const { return pid_ > 0; }
+
+  pid_t pid() const { return pid_; }
+  const std::string& host() const { return host_; }
+  std::uint16_t port() const { return port_; }
+  std::string address() const { return host_ + ":" + std::to_string(port_); }
+  const std::string& fingerprint() const { return fingerprint_; }
+  const std::filesystem::path& data_dir() const { return data_dir_; }
+  // The listening line as printed.
+  const std::string& listening_line() const { return line_; }
+
+ private:
+  // Starts on `port`; false if the process exited before listening (e.g. the port was taken).
+  bool start(std::uint16_t port);
+  int wait_for_exit(std::chrono::steady_clock::duration deadline);
+
+  std::string binary_;
+  std::filesystem::path data_dir_;
+  std::vector<std::string> extra_args_;
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+  std::string host_;
+  std::uint16_t port_ = 0;
+  std::string fingerprint_;
+  std::string line_;
+};
+
+// An HTTPS and a TCP server side by side in one scratch folder (root/https and root/tcp).
+struct TestServers {
+  explicit TestServers(const std::vector<std::string>& extra_args = {});
+
+  TempDir root;
+  ServerProcess https;
+  ServerProcess tcp;
+};
+
+}  // namespace splitfs::testing
