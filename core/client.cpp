@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -589,6 +590,310 @@ struct Client::Impl {
     }
     return out;
   }
+  // ======== Objects for the mount (fs/): everything below is used only by the object calls
+  // ========
+  //
+  // An object key lives under a name that starts with NUL, which validate_name() refuses, so no
+  // user name maps to the same file id; list() leaves such names out. Commits go to the HTTPS
+  // server first: it arbitrates between concurrent writers (its version check is the
+  // compare-and-swap), and the TCP server follows only once the HTTPS server accepted.
+
+  static constexpr std::string_view kObjectPrefix{"\0splitfs-object\0", 16};
+  static constexpr std::size_t kMaxObjectKeyBytes = 1024;
+
+  std::atomic<std::uint64_t> object_bytes_sent{0};
+  std::atomic<std::uint64_t> object_shares_sent{0};
+  std::atomic<std::uint64_t> object_shares_skipped{0};
+  std::atomic<std::uint64_t> object_bytes_received{0};
+  std::atomic<std::uint64_t> object_commits{0};
+  // Highest version recorded in `versions` per object file id this session, so that repeated
+  // opens of an unchanged object do not write the state database.
+  std::map<Id, std::uint64_t> object_seen;
+
+  static bool is_object_name(std::string_view name) { return name.starts_with(kObjectPrefix); }
+
+  static std::string object_name(const std::string& key) {
+    if (key.empty() || key.size() > kMaxObjectKeyBytes || key.find('\0') != std::string::npos) {
+      throw Error("an object key must be 1 to 1024 bytes without NUL");
+    }
+    std::string name(kObjectPrefix);
+    name += key;
+    return name;
+  }
+
+  void note_seen(const Id& file, std::uint64_t version) {
+    auto& recorded = object_seen[file];
+    if (version > recorded) {
+      versions.raise(file, version);
+      recorded = version;
+    }
+  }
+
+  // Groups consecutive items into batches of at most kBatchFileBytes (and kMaxBatchItems) bytes;
+  // calls run(first, count) for each.
+  template <class Size, class Run>
+  static void in_batches(std::size_t n, Size size_of, Run run) {
+    for (std::size_t first = 0; first < n;) {
+      std::size_t count = 0;
+      std::size_t bytes = 0;
+      while (first + count < n && count < protocol::kMaxBatchItems / 2 &&
+             (count == 0 || bytes + size_of(first + count) <= kBatchFileBytes)) {
+        bytes += size_of(first + count);
+        ++count;
+      }
+      run(first, count);
+      first += count;
+    }
+  }
+
+  // upload() with traffic counted: ids of one server's shares, sending only those it lacks.
+  std::vector<Id> stage_on(std::size_t j, const std::vector<Bytes>& plain) {
+    std::vector<Id> ids(plain.size(), kEmptyShare);
+    protocol::HasShares has;
+    std::vector<std::size_t> first_of;
+    std::unordered_set<Id, IdHash> asked;
+    for (std::size_t i = 0; i < plain.size(); ++i) {
+      if (plain[i].empty())
+        continue;
+      ids[i] = share_id(keys, plain[i]);
+      if (asked.insert(ids[i]).second) {
+        has.ids.push_back(ids[i]);
+        first_of.push_back(i);
+      }
+    }
+    if (has.ids.empty())
+      return ids;
+    const auto presence = expect<protocol::Presence>(servers[j]->call(has), endpoint(j));
+    if (presence.present.size() != has.ids.size())
+      throw ServerError("the " + server_name(endpoint(j)) + " sent an unexpected reply");
+    protocol::PutShares put;
+    std::uint64_t bytes = 0;
+    for (std::size_t k = 0; k < has.ids.size(); ++k) {
+      if (presence.present[k]) {
+        object_shares_skipped.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      put.shares.push_back({has.ids[k], seal_share(keys, has.ids[k], plain[first_of[k]])});
+      bytes += put.shares.back().data.size();
+    }
+    if (!put.shares.empty()) {
+      expect<protocol::Empty>(servers[j]->call(put), endpoint(j));
+      object_bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
+      object_shares_sent.fetch_add(put.shares.size(), std::memory_order_relaxed);
+    }
+    return ids;
+  }
+
+  std::vector<SegmentRef> stage_segments(std::span<const ByteView> segments) {
+    std::vector<SegmentRef> refs(segments.size());
+    in_batches(
+        segments.size(), [&](std::size_t i) { return segments[i].size(); },
+        [&](std::size_t first, std::size_t count) {
+          BatchShares plain;
+          for (auto& shares : plain)
+            shares.resize(count);
+          for (std::size_t i = 0; i < count; ++i) {
+            const ByteView segment = segments[first + i];
+            if (segment.size() > config.segment_bytes)
+              throw Error("a segment is longer than the configured segment size");
+            std::array<Bytes, kServers> shares;
+            stripe(segment, shares);
+            for (std::size_t j = 0; j < kServers; ++j)
+              plain[j][i] = std::move(shares[j]);
+          }
+          const auto ids = on_both([&](std::size_t j) { return stage_on(j, plain[j]); });
+          for (std::size_t i = 0; i < count; ++i) {
+            SegmentRef& ref = refs[first + i];
+            ref.length = static_cast<std::uint32_t>(segments[first + i].size());
+            for (std::size_t j = 0; j < kServers; ++j)
+              ref.shares[j] = ids[j][i];
+          }
+        });
+    return refs;
+  }
+
+  std::vector<Bytes> read_segments(std::span<const SegmentRef> refs) {
+    std::vector<Bytes> out(refs.size());
+    in_batches(
+        refs.size(), [&](std::size_t i) { return std::size_t{refs[i].length}; },
+        [&](std::size_t first, std::size_t count) {
+          const auto shares = on_both([&](std::size_t j) {
+            std::vector<Bytes> plain(count);
+            protocol::GetShares get;
+            std::vector<std::size_t> wanted;
+            for (std::size_t i = 0; i < count; ++i) {
+              const SegmentRef& ref = refs[first + i];
+              if (ref.shares[j] == kEmptyShare)
+                continue;
+              get.ids.push_back(ref.shares[j]);
+              wanted.push_back(i);
+            }
+            if (get.ids.empty())
+              return plain;
+            const std::string what = "object data from the " + server_name(endpoint(j));
+            protocol::Reply reply = servers[j]->call(get);
+            if (is_not_found(reply))
+              throw IntegrityError(what + " is missing");
+            const auto got = expect<protocol::Shares>(std::move(reply), endpoint(j));
+            if (got.blobs.size() != get.ids.size())
+              throw IntegrityError(what + " is incomplete");
+            std::uint64_t bytes = 0;
+            for (std::size_t k = 0; k < wanted.size(); ++k) {
+              const std::size_t i = wanted[k];
+              bytes += got.blobs[k].size();
+              if (!open_share(keys, get.ids[k], got.blobs[k], plain[i]) ||
+                  plain[i].size() != share_length(refs[first + i].length, j)) {
+                throw IntegrityError(what + " failed verification");
+              }
+            }
+            object_bytes_received.fetch_add(bytes, std::memory_order_relaxed);
+            return plain;
+          });
+          for (std::size_t i = 0; i < count; ++i) {
+            const SegmentRef& ref = refs[first + i];
+            for (std::size_t j = 0; j < kServers; ++j) {
+              if ((ref.shares[j] == kEmptyShare) != (share_length(ref.length, j) == 0))
+                throw IntegrityError("an object segment names a share that cannot exist");
+            }
+            out[first + i].resize(ref.length);
+            const std::array<ByteView, kServers> parts{shares[0][i], shares[1][i]};
+            unstripe(parts, out[first + i]);
+          }
+        });
+    return out;
+  }
+
+  StoredObject to_object(const std::string& key, const Manifest& m) const {
+    StoredObject out{
+        key, m.entry.version, m.entry.size, m.segment_bytes, m.entry.mode, m.entry.mtime_ns, {}};
+    out.segments.resize(static_cast<std::size_t>(m.segment_count()));
+    for (std::size_t s = 0; s < out.segments.size(); ++s) {
+      out.segments[s].length = static_cast<std::uint32_t>(m.segment_length(s));
+      for (std::size_t j = 0; j < kServers; ++j)
+        out.segments[s].shares[j] = m.shares[s * kServers + j];
+    }
+    return out;
+  }
+
+  StoredObject open_object(const std::string& key, std::uint64_t min_version) {
+    const std::string name = object_name(key);
+    const Id file = file_id(name);
+    const auto records = on_both([&](std::size_t j) -> std::optional<protocol::FileRecord> {
+      protocol::Reply reply = servers[j]->call(protocol::GetFile{file});
+      if (is_not_found(reply))
+        return std::nullopt;
+      return expect<protocol::FileRecord>(std::move(reply), endpoint(j));
+    });
+    if (!records[0] && !records[1])
+      throw NotFound("no stored object '" + key + "'");
+    const std::size_t newest =
+        !records[1] || (records[0] && records[0]->version >= records[1]->version) ? 0 : 1;
+    const protocol::FileRecord& record = *records[newest];
+    if (records[0] && records[1] && records[0]->version == records[1]->version &&
+        records[0]->manifest != records[1]->manifest) {
+      throw IntegrityError("the servers hold two different versions " +
+                           std::to_string(record.version) + " of object '" + key + "'");
+    }
+    Bytes plain;
+    Manifest m;
+    if (!open_record(keys.record, record_associated(kManifestDomain, file, record.version),
+                     record.manifest, plain) ||
+        decode_manifest(plain, m) || m.entry.name != name || m.entry.version != record.version ||
+        m.servers != kServers) {
+      throw IntegrityError("the manifest of object '" + key + "' failed verification");
+    }
+    const std::uint64_t floor = std::max(min_version, versions.seen(file));
+    if (m.entry.version < floor) {
+      throw IntegrityError("the servers offer version " + std::to_string(m.entry.version) +
+                           " of object '" + key + "' but version " + std::to_string(floor) +
+                           " exists: old data is being served (rollback)");
+    }
+    note_seen(file, m.entry.version);
+    return to_object(key, m);
+  }
+
+  std::uint64_t object_version(const std::string& key) {
+    return remote_version(0, file_id(object_name(key)));
+  }
+
+  StoredObject commit_object(const std::string& key, std::uint64_t expected,
+                             const ObjectAttributes& attributes, std::vector<SegmentRef> segments) {
+    const std::string name = object_name(key);
+    const Id file = file_id(name);
+    Manifest m;
+    m.entry =
+        Entry{name, attributes.size, expected + 1, now_ns(), attributes.mtime_ns, attributes.mode};
+    m.segment_bytes = attributes.segment_bytes ? attributes.segment_bytes : config.segment_bytes;
+    if (m.segment_bytes > kMaxSegmentBytes || m.segment_bytes % (kChunkBytes * kServers) != 0)
+      throw Error("an object's segment size must be a multiple of 2048 up to 4 MiB");
+    if (segments.size() != m.segment_count())
+      throw Error("an object of " + std::to_string(attributes.size) + " bytes needs " +
+                  std::to_string(m.segment_count()) + " segments, not " +
+                  std::to_string(segments.size()));
+    m.shares.reserve(segments.size() * kServers);
+    for (std::size_t s = 0; s < segments.size(); ++s) {
+      if (segments[s].length != m.segment_length(s))
+        throw Error("segment " + std::to_string(s) + " of object '" + key +
+                    "' has the wrong length");
+      for (std::size_t j = 0; j < kServers; ++j)
+        m.shares.push_back(segments[s].shares[j]);
+    }
+    const std::uint64_t version = m.entry.version;
+    if (version <= versions.seen(file)) {
+      throw ConflictError("object '" + key + "' has a version newer than " +
+                          std::to_string(expected));
+    }
+    const Bytes entry = seal_record(keys.record, record_associated(kEntryDomain, file, version),
+                                    encode_entry(m.entry));
+    const Bytes sealed = seal_record(keys.record, record_associated(kManifestDomain, file, version),
+                                     encode_manifest(m));
+    for (std::size_t j = 0; j < kServers; ++j) {
+      protocol::Commit commit{file, version, {}, entry, sealed};
+      for (std::uint64_t s = 0; s < m.segment_count(); ++s) {
+        const Id& id = m.shares[s * kServers + j];
+        if (id == kEmptyShare)
+          continue;
+        const std::size_t length = share_length(m.segment_length(s), j);
+        commit.refs.push_back({id, static_cast<std::uint32_t>(chunk_count(length))});
+      }
+      expect<protocol::Empty>(servers[j]->call(commit), endpoint(j));
+    }
+    note_seen(file, version);
+    object_commits.fetch_add(1, std::memory_order_relaxed);
+    return to_object(key, m);
+  }
+
+  void remove_object(const std::string& key) {
+    const Id file = file_id(object_name(key));
+    const auto removed = on_both([&](std::size_t j) {
+      protocol::Reply reply = servers[j]->call(protocol::RemoveFile{file});
+      if (is_not_found(reply))
+        return false;
+      expect<protocol::Empty>(std::move(reply), endpoint(j));
+      return true;
+    });
+    if (!removed[0] && !removed[1])
+      throw NotFound("no stored object '" + key + "'");
+  }
+
+  FileStat stat_object(const std::string& key) {
+    const StoredObject object = open_object(key, 0);
+    const Id file = file_id(object_name(key));
+    const auto infos = on_both([&](std::size_t j) {
+      return expect<protocol::FileInfo>(servers[j]->call(protocol::GetFileInfo{file}), endpoint(j));
+    });
+    FileStat out;
+    out.entry = {key, object.size, object.version, 0, chunk_count(object.size)};
+    out.mode = object.mode;
+    out.mtime_ns = object.mtime_ns;
+    out.segment_bytes = object.segment_bytes;
+    for (std::size_t j = 0; j < kServers; ++j) {
+      out.servers.push_back({endpoint(j).kind, endpoint(j).address(), infos[j].version,
+                             infos[j].shares, infos[j].chunks, infos[j].stored_bytes});
+    }
+    return out;
+  }
+  // ======== end of objects ========
 };
 
 fs::path Client::default_home() {
@@ -622,7 +927,10 @@ std::vector<std::uint8_t> Client::read(const std::string& name, std::uint64_t of
 
 std::vector<ListEntry> Client::list() {
   std::lock_guard lock(impl_->mutex);
-  return impl_->list();
+  auto entries = impl_->list();
+  // Objects (the mount's) are not files a user stored.
+  std::erase_if(entries, [](const ListEntry& e) { return Impl::is_object_name(e.name); });
+  return entries;
 }
 
 void Client::remove(const std::string& name) {
@@ -633,6 +941,59 @@ void Client::remove(const std::string& name) {
 FileStat Client::stat(const std::string& name) {
   std::lock_guard lock(impl_->mutex);
   return impl_->stat(name);
+}
+
+// ---- Objects ----
+
+std::uint32_t Client::segment_bytes() const {
+  return impl_->config.segment_bytes;
+}
+
+StoredObject Client::open_object(const std::string& key, std::uint64_t min_version) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->open_object(key, min_version);
+}
+
+std::uint64_t Client::object_version(const std::string& key) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->object_version(key);
+}
+
+std::vector<SegmentRef> Client::stage_segments(
+    std::span<const std::span<const std::uint8_t>> segments) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->stage_segments(segments);
+}
+
+std::vector<std::vector<std::uint8_t>> Client::read_segments(std::span<const SegmentRef> refs) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->read_segments(refs);
+}
+
+StoredObject Client::commit_object(const std::string& key, std::uint64_t expected,
+                                   const ObjectAttributes& attributes,
+                                   std::vector<SegmentRef> segments) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->commit_object(key, expected, attributes, std::move(segments));
+}
+
+void Client::remove_object(const std::string& key) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->remove_object(key);
+}
+
+FileStat Client::stat_object(const std::string& key) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->stat_object(key);
+}
+
+TransferCounters Client::counters() const {
+  const auto load = [](const std::atomic<std::uint64_t>& a) {
+    return a.load(std::memory_order_relaxed);
+  };
+  return {load(impl_->object_bytes_sent), load(impl_->object_shares_sent),
+          load(impl_->object_shares_skipped), load(impl_->object_bytes_received),
+          load(impl_->object_commits)};
 }
 
 void split_store(const fs::path& file) {

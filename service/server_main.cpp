@@ -167,6 +167,9 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, asio::io_context& io,
       socket.close(ec);
       continue;
     }
+    // Replies are written in pieces (header, body); Nagle would hold the last one back for a
+    // delayed ACK and add ~40 ms to every request.
+    socket.set_option(tcp::no_delay(true), ec);
     auto connection = std::make_shared<Connection>(std::move(socket), tls_context);
     if (!connections->add(connection))
       co_return;

@@ -72,6 +72,7 @@ class HttpsTransport final : public Transport {
     }
     for (const char* header : {"Expect:", "Content-Type: application/octet-stream",
                                "Accept: application/octet-stream"}) {
+      // Returns the list's head, or nullptr (the old list untouched) when out of memory.
       curl_slist* extended = curl_slist_append(headers_.get(), header);
       if (extended == nullptr) {
         throw Error("libcurl could not allocate a header list");

@@ -7,9 +7,11 @@
 // key. Every failure is a splitfs::Error subclass (errors.hpp).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -65,6 +67,52 @@ struct FileStat {
   std::vector<ServerPlacement> servers;
 };
 
+// ---- Objects: the lower-level storage the mount (fs/) builds on ----
+//
+// An object is stored exactly like a file (striped, encrypted, committed on both servers) but under
+// a key in a namespace of its own: no name a user can store collides with a key, and list() does
+// not show objects. Its content is a sequence of segments, each addressed by the ids of its shares
+// (SegmentRef). Segments can be uploaded ahead of the commit that uses them (stage_segments), and a
+// new version can reuse the segments of an older one, so a small edit to a large object sends only
+// the segments it changed. Commits are compare-and-swap: the HTTPS server arbitrates (it is
+// committed first), so of two writers starting from the same version exactly one wins.
+
+// One segment of an object: the id of its share on each server (all zero for an empty share) and
+// its length in bytes. Ids are keyed hashes of the content, so equal refs mean equal bytes.
+struct SegmentRef {
+  std::array<std::array<std::uint8_t, 32>, 2> shares{};
+  std::uint32_t length = 0;
+  friend bool operator==(const SegmentRef&, const SegmentRef&) = default;
+};
+
+// One verified version of an object.
+struct StoredObject {
+  std::string key;
+  std::uint64_t version = 0;
+  std::uint64_t size = 0;
+  std::uint32_t segment_bytes = 0;  // every segment but the last has exactly this length
+  std::uint32_t mode = 0;
+  std::int64_t mtime_ns = 0;
+  std::vector<SegmentRef> segments;
+};
+
+// What commit_object() records besides the segments.
+struct ObjectAttributes {
+  std::uint64_t size = 0;
+  std::uint32_t segment_bytes = 0;  // 0: the configured segment size
+  std::uint32_t mode = 0;
+  std::int64_t mtime_ns = 0;
+};
+
+// Share traffic of the object calls (stage_segments, read_segments) since the Client was made.
+struct TransferCounters {
+  std::uint64_t bytes_sent = 0;      // share ciphertext uploaded
+  std::uint64_t shares_sent = 0;     // shares uploaded
+  std::uint64_t shares_skipped = 0;  // shares a server already held, not sent again
+  std::uint64_t bytes_received = 0;  // share ciphertext downloaded
+  std::uint64_t commits = 0;         // object versions committed
+};
+
 class Client {
  public:
   // $SPLITFS_HOME, else ~/.config/splitfs.
@@ -86,6 +134,33 @@ class Client {
   std::vector<ListEntry> list();
   void remove(const std::string& name);
   FileStat stat(const std::string& name);
+
+  // ---- Objects (see above). Keys are 1 to 1024 bytes without NUL. ----
+
+  // The segment size new objects get (from the configuration).
+  std::uint32_t segment_bytes() const;
+  // The newest version of key, verified. A version only the HTTPS server holds yet (a commit cut
+  // short before the TCP server) is accepted when it verifies. Throws NotFound, and IntegrityError
+  // for a version below min_version or below one this client has seen (rollback).
+  StoredObject open_object(const std::string& key, std::uint64_t min_version = 0);
+  // The version the HTTPS server holds (0 for none): one round trip, for polling.
+  std::uint64_t object_version(const std::string& key);
+  // Uploads segments (each at most segment_bytes() long), skipping shares a server already holds,
+  // and returns their refs for commit_object(). Staged segments are durable but unreferenced.
+  std::vector<SegmentRef> stage_segments(std::span<const std::span<const std::uint8_t>> segments);
+  // Downloads and verifies segments, in order.
+  std::vector<std::vector<std::uint8_t>> read_segments(std::span<const SegmentRef> refs);
+  // Commits version expected + 1 of key made of `segments` (from stage_segments() or an older
+  // version; every one but the last exactly segment_bytes long). expected is the version the
+  // caller started from, 0 for a new key. Throws ConflictError if another version was committed
+  // since.
+  StoredObject commit_object(const std::string& key, std::uint64_t expected,
+                             const ObjectAttributes& attributes, std::vector<SegmentRef> segments);
+  // Removes key and its references on both servers. Throws NotFound if neither holds it.
+  void remove_object(const std::string& key);
+  // Where an object's chunks are, as the servers report it (entry.name is the key).
+  FileStat stat_object(const std::string& key);
+  TransferCounters counters() const;
 
  private:
   struct Impl;

@@ -326,3 +326,23 @@ TEST_CASE("requests and replies close to the batch bound pass", "[transport]") {
     CHECK(got.blobs[i] == shares[i].data);
   }
 }
+
+TEST_CASE("host names and IPv6 addresses reach the server", "[transport]") {
+  const std::string kind = GENERATE(as<std::string>{}, "HTTPS", "TCP");
+  INFO(kind);
+  TempDir dir;
+  ServerProcess v4(binary_for(kind), dir / "v4");
+  auto endpoint = endpoint_of(kind, v4);
+  endpoint.host = "localhost";
+  expect<protocol::Empty>(connect(endpoint)->call(protocol::Hello{}));
+
+  ServerProcess v6(binary_for(kind), dir / "v6", {"--bind", "::1"});
+  for (const std::string host : {"::1", "[::1]"}) {
+    endpoint = endpoint_of(kind, v6);
+    endpoint.host = host;
+    INFO(endpoint.address());
+    CHECK(endpoint.address() == "[::1]:" + std::to_string(v6.port()));
+    expect<protocol::Empty>(connect(endpoint)->call(protocol::Hello{}));
+    CHECK(transport::probe_fingerprint(kind, host, v6.port(), 3000ms) == v6.fingerprint());
+  }
+}
