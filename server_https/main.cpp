@@ -127,7 +127,9 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
     // The request body may be large; free it before the reply is built.
     Body::value_type().swap(request.body());
 
-    const bool keep_alive = request.keep_alive() && !connection.stopping();
+    // No route answers HEAD, and its error reply carries a body the client will not read: close.
+    const bool keep_alive =
+        request.keep_alive() && request.method() != http::verb::head && !connection.stopping();
     auto response = make_response(reply, request.version(), keep_alive);
     reply = protocol::Empty{};
     if (co_await write_response(connection, response, limits))

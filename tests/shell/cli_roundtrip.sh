@@ -12,7 +12,7 @@ splitfs() { "$bin/splitfs" "$@"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 mkdir -p "$work/in" "$work/out"
-sizes=(0 1 1023 1024 1025 2047 2048 2049 $((1024 * 1024 + 7)))
+sizes=(0 1 1023 1024 1025 2047 2048 2049 $((1024 * 1024 + 7)) $((64 * 1024 * 1024)))
 for size in "${sizes[@]}"; do
   head -c "$size" /dev/urandom >"$work/in/f$size"
 done
