@@ -1,12 +1,19 @@
 // Big-endian field writer and bounds-checked reader over byte spans, for the sans-I/O codecs.
-// The reader never reads past its input and reports the first failure; callers check `ok()` once
-// at the end instead of after every field.
+// The writer can also only count, so an encoder learns a message's exact size, reserves it once
+// and copies each blob once. The reader never reads past its input, never sizes an allocation from
+// an unchecked count, and keeps the first failure; callers check the outcome once at the end
+// instead of after every field.
 #pragma once
 
+#include <cassert>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include "common/bytes.hpp"
 
@@ -14,49 +21,102 @@ namespace splitfs::wire {
 
 class Writer {
  public:
-  explicit Writer(Bytes& out) : out_(out) {}
-  void u8(std::uint8_t v) { out_.push_back(v); }
-  void u32(std::uint32_t v) { put_be(v, 4); }
-  void u64(std::uint64_t v) { put_be(v, 8); }
-  void raw(ByteView bytes) { out_.insert(out_.end(), bytes.begin(), bytes.end()); }
+  // Writes nothing; size() tells how many bytes the same calls would append.
+  Writer() = default;
+  // Appends to `out`.
+  explicit Writer(Bytes& out) : out_(&out) {}
+
+  void u8(std::uint8_t v) { put_be<1>(v); }
+  void u32(std::uint32_t v) { put_be<4>(v); }
+  void u64(std::uint64_t v) { put_be<8>(v); }
+  void raw(ByteView bytes) { put(bytes.data(), bytes.size()); }
+  void id(const Id& id) { raw(id); }
+  // A u32 length or count. Bounds are the reader's to enforce, but a length that does not fit the
+  // field cannot be sent at all.
+  void length(std::size_t n) {
+    assert(n <= std::numeric_limits<std::uint32_t>::max());
+    u32(static_cast<std::uint32_t>(n));
+  }
   // u32 length, then the bytes.
   void blob(ByteView bytes) {
-    u32(static_cast<std::uint32_t>(bytes.size()));
+    length(bytes.size());
     raw(bytes);
   }
   void text(std::string_view s) { blob(as_bytes(s)); }
+  // u32 count, then the ids back to back.
+  void ids(std::span<const Id> ids) {
+    length(ids.size());
+    // Id is a plain byte array, so a span of ids is contiguous bytes.
+    static_assert(sizeof(Id) == 32 && std::is_trivially_copyable_v<Id>);
+    put(reinterpret_cast<const std::uint8_t*>(ids.data()), ids.size() * sizeof(Id));
+  }
+  // Bytes written, or counted, so far.
+  std::size_t size() const { return size_; }
 
  private:
-  void put_be(std::uint64_t v, int n) {
-    for (int i = n - 1; i >= 0; --i)
-      out_.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  void put(const std::uint8_t* data, std::size_t n) {
+    size_ += n;
+    if (out_)
+      out_->insert(out_->end(), data, data + n);
   }
-  Bytes& out_;
+  // Fixed-size fields grow the buffer and fill it in place: a range insert of a few bytes trips a
+  // false -Wstringop-overflow in GCC 12.
+  template <std::size_t N>
+  void put_be(std::uint64_t v) {
+    size_ += N;
+    if (!out_)
+      return;
+    const std::size_t at = out_->size();
+    out_->resize(at + N);
+    for (std::size_t i = 0; i < N; ++i)
+      (*out_)[at + i] = static_cast<std::uint8_t>(v >> (8 * (N - 1 - i)));
+  }
+  Bytes* out_ = nullptr;
+  std::size_t size_ = 0;
 };
 
 class Reader {
  public:
-  enum class Failure { none, truncated, too_large, invalid };
+  // `trailing` is never a field's failure: only outcome() reports it.
+  enum class Failure { none, truncated, too_large, invalid, trailing };
 
   explicit Reader(ByteView in) : in_(in) {}
   std::uint8_t u8() { return static_cast<std::uint8_t>(get_be(1)); }
   std::uint32_t u32() { return static_cast<std::uint32_t>(get_be(4)); }
   std::uint64_t u64() { return get_be(8); }
+  // One byte that must be 0 or 1 (invalid otherwise).
+  bool boolean() {
+    const std::uint8_t b = u8();
+    if (b > 1)
+      fail(Failure::invalid);
+    return b == 1;
+  }
   // `n` raw bytes, as a view into the input (empty on failure).
   ByteView raw(std::size_t n) {
     if (!take(n))
       return {};
     return in_.subspan(pos_ - n, n);
   }
-  // A u32-length-prefixed byte string of at most `max` bytes.
-  ByteView blob(std::size_t max) {
+  // A u32 length of at most `max` (too_large otherwise); 0 on failure.
+  std::uint32_t length(std::size_t max) {
     const std::uint32_t n = u32();
-    if (failure_ != Failure::none)
-      return {};
     if (n > max) {
+      fail(Failure::too_large);
+      return 0;
+    }
+    return n;
+  }
+  // A u32-length-prefixed byte string of at most `max` bytes.
+  ByteView blob(std::size_t max) { return raw(length(max)); }
+  // The same, also charged against `budget`, what is left for all the blobs of one message
+  // (too_large when over, checked before the bytes themselves).
+  ByteView blob(std::size_t max, std::size_t& budget) {
+    const std::uint32_t n = length(max);
+    if (n > budget) {
       fail(Failure::too_large);
       return {};
     }
+    budget -= n;
     return raw(n);
   }
   std::string text(std::size_t max) {
@@ -82,6 +142,14 @@ class Reader {
     }
     return n;
   }
+  // A u32 count of at most `max` ids, then the ids back to back.
+  std::vector<Id> ids(std::size_t max) {
+    std::vector<Id> out(count(max, sizeof(Id)));
+    ByteView b = raw(out.size() * sizeof(Id));
+    if (!b.empty())
+      std::memcpy(out.data(), b.data(), b.size());
+    return out;
+  }
   void fail(Failure f) {
     if (failure_ == Failure::none)
       failure_ = f;
@@ -89,8 +157,14 @@ class Reader {
   }
   std::size_t remaining() const { return in_.size() - pos_; }
   Failure failure() const { return failure_; }
+  // The verdict on the whole input: the first failure, else trailing if input is left over.
+  Failure outcome() const {
+    if (failure_ == Failure::none && pos_ != in_.size())
+      return Failure::trailing;
+    return failure_;
+  }
   // True when every field read so far was present and the input is used up exactly.
-  bool done() const { return failure_ == Failure::none && pos_ == in_.size(); }
+  bool done() const { return outcome() == Failure::none; }
 
  private:
   bool take(std::size_t n) {

@@ -141,9 +141,11 @@ bool gcm_open(const Key& key, const std::uint8_t* nonce, ByteView associated, By
   return true;
 }
 
-Bytes share_associated(const Id& id) {
-  Bytes aad(kShareDomain.begin(), kShareDomain.end());
-  aad.insert(aad.end(), id.begin(), id.end());
+// Domain label then id: a fixed-size value, so sealing a share allocates nothing for it.
+std::array<std::uint8_t, kShareDomain.size() + sizeof(Id)> share_associated(const Id& id) {
+  std::array<std::uint8_t, kShareDomain.size() + sizeof(Id)> aad{};
+  std::memcpy(aad.data(), kShareDomain.data(), kShareDomain.size());
+  std::memcpy(aad.data() + kShareDomain.size(), id.data(), id.size());
   return aad;
 }
 

@@ -37,6 +37,14 @@ void write_entry(wire::Writer& w, const Entry& e) {
   w.u32(e.mode);
 }
 
+// The leading format byte: unsupported_format if it names another format, malformed if absent.
+std::error_code read_format(wire::Reader& r, std::uint8_t format) {
+  if (r.u8() == format)
+    return {};
+  return r.failure() == wire::Reader::Failure::none ? ManifestErrc::unsupported_format
+                                                    : ManifestErrc::malformed;
+}
+
 void read_entry(wire::Reader& r, Entry& e) {
   e.name = r.text(kMaxNameBytes);
   e.size = r.u64();
@@ -72,10 +80,8 @@ Bytes encode_entry(const Entry& entry) {
 
 std::error_code decode_entry(ByteView bytes, Entry& out) {
   wire::Reader r(bytes);
-  if (r.u8() != kEntryFormat) {
-    return r.failure() == wire::Reader::Failure::none ? ManifestErrc::unsupported_format
-                                                      : ManifestErrc::malformed;
-  }
+  if (auto ec = read_format(r, kEntryFormat))
+    return ec;
   read_entry(r, out);
   return r.done() ? std::error_code{} : make_error_code(ManifestErrc::malformed);
 }
@@ -88,26 +94,19 @@ Bytes encode_manifest(const Manifest& manifest) {
   write_entry(w, manifest.entry);
   w.u32(manifest.segment_bytes);
   w.u32(manifest.servers);
-  w.u32(static_cast<std::uint32_t>(manifest.shares.size()));
-  for (const Id& id : manifest.shares)
-    w.raw(id);
+  w.ids(manifest.shares);
   return out;
 }
 
 std::error_code decode_manifest(ByteView bytes, Manifest& out) {
   wire::Reader r(bytes);
-  if (r.u8() != kManifestFormat) {
-    return r.failure() == wire::Reader::Failure::none ? ManifestErrc::unsupported_format
-                                                      : ManifestErrc::malformed;
-  }
+  if (auto ec = read_format(r, kManifestFormat))
+    return ec;
   Manifest m;
   read_entry(r, m.entry);
   m.segment_bytes = r.u32();
   m.servers = r.u32();
-  const std::uint32_t n = r.count(bytes.size() / sizeof(Id), sizeof(Id));
-  m.shares.reserve(n);
-  for (std::uint32_t i = 0; i < n; ++i)
-    m.shares.push_back(r.id());
+  m.shares = r.ids(bytes.size() / sizeof(Id));
   if (!r.done())
     return ManifestErrc::malformed;
   if (m.servers == 0 || m.servers > kMaxServers || m.segment_bytes == 0 ||

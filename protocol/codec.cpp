@@ -3,10 +3,11 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
-#include <limits>
 #include <string>
 #include <type_traits>
 #include <variant>
+
+#include "common/wire.hpp"
 
 namespace splitfs::protocol {
 
@@ -38,159 +39,78 @@ class DecodeCategory final : public std::error_category {
 
 constexpr std::uint8_t kMaxStatus = static_cast<std::uint8_t>(Status::internal);
 
+// The requests that carry nothing but a file id.
+template <class M>
+concept FileOnly =
+    std::is_same_v<M, GetFile> || std::is_same_v<M, RemoveFile> || std::is_same_v<M, GetFileInfo>;
+
 // ---- encoding -------------------------------------------------------------------------------
 //
-// Every message is written twice through the same code: once into a counter to learn its exact
-// size, then into a buffer reserved to that size, so a 32 MiB batch is allocated once and each blob
-// is copied once.
+// Every message is written twice through the same code: once into a counting writer to learn its
+// exact size, then into a buffer reserved to that size, so a 32 MiB batch is allocated once and
+// each blob is copied once.
 
-class SizeSink {
- public:
-  void put(const std::uint8_t*, std::size_t n) { size_ += n; }
-  std::size_t size() const { return size_; }
-
- private:
-  std::size_t size_ = 0;
-};
-
-class ByteSink {
- public:
-  explicit ByteSink(Bytes& out) : out_(out) {}
-  void put(const std::uint8_t* data, std::size_t n) { out_.insert(out_.end(), data, data + n); }
-
- private:
-  Bytes& out_;
-};
-
-template <class Sink>
-void put_u8(Sink& sink, std::uint8_t value) {
-  sink.put(&value, 1);
+void write(wire::Writer& w, const Hello& m) {
+  w.u32(m.version);
 }
-
-template <class Sink>
-void put_u32(Sink& sink, std::uint32_t value) {
-  const std::uint8_t b[4] = {
-      static_cast<std::uint8_t>(value >> 24), static_cast<std::uint8_t>(value >> 16),
-      static_cast<std::uint8_t>(value >> 8), static_cast<std::uint8_t>(value)};
-  sink.put(b, sizeof b);
+void write(wire::Writer& w, const HasShares& m) {
+  w.ids(m.ids);
 }
-
-template <class Sink>
-void put_u64(Sink& sink, std::uint64_t value) {
-  std::uint8_t b[8];
-  for (int i = 0; i < 8; ++i)
-    b[i] = static_cast<std::uint8_t>(value >> (56 - 8 * i));
-  sink.put(b, sizeof b);
-}
-
-template <class Sink>
-void put_length(Sink& sink, std::size_t n) {
-  // Bounds are the peer's to enforce, but a length that does not fit the field cannot be sent.
-  assert(n <= std::numeric_limits<std::uint32_t>::max());
-  put_u32(sink, static_cast<std::uint32_t>(n));
-}
-
-template <class Sink>
-void put_id(Sink& sink, const Id& id) {
-  sink.put(id.data(), id.size());
-}
-
-template <class Sink>
-void put_blob(Sink& sink, ByteView data) {
-  put_length(sink, data.size());
-  sink.put(data.data(), data.size());
-}
-
-template <class Sink>
-void put_ids(Sink& sink, std::span<const Id> ids) {
-  put_length(sink, ids.size());
-  // Id is a plain byte array, so a span of ids is contiguous bytes.
-  static_assert(sizeof(Id) == 32 && std::is_trivially_copyable_v<Id>);
-  sink.put(reinterpret_cast<const std::uint8_t*>(ids.data()), ids.size() * sizeof(Id));
-}
-
-template <class Sink>
-void write(Sink& sink, const Hello& m) {
-  put_u32(sink, m.version);
-}
-template <class Sink>
-void write(Sink& sink, const HasShares& m) {
-  put_ids(sink, m.ids);
-}
-template <class Sink>
-void write(Sink& sink, const PutShares& m) {
-  put_length(sink, m.shares.size());
+void write(wire::Writer& w, const PutShares& m) {
+  w.length(m.shares.size());
   for (const ShareBlob& share : m.shares) {
-    put_id(sink, share.id);
-    put_blob(sink, share.data);
+    w.id(share.id);
+    w.blob(share.data);
   }
 }
-template <class Sink>
-void write(Sink& sink, const GetShares& m) {
-  put_ids(sink, m.ids);
+void write(wire::Writer& w, const GetShares& m) {
+  w.ids(m.ids);
 }
-template <class Sink>
-void write(Sink& sink, const Commit& m) {
-  put_id(sink, m.file);
-  put_u64(sink, m.version);
-  put_length(sink, m.refs.size());
+void write(wire::Writer& w, const Commit& m) {
+  w.id(m.file);
+  w.u64(m.version);
+  w.length(m.refs.size());
   for (const ShareRef& ref : m.refs) {
-    put_id(sink, ref.id);
-    put_u32(sink, ref.chunks);
+    w.id(ref.id);
+    w.u32(ref.chunks);
   }
-  put_blob(sink, m.entry);
-  put_blob(sink, m.manifest);
+  w.blob(m.entry);
+  w.blob(m.manifest);
 }
-template <class Sink>
-void write(Sink& sink, const GetFile& m) {
-  put_id(sink, m.file);
+void write(wire::Writer& w, const FileOnly auto& m) {
+  w.id(m.file);
 }
-template <class Sink>
-void write(Sink&, const ListFiles&) {}
-template <class Sink>
-void write(Sink& sink, const RemoveFile& m) {
-  put_id(sink, m.file);
-}
-template <class Sink>
-void write(Sink& sink, const GetFileInfo& m) {
-  put_id(sink, m.file);
-}
+void write(wire::Writer&, const ListFiles&) {}
 
-template <class Sink>
-void write(Sink&, const Empty&) {}
-template <class Sink>
-void write(Sink& sink, const Presence& m) {
-  put_length(sink, m.present.size());
+void write(wire::Writer&, const Empty&) {}
+void write(wire::Writer& w, const Presence& m) {
+  w.length(m.present.size());
   for (bool flag : m.present)
-    put_u8(sink, flag ? 1 : 0);
+    w.u8(flag ? 1 : 0);
 }
-template <class Sink>
-void write(Sink& sink, const Shares& m) {
-  put_length(sink, m.blobs.size());
+void write(wire::Writer& w, const Shares& m) {
+  w.length(m.blobs.size());
   for (const Bytes& blob : m.blobs)
-    put_blob(sink, blob);
+    w.blob(blob);
 }
-template <class Sink>
-void write(Sink& sink, const FileRecord& m) {
-  put_u64(sink, m.version);
-  put_blob(sink, m.entry);
-  put_blob(sink, m.manifest);
+void write(wire::Writer& w, const FileRecord& m) {
+  w.u64(m.version);
+  w.blob(m.entry);
+  w.blob(m.manifest);
 }
-template <class Sink>
-void write(Sink& sink, const FileList& m) {
-  put_length(sink, m.files.size());
+void write(wire::Writer& w, const FileList& m) {
+  w.length(m.files.size());
   for (const FileListItem& item : m.files) {
-    put_id(sink, item.file);
-    put_u64(sink, item.version);
-    put_blob(sink, item.entry);
+    w.id(item.file);
+    w.u64(item.version);
+    w.blob(item.entry);
   }
 }
-template <class Sink>
-void write(Sink& sink, const FileInfo& m) {
-  put_u64(sink, m.version);
-  put_u64(sink, m.shares);
-  put_u64(sink, m.chunks);
-  put_u64(sink, m.stored_bytes);
+void write(wire::Writer& w, const FileInfo& m) {
+  w.u64(m.version);
+  w.u64(m.shares);
+  w.u64(m.chunks);
+  w.u64(m.stored_bytes);
 }
 
 // Cuts at most kMaxErrorText bytes without splitting a UTF-8 sequence.
@@ -203,285 +123,140 @@ std::string_view clip_message(std::string_view text) {
   return text.substr(0, n);
 }
 
-template <class Sink>
-void write(Sink& sink, const ErrorReply& m) {
-  put_u8(sink, static_cast<std::uint8_t>(m.status == Status::ok ? Status::internal : m.status));
-  put_blob(sink, as_bytes(clip_message(m.message)));
+void write(wire::Writer& w, const ErrorReply& m) {
+  w.u8(static_cast<std::uint8_t>(m.status == Status::ok ? Status::internal : m.status));
+  w.text(clip_message(m.message));
   std::span<const Id> missing = m.missing;
-  put_ids(sink, missing.first(std::min(missing.size(), kMaxBatchItems)));
+  w.ids(missing.first(std::min(missing.size(), kMaxBatchItems)));
 }
 
-template <class Sink, class Variant>
-void write_variant(Sink& sink, const Variant& message) {
-  std::visit([&sink](const auto& m) { write(sink, m); }, message);
+template <class Variant>
+void write_variant(wire::Writer& w, const Variant& message) {
+  std::visit([&w](const auto& m) { write(w, m); }, message);
 }
 
 // Encodes `message` after an optional frame header carrying `kind`, with a single allocation.
 template <class Variant>
 Bytes encode(const Variant& message, std::optional<std::uint8_t> frame_kind) {
-  SizeSink size;
-  write_variant(size, message);
+  wire::Writer counter;
+  write_variant(counter, message);
+  const std::size_t payload = counter.size();
   const std::size_t header = frame_kind ? kFrameHeaderBytes : 0;
   Bytes out;
-  out.reserve(header + size.size());
-  ByteSink sink(out);
+  out.reserve(header + payload);
+  wire::Writer w(out);
   if (frame_kind) {
-    put_length(sink, size.size() + 1);
-    put_u8(sink, *frame_kind);
+    w.length(payload + 1);
+    w.u8(*frame_kind);
   }
-  write_variant(sink, message);
-  assert(out.size() == header + size.size());
+  write_variant(w, message);
+  assert(w.size() == header + payload);
   return out;
 }
 
 // ---- decoding -------------------------------------------------------------------------------
+//
+// A reader keeps its first failure and reads nothing after it, so each message is read straight
+// through and judged once; counts are bounded by the input, so reading on past a failure is cheap.
 
-class Reader {
- public:
-  explicit Reader(ByteView in) : in_(in) {}
-
-  std::size_t remaining() const { return in_.size() - pos_; }
-
-  std::error_code u8(std::uint8_t& out) {
-    if (remaining() < 1)
-      return DecodeErrc::truncated;
-    out = in_[pos_++];
-    return {};
-  }
-  std::error_code u32(std::uint32_t& out) {
-    if (remaining() < 4)
-      return DecodeErrc::truncated;
-    const std::uint8_t* p = in_.data() + pos_;
-    out = std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
-    pos_ += 4;
-    return {};
-  }
-  std::error_code u64(std::uint64_t& out) {
-    if (remaining() < 8)
-      return DecodeErrc::truncated;
-    out = 0;
-    for (std::size_t i = 0; i < 8; ++i)
-      out = out << 8 | in_[pos_ + i];
-    pos_ += 8;
-    return {};
-  }
-  std::error_code boolean(bool& out) {
-    std::uint8_t b = 0;
-    if (auto ec = u8(b))
-      return ec;
-    if (b > 1)
-      return DecodeErrc::invalid_value;
-    out = b == 1;
-    return {};
-  }
-  std::error_code id(Id& out) {
-    if (remaining() < out.size())
-      return DecodeErrc::truncated;
-    std::memcpy(out.data(), in_.data() + pos_, out.size());
-    pos_ += out.size();
-    return {};
-  }
-  // A list count: at most `max`, and small enough that `count` items of at least `min_item_bytes`
-  // each fit in what is left, so reserving `count` items never exceeds the input's own size.
-  std::error_code count(std::size_t& out, std::size_t max, std::size_t min_item_bytes) {
-    std::uint32_t n = 0;
-    if (auto ec = u32(n))
-      return ec;
-    if (n > max)
-      return DecodeErrc::too_large;
-    if (n * min_item_bytes > remaining())
-      return DecodeErrc::truncated;
-    out = n;
-    return {};
-  }
-  // A byte string of at most `max` bytes; when `budget` is given, also charged against it.
-  std::error_code length(std::size_t& out, std::size_t max, std::size_t* budget = nullptr) {
-    std::uint32_t n = 0;
-    if (auto ec = u32(n))
-      return ec;
-    if (n > max)
-      return DecodeErrc::too_large;
-    if (budget) {
-      if (n > *budget)
-        return DecodeErrc::too_large;
-      *budget -= n;
-    }
-    if (n > remaining())
-      return DecodeErrc::truncated;
-    out = n;
-    return {};
-  }
-  std::error_code blob(Bytes& out, std::size_t max, std::size_t* budget = nullptr) {
-    std::size_t n = 0;
-    if (auto ec = length(n, max, budget))
-      return ec;
-    out.assign(in_.begin() + pos_, in_.begin() + pos_ + n);
-    pos_ += n;
-    return {};
-  }
-  std::error_code text(std::string& out, std::size_t max) {
-    std::size_t n = 0;
-    if (auto ec = length(n, max))
-      return ec;
-    out.assign(reinterpret_cast<const char*>(in_.data() + pos_), n);
-    pos_ += n;
-    return {};
-  }
-  std::error_code ids(std::vector<Id>& out, std::size_t max) {
-    std::size_t n = 0;
-    if (auto ec = count(n, max, sizeof(Id)))
-      return ec;
-    out.resize(n);
-    if (n > 0)
-      std::memcpy(out.data(), in_.data() + pos_, n * sizeof(Id));
-    pos_ += n * sizeof(Id);
-    return {};
-  }
-  std::error_code finish() const {
-    return remaining() == 0 ? std::error_code{} : make_error_code(DecodeErrc::trailing_bytes);
-  }
-
- private:
-  ByteView in_;
-  std::size_t pos_ = 0;
-};
-
-std::error_code read(Reader& r, Hello& m) {
-  return r.u32(m.version);
+Bytes copy_of(ByteView bytes) {
+  return {bytes.begin(), bytes.end()};
 }
-std::error_code read(Reader& r, HasShares& m) {
-  return r.ids(m.ids, kMaxBatchItems);
+
+void read(wire::Reader& r, Hello& m) {
+  m.version = r.u32();
 }
-std::error_code read(Reader& r, PutShares& m) {
-  std::size_t n = 0;
-  if (auto ec = r.count(n, kMaxBatchItems, sizeof(Id) + 4))
-    return ec;
-  m.shares.resize(n);
+void read(wire::Reader& r, HasShares& m) {
+  m.ids = r.ids(kMaxBatchItems);
+}
+void read(wire::Reader& r, PutShares& m) {
+  m.shares.resize(r.count(kMaxBatchItems, sizeof(Id) + 4));
   std::size_t budget = kMaxBatchBytes;
   for (ShareBlob& share : m.shares) {
-    if (auto ec = r.id(share.id))
-      return ec;
-    if (auto ec = r.blob(share.data, kMaxShareBytes, &budget))
-      return ec;
+    share.id = r.id();
+    share.data = copy_of(r.blob(kMaxShareBytes, budget));
   }
-  return {};
 }
-std::error_code read(Reader& r, GetShares& m) {
-  return r.ids(m.ids, kMaxBatchItems);
+void read(wire::Reader& r, GetShares& m) {
+  m.ids = r.ids(kMaxBatchItems);
 }
-std::error_code read(Reader& r, Commit& m) {
-  if (auto ec = r.id(m.file))
-    return ec;
-  if (auto ec = r.u64(m.version))
-    return ec;
-  std::size_t n = 0;
-  if (auto ec = r.count(n, kMaxRefs, sizeof(Id) + 4))
-    return ec;
-  m.refs.resize(n);
+void read(wire::Reader& r, Commit& m) {
+  m.file = r.id();
+  m.version = r.u64();
+  m.refs.resize(r.count(kMaxRefs, sizeof(Id) + 4));
   for (ShareRef& ref : m.refs) {
-    if (auto ec = r.id(ref.id))
-      return ec;
-    if (auto ec = r.u32(ref.chunks))
-      return ec;
+    ref.id = r.id();
+    ref.chunks = r.u32();
   }
-  if (auto ec = r.blob(m.entry, kMaxEntryBytes))
-    return ec;
-  return r.blob(m.manifest, kMaxManifestBytes);
+  m.entry = copy_of(r.blob(kMaxEntryBytes));
+  m.manifest = copy_of(r.blob(kMaxManifestBytes));
 }
-std::error_code read(Reader& r, GetFile& m) {
-  return r.id(m.file);
+void read(wire::Reader& r, FileOnly auto& m) {
+  m.file = r.id();
 }
-std::error_code read(Reader&, ListFiles&) {
-  return {};
+void read(wire::Reader&, ListFiles&) {}
+
+void read(wire::Reader&, Empty&) {}
+void read(wire::Reader& r, Presence& m) {
+  m.present.resize(r.count(kMaxBatchItems, 1));
+  for (auto&& flag : m.present)
+    flag = r.boolean();
 }
-std::error_code read(Reader& r, RemoveFile& m) {
-  return r.id(m.file);
+void read(wire::Reader& r, Shares& m) {
+  m.blobs.resize(r.count(kMaxBatchItems, 4));
+  std::size_t budget = kMaxBatchBytes;
+  for (Bytes& blob : m.blobs)
+    blob = copy_of(r.blob(kMaxShareBytes, budget));
 }
-std::error_code read(Reader& r, GetFileInfo& m) {
-  return r.id(m.file);
+void read(wire::Reader& r, FileRecord& m) {
+  m.version = r.u64();
+  m.entry = copy_of(r.blob(kMaxEntryBytes));
+  m.manifest = copy_of(r.blob(kMaxManifestBytes));
+}
+void read(wire::Reader& r, FileList& m) {
+  m.files.resize(r.count(kMaxListItems, sizeof(Id) + 8 + 4));
+  for (FileListItem& item : m.files) {
+    item.file = r.id();
+    item.version = r.u64();
+    item.entry = copy_of(r.blob(kMaxEntryBytes));
+  }
+}
+void read(wire::Reader& r, FileInfo& m) {
+  m.version = r.u64();
+  m.shares = r.u64();
+  m.chunks = r.u64();
+  m.stored_bytes = r.u64();
+}
+// The status byte was judged by decode_error before the read.
+void read(wire::Reader& r, ErrorReply& m) {
+  m.status = static_cast<Status>(r.u8());
+  m.message = r.text(kMaxErrorText);
+  m.missing = r.ids(kMaxBatchItems);
 }
 
-std::error_code read(Reader&, Empty&) {
-  return {};
-}
-std::error_code read(Reader& r, Presence& m) {
-  std::size_t n = 0;
-  if (auto ec = r.count(n, kMaxBatchItems, 1))
-    return ec;
-  m.present.resize(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    bool flag = false;
-    if (auto ec = r.boolean(flag))
-      return ec;
-    m.present[i] = flag;
+std::error_code to_error(wire::Reader::Failure failure) {
+  switch (failure) {
+    case wire::Reader::Failure::none:
+      return {};
+    case wire::Reader::Failure::truncated:
+      return DecodeErrc::truncated;
+    case wire::Reader::Failure::too_large:
+      return DecodeErrc::too_large;
+    case wire::Reader::Failure::invalid:
+      return DecodeErrc::invalid_value;
+    case wire::Reader::Failure::trailing:
+      return DecodeErrc::trailing_bytes;
   }
-  return {};
-}
-std::error_code read(Reader& r, Shares& m) {
-  std::size_t n = 0;
-  if (auto ec = r.count(n, kMaxBatchItems, 4))
-    return ec;
-  m.blobs.resize(n);
-  std::size_t budget = kMaxBatchBytes;
-  for (Bytes& blob : m.blobs) {
-    if (auto ec = r.blob(blob, kMaxShareBytes, &budget))
-      return ec;
-  }
-  return {};
-}
-std::error_code read(Reader& r, FileRecord& m) {
-  if (auto ec = r.u64(m.version))
-    return ec;
-  if (auto ec = r.blob(m.entry, kMaxEntryBytes))
-    return ec;
-  return r.blob(m.manifest, kMaxManifestBytes);
-}
-std::error_code read(Reader& r, FileList& m) {
-  std::size_t n = 0;
-  if (auto ec = r.count(n, kMaxListItems, sizeof(Id) + 8 + 4))
-    return ec;
-  m.files.resize(n);
-  for (FileListItem& item : m.files) {
-    if (auto ec = r.id(item.file))
-      return ec;
-    if (auto ec = r.u64(item.version))
-      return ec;
-    if (auto ec = r.blob(item.entry, kMaxEntryBytes))
-      return ec;
-  }
-  return {};
-}
-std::error_code read(Reader& r, FileInfo& m) {
-  if (auto ec = r.u64(m.version))
-    return ec;
-  if (auto ec = r.u64(m.shares))
-    return ec;
-  if (auto ec = r.u64(m.chunks))
-    return ec;
-  return r.u64(m.stored_bytes);
-}
-std::error_code read(Reader& r, ErrorReply& m) {
-  std::uint8_t status = 0;
-  if (auto ec = r.u8(status))
-    return ec;
-  if (status > kMaxStatus)
-    return DecodeErrc::unknown_status;
-  if (status == static_cast<std::uint8_t>(Status::ok))
-    return DecodeErrc::invalid_value;
-  m.status = static_cast<Status>(status);
-  if (auto ec = r.text(m.message, kMaxErrorText))
-    return ec;
-  return r.ids(m.missing, kMaxBatchItems);
+  return DecodeErrc::invalid_value;
 }
 
 // Decodes `payload` as exactly one T and stores it in `out` only on success.
 template <class T, class Variant>
 std::error_code decode_as(ByteView payload, Variant& out) {
-  Reader reader(payload);
+  wire::Reader reader(payload);
   T message;
-  if (auto ec = read(reader, message))
-    return ec;
-  if (auto ec = reader.finish())
+  read(reader, message);
+  if (auto ec = to_error(reader.outcome()))
     return ec;
   out = std::move(message);
   return {};
@@ -582,6 +357,11 @@ std::error_code decode_reply(Op op, ByteView payload, Reply& out) {
 }
 
 std::error_code decode_error(ByteView payload, ErrorReply& out) {
+  // The status byte is judged first, so a bad one is reported whatever follows it.
+  if (!payload.empty() && payload[0] > kMaxStatus)
+    return DecodeErrc::unknown_status;
+  if (!payload.empty() && payload[0] == static_cast<std::uint8_t>(Status::ok))
+    return DecodeErrc::invalid_value;
   return decode_as<ErrorReply>(payload, out);
 }
 
@@ -618,8 +398,9 @@ namespace {
 // for the rest of a long-lived connection.
 constexpr std::size_t kKeepCapacityBytes = 1u << 20;
 
-std::uint32_t load_u32(const std::uint8_t* p) {
-  return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
+// The length field of the frame header at `p`, whose four bytes the caller has.
+std::uint32_t frame_length(const std::uint8_t* p) {
+  return wire::Reader(ByteView(p, 4)).u32();
 }
 }  // namespace
 
@@ -636,7 +417,7 @@ std::error_code FrameParser::feed(ByteView bytes) {
 // Checks every header whose length field has arrived, so a bad one is refused before its body.
 std::error_code FrameParser::check_headers() {
   while (buffer_.size() >= scanned_ + 4) {
-    const std::uint32_t length = load_u32(buffer_.data() + scanned_);
+    const std::uint32_t length = frame_length(buffer_.data() + scanned_);
     if (length == 0) {
       error_ = DecodeErrc::invalid_value;
     } else if (length > max_frame_bytes_) {
@@ -678,7 +459,7 @@ std::optional<Frame> FrameParser::next() {
   if (available < kFrameHeaderBytes)
     return std::nullopt;
   const std::uint8_t* start = buffer_.data() + consumed_;
-  const std::size_t length = load_u32(start);
+  const std::size_t length = frame_length(start);
   assert(length != 0 && length <= max_frame_bytes_);  // check_headers saw this header
   if (available < 4 + length)
     return std::nullopt;

@@ -64,6 +64,32 @@ std::size_t skip_empty(std::span<iovec> iov, std::size_t first) {
   return first;
 }
 
+using VectorIo = ssize_t (*)(int, const iovec*, int, off_t);
+
+// Moves all of `iov` at `offset` with pwritev or preadv, resuming after partial transfers and
+// EINTR. Stops early with `ended` set when a call moves nothing (end of file, for a read).
+std::error_code transfer_all(VectorIo io, int fd, std::span<iovec> iov, std::uint64_t offset,
+                             bool& ended) {
+  ended = false;
+  std::size_t first = skip_empty(iov, 0);
+  while (first < iov.size()) {
+    int count = static_cast<int>(std::min<std::size_t>(iov.size() - first, IOV_MAX));
+    ssize_t n = io(fd, &iov[first], count, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return last_errno();
+    }
+    if (n == 0) {
+      ended = true;
+      return {};
+    }
+    offset += static_cast<std::uint64_t>(n);
+    first = skip_empty(iov, advance(iov, first, static_cast<std::size_t>(n)));
+  }
+  return {};
+}
+
 }  // namespace
 
 RecordHeader make_header(const Id& id, ByteView blob) {
@@ -123,42 +149,14 @@ std::error_code open_file(const std::filesystem::path& path, int flags, unsigned
 }
 
 std::error_code write_all(int fd, std::span<iovec> iov, std::uint64_t offset) {
-  std::size_t first = skip_empty(iov, 0);
-  while (first < iov.size()) {
-    int count = static_cast<int>(std::min<std::size_t>(iov.size() - first, IOV_MAX));
-    ssize_t n = ::pwritev(fd, &iov[first], count, static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      return last_errno();
-    }
-    if (n == 0)
-      return std::make_error_code(std::errc::io_error);
-    offset += static_cast<std::uint64_t>(n);
-    first = skip_empty(iov, advance(iov, first, static_cast<std::size_t>(n)));
-  }
-  return {};
+  bool ended = false;
+  if (auto ec = transfer_all(::pwritev, fd, iov, offset, ended))
+    return ec;
+  return ended ? std::make_error_code(std::errc::io_error) : std::error_code{};
 }
 
 std::error_code read_all(int fd, std::span<iovec> iov, std::uint64_t offset, bool& short_read) {
-  short_read = false;
-  std::size_t first = skip_empty(iov, 0);
-  while (first < iov.size()) {
-    int count = static_cast<int>(std::min<std::size_t>(iov.size() - first, IOV_MAX));
-    ssize_t n = ::preadv(fd, &iov[first], count, static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      return last_errno();
-    }
-    if (n == 0) {
-      short_read = true;
-      return {};
-    }
-    offset += static_cast<std::uint64_t>(n);
-    first = skip_empty(iov, advance(iov, first, static_cast<std::size_t>(n)));
-  }
-  return {};
+  return transfer_all(::preadv, fd, iov, offset, short_read);
 }
 
 std::error_code sync_data(int fd) {

@@ -127,6 +127,15 @@ ByteView id_view(const Id& id) {
   return {id.data(), id.size()};
 }
 
+// A use of a statement keyed by (user, id) as ?1 and ?2, as most of the index's statements are.
+class KeyedUse : public sql::Use {
+ public:
+  KeyedUse(const sql::Stmt& stmt, std::string_view user, const Id& id) : Use(stmt) {
+    bind(1, user);
+    bind(2, id_view(id));
+  }
+};
+
 Bytes encode_refs(std::span<const ShareRef> refs) {
   Bytes out(refs.size() * kRefBytes);
   std::uint8_t* p = out.data();
@@ -138,6 +147,12 @@ Bytes encode_refs(std::span<const ShareRef> refs) {
   return out;
 }
 
+Bytes copy_blob(const sql::Use& q, int column) {
+  const ByteView blob = q.blob(column);
+  return {blob.begin(), blob.end()};
+}
+
+// The ids of a packed refs column, sorted.
 bool decode_ref_ids(ByteView blob, std::vector<Id>& ids) {
   if (blob.size() % kRefBytes != 0)
     return false;
@@ -145,6 +160,7 @@ bool decode_ref_ids(ByteView blob, std::vector<Id>& ids) {
   for (std::size_t i = 0; i < ids.size(); ++i) {
     std::copy_n(blob.begin() + static_cast<std::ptrdiff_t>(i * kRefBytes), 32, ids[i].begin());
   }
+  std::sort(ids.begin(), ids.end());
   return true;
 }
 
@@ -205,6 +221,7 @@ class Lease {
 
   explicit operator bool() const { return reader_ != nullptr; }
   Reader* operator->() const { return reader_.get(); }
+  Reader& operator*() const { return *reader_; }
   // A connection that failed is closed instead of returned to the pool.
   std::error_code failed(std::string_view what) {
     std::error_code ec = sql_failure(reader_->db.get(), what);
@@ -246,6 +263,15 @@ class StoreImpl final : public Store {
   std::unique_ptr<Reader> open_reader();
   std::shared_ptr<const pack::Fd> pack_for_reading(std::uint32_t number, std::error_code& ec);
   std::error_code ensure_pack();
+  // Runs a keyed read statement (a pointer to its member of Reader) for (user, id): not_found
+  // without a row, io when the read fails, otherwise whatever `row` makes of the row. The read
+  // connection is back in the pool when this returns.
+  template <typename Fn>
+  std::error_code read_row(sql::Stmt Reader::*stmt, std::string_view user, const Id& id,
+                           std::string_view what, Fn&& row);
+  // Moves reference counts from the old sorted id list to the new one. Caller holds write_mu_.
+  std::error_code update_refcounts(std::string_view user, const std::vector<Id>& old_ids,
+                                   const std::vector<Id>& new_ids);
   fs::path pack_path(std::uint32_t number) const { return packs_dir_ / pack::file_name(number); }
 
   const fs::path dir_;
@@ -503,6 +529,33 @@ std::error_code StoreImpl::ensure_pack() {
   return io_failure("cannot create pack", "no unused name");
 }
 
+template <typename Fn>
+std::error_code StoreImpl::read_row(sql::Stmt Reader::*stmt, std::string_view user, const Id& id,
+                                    std::string_view what, Fn&& row) {
+  Lease reader = borrow_reader();
+  if (!reader)
+    return Errc::io;
+  KeyedUse q((*reader).*stmt, user, id);
+  const int rc = q.step();
+  if (rc == SQLITE_DONE)
+    return Errc::not_found;
+  if (rc != SQLITE_ROW)
+    return reader.failed(what);
+  row(q);
+  return {};
+}
+
+std::error_code StoreImpl::update_refcounts(std::string_view user, const std::vector<Id>& old_ids,
+                                            const std::vector<Id>& new_ids) {
+  for (const auto& [id, delta] : ref_deltas(old_ids, new_ids)) {
+    KeyedUse q(writer_.add_refs, user, id);
+    q.bind(3, delta);
+    if (q.step() != SQLITE_DONE)
+      return sql_failure(wdb_.get(), "cannot update references");
+  }
+  return {};
+}
+
 std::vector<bool> StoreImpl::has_shares(std::string_view user, std::span<const Id> ids) {
   std::vector<bool> held(ids.size(), false);
   if (ids.empty())
@@ -516,9 +569,7 @@ std::vector<bool> StoreImpl::has_shares(std::string_view user, std::span<const I
     return held;
   }
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    sql::Use q(reader->has);
-    q.bind(1, user);
-    q.bind(2, id_view(ids[i]));
+    KeyedUse q(reader->has, user, ids[i]);
     const int rc = q.step();
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
       reader.failed("cannot look up shares");
@@ -563,9 +614,7 @@ std::error_code StoreImpl::put_shares(std::string_view user, std::span<const Sha
 
   std::vector<std::size_t> fresh;
   for (std::size_t i : order) {
-    sql::Use q(writer_.share_size);
-    q.bind(1, user);
-    q.bind(2, id_view(shares[i].id));
+    KeyedUse q(writer_.share_size, user, shares[i].id);
     const int rc = q.step();
     if (rc == SQLITE_DONE)
       fresh.push_back(i);
@@ -612,9 +661,7 @@ std::error_code StoreImpl::put_shares(std::string_view user, std::span<const Sha
   }
   for (std::size_t k = 0; k < fresh.size(); ++k) {
     const ShareInput& share = shares[fresh[k]];
-    sql::Use q(writer_.insert_share);
-    q.bind(1, user);
-    q.bind(2, id_view(share.id));
+    KeyedUse q(writer_.insert_share, user, share.id);
     q.bind(3, std::int64_t{pack_number_});
     q.bind(4, static_cast<std::int64_t>(positions[k]));
     q.bind(5, static_cast<std::int64_t>(share.data.size()));
@@ -632,22 +679,13 @@ std::error_code StoreImpl::get_share(std::string_view user, const Id& id, Bytes&
   std::int64_t number = 0;
   std::int64_t pos = 0;
   std::int64_t size = 0;
-  {
-    Lease reader = borrow_reader();
-    if (!reader)
-      return Errc::io;
-    sql::Use q(reader->locate);
-    q.bind(1, user);
-    q.bind(2, id_view(id));
-    const int rc = q.step();
-    if (rc == SQLITE_DONE)
-      return Errc::not_found;
-    if (rc != SQLITE_ROW)
-      return reader.failed("cannot look up share");
+  auto locate = [&](const sql::Use& q) {
     number = q.int64(0);
     pos = q.int64(1);
     size = q.int64(2);
-  }
+  };
+  if (auto ec = read_row(&Reader::locate, user, id, "cannot look up share", locate))
+    return ec;
   if (number < 1 || number > pack::kMaxNumber ||
       pos < static_cast<std::int64_t>(pack::kFileHeaderSize) || size < 0 ||
       size > static_cast<std::int64_t>(pack::kMaxBlobBytes)) {
@@ -696,9 +734,7 @@ std::error_code StoreImpl::commit(std::string_view user, const Id& file, std::ui
 
   std::vector<Id> old_ids;
   {
-    sql::Use q(writer_.file_refs);
-    q.bind(1, user);
-    q.bind(2, id_view(file));
+    KeyedUse q(writer_.file_refs, user, file);
     const int rc = q.step();
     if (rc == SQLITE_ROW) {
       if (version <= static_cast<std::uint64_t>(q.int64(0)))
@@ -714,9 +750,7 @@ std::error_code StoreImpl::commit(std::string_view user, const Id& file, std::ui
   std::vector<Id> absent;  // sorted
   std::error_code lookup_error;
   for_each_group(new_ids, [&](const Id& id, std::int64_t count) {
-    sql::Use q(writer_.share_size);
-    q.bind(1, user);
-    q.bind(2, id_view(id));
+    KeyedUse q(writer_.share_size, user, id);
     const int rc = q.step();
     if (rc == SQLITE_ROW) {
       stored_bytes += static_cast<std::uint64_t>(q.int64(0)) * static_cast<std::uint64_t>(count);
@@ -746,20 +780,11 @@ std::error_code StoreImpl::commit(std::string_view user, const Id& file, std::ui
     return Errc::missing_shares;
   }
 
-  std::sort(old_ids.begin(), old_ids.end());
-  for (const auto& [id, delta] : ref_deltas(old_ids, new_ids)) {
-    sql::Use q(writer_.add_refs);
-    q.bind(1, user);
-    q.bind(2, id_view(id));
-    q.bind(3, delta);
-    if (q.step() != SQLITE_DONE)
-      return sql_failure(db, "cannot update references");
-  }
+  if (auto ec = update_refcounts(user, old_ids, new_ids))
+    return ec;
 
   {
-    sql::Use q(writer_.upsert_file);
-    q.bind(1, user);
-    q.bind(2, id_view(file));
+    KeyedUse q(writer_.upsert_file, user, file);
     q.bind(3, static_cast<std::int64_t>(version));
     q.bind(4, static_cast<std::int64_t>(refs.size()));
     q.bind(5, static_cast<std::int64_t>(chunks));
@@ -776,23 +801,11 @@ std::error_code StoreImpl::commit(std::string_view user, const Id& file, std::ui
 }
 
 std::error_code StoreImpl::get_file(std::string_view user, const Id& file, FileRecord& out) {
-  Lease reader = borrow_reader();
-  if (!reader)
-    return Errc::io;
-  sql::Use q(reader->file);
-  q.bind(1, user);
-  q.bind(2, id_view(file));
-  const int rc = q.step();
-  if (rc == SQLITE_DONE)
-    return Errc::not_found;
-  if (rc != SQLITE_ROW)
-    return reader.failed("cannot read file");
-  out.version = static_cast<std::uint64_t>(q.int64(0));
-  const ByteView entry = q.blob(1);
-  out.entry.assign(entry.begin(), entry.end());
-  const ByteView manifest = q.blob(2);
-  out.manifest.assign(manifest.begin(), manifest.end());
-  return {};
+  return read_row(&Reader::file, user, file, "cannot read file", [&](const sql::Use& q) {
+    out.version = static_cast<std::uint64_t>(q.int64(0));
+    out.entry = copy_blob(q, 1);
+    out.manifest = copy_blob(q, 2);
+  });
 }
 
 std::vector<FileSummary> StoreImpl::list_files(std::string_view user) {
@@ -812,8 +825,7 @@ std::vector<FileSummary> StoreImpl::list_files(std::string_view user) {
     FileSummary& summary = files.emplace_back();
     std::copy(id.begin(), id.end(), summary.file.begin());
     summary.version = static_cast<std::uint64_t>(q.int64(1));
-    const ByteView entry = q.blob(2);
-    summary.entry.assign(entry.begin(), entry.end());
+    summary.entry = copy_blob(q, 2);
   }
   if (rc != SQLITE_DONE)
     reader.failed("cannot list files");
@@ -828,9 +840,7 @@ std::error_code StoreImpl::remove_file(std::string_view user, const Id& file) {
     return sql_failure(db, "cannot begin remove");
   std::vector<Id> old_ids;
   {
-    sql::Use q(writer_.file_refs);
-    q.bind(1, user);
-    q.bind(2, id_view(file));
+    KeyedUse q(writer_.file_refs, user, file);
     const int rc = q.step();
     if (rc == SQLITE_DONE)
       return Errc::not_found;
@@ -839,19 +849,10 @@ std::error_code StoreImpl::remove_file(std::string_view user, const Id& file) {
     if (!decode_ref_ids(q.blob(1), old_ids))
       return corrupt("file references malformed");
   }
-  std::sort(old_ids.begin(), old_ids.end());
-  for (const auto& [id, delta] : ref_deltas(old_ids, {})) {
-    sql::Use q(writer_.add_refs);
-    q.bind(1, user);
-    q.bind(2, id_view(id));
-    q.bind(3, delta);
-    if (q.step() != SQLITE_DONE)
-      return sql_failure(db, "cannot update references");
-  }
+  if (auto ec = update_refcounts(user, old_ids, {}))
+    return ec;
   {
-    sql::Use q(writer_.delete_file);
-    q.bind(1, user);
-    q.bind(2, id_view(file));
+    KeyedUse q(writer_.delete_file, user, file);
     if (q.step() != SQLITE_DONE)
       return sql_failure(db, "cannot delete file");
   }
@@ -861,22 +862,12 @@ std::error_code StoreImpl::remove_file(std::string_view user, const Id& file) {
 }
 
 std::error_code StoreImpl::file_info(std::string_view user, const Id& file, FileInfo& out) {
-  Lease reader = borrow_reader();
-  if (!reader)
-    return Errc::io;
-  sql::Use q(reader->info);
-  q.bind(1, user);
-  q.bind(2, id_view(file));
-  const int rc = q.step();
-  if (rc == SQLITE_DONE)
-    return Errc::not_found;
-  if (rc != SQLITE_ROW)
-    return reader.failed("cannot read file");
-  out.version = static_cast<std::uint64_t>(q.int64(0));
-  out.shares = static_cast<std::uint64_t>(q.int64(1));
-  out.chunks = static_cast<std::uint64_t>(q.int64(2));
-  out.stored_bytes = static_cast<std::uint64_t>(q.int64(3));
-  return {};
+  return read_row(&Reader::info, user, file, "cannot read file", [&](const sql::Use& q) {
+    out.version = static_cast<std::uint64_t>(q.int64(0));
+    out.shares = static_cast<std::uint64_t>(q.int64(1));
+    out.chunks = static_cast<std::uint64_t>(q.int64(2));
+    out.stored_bytes = static_cast<std::uint64_t>(q.int64(3));
+  });
 }
 
 }  // namespace
