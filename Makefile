@@ -1,10 +1,12 @@
 # The two commands: `make demo` and `make test`. Both install what is missing first.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 600
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS = -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all deps build demo test test-release test-asan check-format format clean
+.PHONY: all deps build demo test test-release test-asan test-fuzz fuzz fuzz-build check-format format clean
 
 all: build
 
@@ -18,8 +20,9 @@ build: deps
 demo: build
 	@scripts/demo.sh
 
-# Formatting, the suite, then the suite again under AddressSanitizer and UBSan.
-test: check-format test-release test-asan
+# Formatting, the suite, the suite again under AddressSanitizer and UBSan, then each fuzz target
+# for 20 s.
+test: check-format test-release test-asan test-fuzz
 
 test-release: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
@@ -30,6 +33,19 @@ test-asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 
+# The libFuzzer targets of fuzz/ (clang, ASan + UBSan): `make fuzz` runs each for FUZZ_SECONDS.
+fuzz-build: deps
+	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSPLITFS_SANITIZE=ON -DSPLITFS_FUZZ=ON -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link \
+	  -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
+	@cmake --build $(FUZZ_BUILD) --target fuzz_targets -j $(JOBS)
+
+test-fuzz: fuzz-build
+	fuzz/run.sh $(FUZZ_BUILD) 20
+
+fuzz: fuzz-build
+	fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 check-format: deps
 	@scripts/check-format.sh
 
@@ -37,4 +53,4 @@ format:
 	@scripts/check-format.sh --fix
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) .demo
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) .demo

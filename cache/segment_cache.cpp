@@ -61,14 +61,14 @@ void SegmentCache::append(Entry* list, Entry* e) {
   list->prev = e;
 }
 
-SegmentCache::Handle SegmentCache::lookup(const std::string& key) {
+SegmentCache::Handle SegmentCache::lookup(const std::string& key, bool count) {
   std::lock_guard lock(mutex_);
   const auto it = table_.find(key);
   if (it == table_.end()) {
-    ++counters_.misses;
+    counters_.misses += count ? 1 : 0;
     return {};
   }
-  ++counters_.hits;
+  counters_.hits += count ? 1 : 0;
   Entry* e = it->second.get();
   if (e->refs++ == 0) {
     unlink(e);

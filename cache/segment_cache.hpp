@@ -73,7 +73,9 @@ class SegmentCache {
   SegmentCache& operator=(const SegmentCache&) = delete;
 
   // The segment cached under key (a hit, made most recently used), or an empty Handle (a miss).
-  Handle lookup(const std::string& key);
+  // count = false leaves the hit and miss counters alone (a second look after waiting for a
+  // download another reader started).
+  Handle lookup(const std::string& key, bool count = true);
   // Like lookup() but counts neither a hit nor a miss (read-ahead asking what is there).
   bool contains(const std::string& key);
   // Caches bytes under key, replacing any entry with that key, and returns a Handle to it.

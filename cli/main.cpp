@@ -1,10 +1,22 @@
-// The splitfs command: init a client home, store, fetch, list, remove and inspect files.
+// The splitfs command: init a client home, store, fetch, list, remove and inspect files; mount
+// the store as a folder, unmount it and show a mount's counters.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <fstream>
 #include <iostream>
 #include <splitfs/client.hpp>
+#include <sstream>
+#include <thread>
+
+#include "fs/mount.hpp"
+#include "fs/remote.hpp"
 
 namespace fs = std::filesystem;
 
@@ -21,6 +33,7 @@ enum Exit : int {
   kAuth = 6,
   kConfig = 7,
   kConflict = 8,
+  kQuota = 9,
 };
 
 std::string human_size(std::uint64_t bytes) {
@@ -50,6 +63,125 @@ int report(const char* what, int code) {
   return code;
 }
 
+int report(const std::string& what, int code) {
+  return report(what.c_str(), code);
+}
+
+// Files written through a mount live in its tree, not under their path: these find them there
+// when no plainly stored file has the name.
+
+std::optional<splitfs::fs::RemoteTree> mount_tree(splitfs::Client& client) {
+  return splitfs::fs::load_tree(client);
+}
+
+bool fetch_from_mount(splitfs::Client& client, const std::string& name, const std::string& dest,
+                      fs::path& written) {
+  const auto tree = mount_tree(client);
+  if (!tree)
+    return false;
+  const auto ino = splitfs::fs::resolve_path(tree->tree, name);
+  if (!ino)
+    return false;
+  written = splitfs::fs::fetch_file(client, tree->tree, *ino, name, dest);
+  return true;
+}
+
+bool stat_from_mount(splitfs::Client& client, const std::string& name, splitfs::FileStat& out) {
+  const auto tree = mount_tree(client);
+  if (!tree)
+    return false;
+  const auto ino = splitfs::fs::resolve_path(tree->tree, name);
+  if (!ino)
+    return false;
+  const auto& rec = tree->tree.inodes.at(*ino);
+  if (!S_ISREG(rec.mode))
+    throw splitfs::Error("'" + name + "' is not a regular file in the mount");
+  if (rec.content_version == 0) {
+    out.entry = {name, 0, 0, rec.mtime_ns, 0};
+    out.mode = rec.mode & 07777;
+    out.mtime_ns = rec.mtime_ns;
+    return true;
+  }
+  out = client.stat_object(splitfs::fs::content_key(*ino));
+  out.entry.name = name;
+  out.entry.stored_at_ns = rec.mtime_ns;
+  return true;
+}
+
+// The counters a mount shows in MOUNTPOINT/.splitfs/stats; empty if it is not a splitfs mount.
+std::string read_stats(const fs::path& mountpoint) {
+  std::ifstream in(mountpoint / splitfs::fs::kControlDir / splitfs::fs::kStatsFile);
+  std::stringstream text;
+  text << in.rdbuf();
+  return in ? text.str() : std::string();
+}
+
+// Runs a program and returns its exit status (127 if it could not run).
+int run(const std::vector<std::string>& args) {
+  std::vector<char*> argv;  // built before fork: the child only execs
+  argv.reserve(args.size() + 1);
+  for (const auto& a : args)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0)
+    return 127;
+  if (pid == 0) {
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+// Whether pid is running (a process that has exited but is not reaped yet is not).
+bool running(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno != EPERM)
+    return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto close = line.rfind(')');
+  return !(close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z');
+}
+
+// Unmounts, then waits for the mount's process to finish its uploads and exit.
+int unmount(const fs::path& mountpoint, bool lazy, int timeout_seconds) {
+  const std::string stats = read_stats(mountpoint);
+  pid_t pid = 0;
+  if (const auto at = stats.find("pid: "); at != std::string::npos)
+    pid = static_cast<pid_t>(std::stol(stats.substr(at + 5)));
+  std::vector<std::string> args{"fusermount3", "-u"};
+  if (lazy)
+    args.emplace_back("-z");
+  args.push_back(mountpoint.string());
+  if (run(args) != 0)
+    return report("cannot unmount " + mountpoint.string() +
+                      (lazy ? "" : " (busy? close the files using it, or use --lazy)"),
+                  kFailure);
+  if (pid <= 0)
+    return kOk;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::seconds(timeout_seconds);
+  bool told = false;
+  while (running(pid)) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now > deadline) {
+      return report("the mount process " + std::to_string(pid) +
+                        " is still storing pending changes; it keeps going in the background",
+                    kFailure);
+    }
+    if (!told && now - start > std::chrono::seconds(1)) {
+      std::cerr << "splitfs: waiting for pending uploads to finish...\n";
+      told = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return kOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -74,6 +206,46 @@ int main(int argc, char** argv) {
                  "trust and pin the identities the servers present now");
   init->add_flag("--force", init_options.force, "replace an existing configuration");
   init->add_flag("--new-key", init_options.new_key, "create a new content key (with --force)");
+  bool init_passphrase = false;
+  init->add_flag("--passphrase", init_passphrase,
+                 "protect a new content key with a passphrase (asked, or $SPLITFS_NEW_PASSPHRASE)");
+
+  auto* id = app.add_subcommand(
+      "id", "show this client's certificate fingerprint, for the servers' operators to enrol");
+  id->footer(
+      "Example: splitfs id\n"
+      "Then on each server: splitfs-https-server --data DIR users add NAME SHA256:...");
+
+  std::string key_file;
+  bool key_force = false;
+  bool key_unprotected = false;
+  bool key_remove = false;
+  auto* key = app.add_subcommand("key", "export, import or protect the content key");
+  key->require_subcommand(1);
+  key->footer(
+      "Without the content key the stored data cannot be read by anyone: keep an exported copy.\n"
+      "Passphrases are asked on the terminal, or taken from $SPLITFS_PASSPHRASE (and\n"
+      "$SPLITFS_NEW_PASSPHRASE for a new one) in scripts.");
+  auto* key_export =
+      key->add_subcommand("export", "write the content key to FILE, protected by a passphrase");
+  key_export->footer("Example: splitfs key export /media/usb/splitfs.key");
+  key_export->add_option("file", key_file, "a new file")->required();
+  auto* key_import = key->add_subcommand("import", "install a key written by 'splitfs key export'");
+  key_import->footer("Example: splitfs key import /media/usb/splitfs.key --force");
+  key_import->add_option("file", key_file, "the exported key")
+      ->required()
+      ->check(CLI::ExistingFile);
+  key_import->add_flag("--force", key_force,
+                       "replace another key in the client home (kept as key.old)");
+  key_import->add_flag("--unprotected", key_unprotected,
+                       "keep it in clear (mode 0600) instead of under the passphrase");
+  auto* key_passwd = key->add_subcommand(
+      "passwd", "protect the content key with a passphrase, or change or remove it");
+  key_passwd->footer("Example: splitfs key passwd");
+  key_passwd->add_flag("--remove", key_remove, "keep the key in clear (mode 0600)");
+  init->add_flag("--legacy", init_options.legacy,
+                 "the problem statement's original servers: plain HTTP (--https http://HOST:5000) "
+                 "and raw TCP (--tcp HOST:65432), no TLS, no fingerprints");
 
   std::vector<std::string> files;
   std::string as_name;
@@ -101,6 +273,39 @@ int main(int argc, char** argv) {
   stat->footer("Example: splitfs stat report.pdf");
   stat->add_option("name", stat_name, "stored name")->required();
 
+  auto* df = app.add_subcommand("df", "show what your stored data takes on each server");
+  df->footer(
+      "Example: splitfs df\n"
+      "data: your files as stored, each time it is stored; unique: after deduplication;\n"
+      "stored: after compression and encryption; unreferenced: removed or replaced, until the\n"
+      "server compacts; on disk: all of it with the servers' records. Sizes count whole 1 KiB\n"
+      "chunks.");
+
+  std::string mountpoint;
+  bool foreground = false;
+  std::vector<std::string> mount_options;
+  auto* mount = app.add_subcommand("mount", "mount the store as a folder (until unmounted)");
+  mount->footer(
+      "Example: splitfs mount ~/vault -o cache_size=512M\n"
+      "Options (-o, comma-separated): cache_size=SIZE (default 256M), readahead=SEGMENTS (16),\n"
+      "attr_timeout=S (1), entry_timeout=S (1), refresh=S (3), commit_delay=S (0.5), log=FILE,\n"
+      "debug; anything else goes to FUSE (allow_other, ro, ...).");
+  mount->add_option("mountpoint", mountpoint, "an existing empty folder")->required();
+  mount->add_flag("-f,--foreground", foreground, "stay in the foreground");
+  mount->add_option("-o", mount_options, "mount options")->allow_extra_args(false);
+
+  bool lazy = false;
+  int timeout_seconds = 600;
+  auto* umount = app.add_subcommand("umount", "unmount, after pending uploads are done");
+  umount->footer("Example: splitfs umount ~/vault");
+  umount->add_option("mountpoint", mountpoint, "the mount point")->required();
+  umount->add_flag("-z,--lazy", lazy, "detach now even if busy (uploads still finish)");
+  umount->add_option("--timeout", timeout_seconds, "seconds to wait for uploads (default 600)");
+
+  auto* stats = app.add_subcommand("stats", "show a mount's cache and transfer counters");
+  stats->footer("Example: splitfs stats ~/vault");
+  stats->add_option("mountpoint", mountpoint, "the mount point")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -110,15 +315,75 @@ int main(int argc, char** argv) {
   try {
     const fs::path home_dir = home.empty() ? splitfs::Client::default_home() : fs::path(home);
     if (*init) {
+      if (init_passphrase) {
+        init_options.key_passphrase =
+            splitfs::read_passphrase("New passphrase for the content key: ", true);
+      }
       const auto result = splitfs::init(home_dir, init_options);
+      const auto pinned = [](const std::string& fingerprint) {
+        return fingerprint.empty() ? std::string("(original server, no TLS)")
+                                   : "pinned " + fingerprint;
+      };
+      if (!result.warning.empty())
+        std::cerr << result.warning << "\n";
       std::cout << "configured " << result.home.string() << "\n"
-                << "  HTTPS " << init_options.https << " pinned " << result.https_fingerprint
+                << "  HTTPS " << init_options.https << " " << pinned(result.https_fingerprint)
                 << "\n"
-                << "  TCP   " << init_options.tcp << " pinned " << result.tcp_fingerprint << "\n"
+                << "  TCP   " << init_options.tcp << " " << pinned(result.tcp_fingerprint) << "\n"
                 << (result.key_created ? "  new content key written (keep a copy: without it the "
                                          "data cannot be read)\n"
                                        : "  existing content key kept\n");
+      if (!result.client_fingerprint.empty()) {
+        std::cout << "  this client: " << result.client_fingerprint
+                  << "\n  have it enrolled on both servers: <server> --data DIR users add NAME "
+                  << result.client_fingerprint << "\n";
+      }
       return kOk;
+    }
+    if (*id) {
+      std::cout << splitfs::client_fingerprint(home_dir) << "\n";
+      return kOk;
+    }
+    if (*key) {
+      if (*key_export) {
+        const std::string passphrase =
+            splitfs::read_passphrase("Passphrase for the exported key: ", true);
+        splitfs::export_key(home_dir, key_file, passphrase);
+        std::cout << "exported the content key to " << key_file
+                  << " (protected by the passphrase; keep both safe)\n";
+      } else if (*key_import) {
+        const std::string passphrase =
+            splitfs::read_passphrase("Passphrase of " + key_file + ": ", false);
+        splitfs::import_key(home_dir, key_file, passphrase, !key_unprotected, key_force);
+        std::cout << "imported the content key into " << home_dir.string()
+                  << (key_unprotected ? " (in clear, mode 0600)\n" : " (under its passphrase)\n");
+      } else if (*key_passwd) {
+        const std::string passphrase =
+            key_remove ? std::string()
+                       : splitfs::read_passphrase("New passphrase for the content key: ", true);
+        splitfs::set_key_passphrase(home_dir, passphrase);
+        std::cout << (key_remove ? "the content key is now in clear (mode 0600)\n"
+                                 : "the content key is now protected by the new passphrase\n");
+      }
+      return kOk;
+    }
+    if (*umount)
+      return unmount(mountpoint, lazy, timeout_seconds);
+    if (*stats) {
+      const std::string text = read_stats(mountpoint);
+      if (text.empty())
+        return report(mountpoint + " is not a splitfs mount", kFailure);
+      std::cout << text;
+      return kOk;
+    }
+    if (*mount) {
+      splitfs::fs::MountOptions options;
+      options.home = home_dir;
+      options.mountpoint = mountpoint;
+      options.foreground = foreground;
+      for (const auto& list : mount_options)
+        splitfs::fs::parse_mount_options(list, options);
+      return splitfs::fs::run_mount(options);
     }
     splitfs::Client client(home_dir);
     if (*store) {
@@ -135,7 +400,13 @@ int main(int argc, char** argv) {
         return report("fetching several names needs -o to name an existing folder", kUsage);
       }
       for (const auto& name : names) {
-        const fs::path written = client.fetch(name, dest);
+        fs::path written;
+        try {
+          written = client.fetch(name, dest);
+        } catch (const splitfs::NotFound&) {
+          if (!fetch_from_mount(client, name, dest, written))
+            throw;
+        }
         std::cout << "fetched " << name << " to " << written.string() << "\n";
       }
     } else if (*ls) {
@@ -144,13 +415,30 @@ int main(int argc, char** argv) {
                     static_cast<unsigned long long>(e.chunks), local_time(e.stored_at_ns).c_str(),
                     e.name.c_str());
       }
+      // Files written through a mount, by their path in it.
+      if (const auto tree = mount_tree(client)) {
+        for (const auto& p : splitfs::fs::list_paths(tree->tree)) {
+          if (!S_ISREG(p.record->mode))
+            continue;
+          std::printf("%12llu  %8llu chunks  %s  %s\n",
+                      static_cast<unsigned long long>(p.record->size),
+                      static_cast<unsigned long long>((p.record->size + 1023) / 1024),
+                      local_time(p.record->mtime_ns).c_str(), p.path.c_str());
+        }
+      }
     } else if (*rm) {
       for (const auto& name : names) {
         client.remove(name);
         std::cout << "removed " << name << "\n";
       }
     } else if (*stat) {
-      const auto s = client.stat(stat_name);
+      splitfs::FileStat s;
+      try {
+        s = client.stat(stat_name);
+      } catch (const splitfs::NotFound&) {
+        if (!stat_from_mount(client, stat_name, s))
+          throw;
+      }
       std::cout << "name:      " << s.entry.name << "\n"
                 << "size:      " << s.entry.size << " bytes (" << human_size(s.entry.size) << ")\n"
                 << "chunks:    " << s.entry.chunks << " of 1024 bytes\n"
@@ -161,6 +449,31 @@ int main(int argc, char** argv) {
                   << " chunks in " << p.shares << " shares, " << p.stored_bytes
                   << " bytes stored, version " << p.version << "\n";
       }
+    } else if (*df) {
+      const auto usage = client.df();
+      std::printf("%-6s %-22s %7s %10s %10s %10s %6s %11s %12s %10s\n", "server", "address",
+                  "files", "data", "unique", "stored", "dedup", "compression", "unreferenced",
+                  "on disk");
+      splitfs::ServerUsage total{"total", "", 0, 0, 0, 0, 0, 0};
+      for (const auto& u : usage) {
+        std::printf("%-6s %-22s %7llu %10s %10s %10s %5.2fx %10.2fx %12s %10s\n", u.server.c_str(),
+                    u.address.c_str(), static_cast<unsigned long long>(u.files),
+                    human_size(u.logical_bytes).c_str(), human_size(u.unique_logical_bytes).c_str(),
+                    human_size(u.stored_bytes).c_str(), u.dedup_ratio(), u.compression_ratio(),
+                    human_size(u.garbage_bytes).c_str(), human_size(u.disk_bytes).c_str());
+        total.files = std::max(total.files, u.files);
+        total.logical_bytes += u.logical_bytes;
+        total.unique_logical_bytes += u.unique_logical_bytes;
+        total.stored_bytes += u.stored_bytes;
+        total.garbage_bytes += u.garbage_bytes;
+        total.disk_bytes += u.disk_bytes;
+      }
+      std::printf(
+          "%-6s %-22s %7llu %10s %10s %10s %5.2fx %10.2fx %12s %10s\n", "total", "",
+          static_cast<unsigned long long>(total.files), human_size(total.logical_bytes).c_str(),
+          human_size(total.unique_logical_bytes).c_str(), human_size(total.stored_bytes).c_str(),
+          total.dedup_ratio(), total.compression_ratio(), human_size(total.garbage_bytes).c_str(),
+          human_size(total.disk_bytes).c_str());
     }
     return kOk;
   } catch (const splitfs::NotFound& e) {
@@ -175,6 +488,8 @@ int main(int argc, char** argv) {
     return report(e.what(), kConfig);
   } catch (const splitfs::ConflictError& e) {
     return report(e.what(), kConflict);
+  } catch (const splitfs::QuotaExceeded& e) {
+    return report(e.what(), kQuota);
   } catch (const std::exception& e) {
     return report(e.what(), kFailure);
   }

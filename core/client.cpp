@@ -28,6 +28,7 @@
 #include "core/stripe.hpp"
 #include "core/version_log.hpp"
 #include "protocol/messages.hpp"
+#include "transport/legacy_transport.hpp"
 #include "transport/transport.hpp"
 
 namespace splitfs {
@@ -148,6 +149,14 @@ std::string server_name(const transport::Endpoint& e) {
     case protocol::Status::conflict:
       throw ConflictError("the " + who +
                           " holds a newer version (stored concurrently?): " + error.message);
+    case protocol::Status::unauthorized:
+      throw AuthError("the " + who + " refused this client: " + error.message +
+                      " (`splitfs id` prints the fingerprint to enrol)");
+    case protocol::Status::quota_exceeded:
+      throw QuotaExceeded("the " + who + " refused to store more: " + error.message);
+    case protocol::Status::busy:
+      throw ServerUnavailable(endpoint.kind, endpoint.address(),
+                              "the " + who + " is busy: " + error.message);
     default:
       throw ServerError("the " + who + " refused the request: " + error.message);
   }
@@ -217,6 +226,31 @@ std::int64_t now_ns() {
       .count();
 }
 
+// Files that compress well are stored in the largest segments. Deduplication needs small shares
+// (a changed byte costs its whole share), compression wants large ones (zstd finds more matches in
+// a wider context), and for such a file the two agree: a changed share costs only its compressed
+// size, so an edit adds about what it adds to an incompressible file in default segments, while
+// text takes about half the space it would in default segments. The choice comes from a fixed
+// sample of the content, so the same file stored again gets the same segments and deduplicates.
+constexpr std::uint64_t kCompressibleMinBytes = 8u << 20;
+constexpr double kCompressibleFraction = 0.5;
+constexpr std::size_t kSampleBlocks = 16;
+constexpr std::size_t kSampleBlockBytes = 4096;
+
+std::uint32_t segment_bytes_for(int fd, std::uint64_t size, std::uint32_t configured) {
+  if (size < kCompressibleMinBytes || configured >= kMaxSegmentBytes)
+    return configured;
+  Bytes sample(kSampleBlocks * kSampleBlockBytes);
+  for (std::size_t i = 0; i < kSampleBlocks; ++i) {
+    const std::uint64_t offset = (size - kSampleBlockBytes) / (kSampleBlocks - 1) * i;
+    const ssize_t n = ::pread(fd, sample.data() + i * kSampleBlockBytes, kSampleBlockBytes,
+                              static_cast<off_t>(offset));
+    if (n != static_cast<ssize_t>(kSampleBlockBytes))
+      return configured;  // the read proper reports the problem
+  }
+  return compressed_fraction(sample) < kCompressibleFraction ? kMaxSegmentBytes : configured;
+}
+
 // Plaintext shares of one batch of segments: shares[j][i] is segment i's share for server j.
 using BatchShares = std::array<std::vector<Bytes>, kServers>;
 using BatchIds = std::array<std::vector<Id>, kServers>;
@@ -233,8 +267,12 @@ struct Client::Impl {
   explicit Impl(const fs::path& home)
       : config(load_config(home)),
         keys(KeySet::derive(load_key(home))),
-        servers{transport::make_https_transport(config.https, config.timeouts),
-                transport::make_tcp_transport(config.tcp, config.timeouts)},
+        servers{config.legacy ? transport::make_legacy_http_transport(config.https, config.timeouts)
+                              : transport::make_https_transport(config.https, config.timeouts,
+                                                                config.identity),
+                config.legacy
+                    ? transport::make_legacy_tcp_transport(config.tcp, config.timeouts)
+                    : transport::make_tcp_transport(config.tcp, config.timeouts, config.identity)},
         versions(home / "state.sqlite") {}
 
   const transport::Endpoint& endpoint(std::size_t j) const { return servers[j]->endpoint(); }
@@ -308,7 +346,7 @@ struct Client::Impl {
               now_ns(),
               static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
               static_cast<std::uint32_t>(st.st_mode & 07777)};
-    manifest.segment_bytes = config.segment_bytes;
+    manifest.segment_bytes = segment_bytes_for(fd.get(), manifest.entry.size, config.segment_bytes);
     const std::uint64_t segments = manifest.segment_count();
     manifest.shares.reserve(segments * kServers);
 
@@ -451,8 +489,9 @@ struct Client::Impl {
       throw IntegrityError(what + " is incomplete");
     for (std::size_t k = 0; k < wanted.size(); ++k) {
       const std::size_t i = wanted[k];
-      if (!open_share(keys, get.ids[k], shares.blobs[k], plain[i]) ||
-          plain[i].size() != share_length(m.segment_length(first + i), j)) {
+      const std::size_t length = share_length(m.segment_length(first + i), j);
+      if (!open_share(keys, get.ids[k], shares.blobs[k], plain[i], length) ||
+          plain[i].size() != length) {
         throw IntegrityError(what + " failed verification (altered, swapped or foreign data)");
       }
     }
@@ -600,6 +639,7 @@ struct Client::Impl {
 
   static constexpr std::string_view kObjectPrefix{"\0splitfs-object\0", 16};
   static constexpr std::size_t kMaxObjectKeyBytes = 1024;
+  static constexpr std::size_t kSendWithoutAskingBytes = 64u << 10;
 
   std::atomic<std::uint64_t> object_bytes_sent{0};
   std::atomic<std::uint64_t> object_shares_sent{0};
@@ -663,7 +703,18 @@ struct Client::Impl {
     }
     if (has.ids.empty())
       return ids;
-    const auto presence = expect<protocol::Presence>(servers[j]->call(has), endpoint(j));
+    // Asking which shares the server holds costs a round trip; for a few small shares sending
+    // them outright is cheaper (a put of a held share is a no-op on the server). One whole share
+    // of a default segment is not small: it is worth asking about.
+    std::size_t plain_bytes = 0;
+    for (const std::size_t i : first_of)
+      plain_bytes += plain[i].size();
+    protocol::Presence presence;
+    if (plain_bytes < kSendWithoutAskingBytes) {
+      presence.present.assign(has.ids.size(), false);
+    } else {
+      presence = expect<protocol::Presence>(servers[j]->call(has), endpoint(j));
+    }
     if (presence.present.size() != has.ids.size())
       throw ServerError("the " + server_name(endpoint(j)) + " sent an unexpected reply");
     protocol::PutShares put;
@@ -741,8 +792,9 @@ struct Client::Impl {
             for (std::size_t k = 0; k < wanted.size(); ++k) {
               const std::size_t i = wanted[k];
               bytes += got.blobs[k].size();
-              if (!open_share(keys, get.ids[k], got.blobs[k], plain[i]) ||
-                  plain[i].size() != share_length(refs[first + i].length, j)) {
+              const std::size_t length = share_length(refs[first + i].length, j);
+              if (!open_share(keys, get.ids[k], got.blobs[k], plain[i], length) ||
+                  plain[i].size() != length) {
                 throw IntegrityError(what + " failed verification");
               }
             }
@@ -941,6 +993,21 @@ void Client::remove(const std::string& name) {
 FileStat Client::stat(const std::string& name) {
   std::lock_guard lock(impl_->mutex);
   return impl_->stat(name);
+}
+
+std::vector<ServerUsage> Client::df() {
+  std::lock_guard lock(impl_->mutex);
+  const auto stats = on_both([&](std::size_t j) {
+    return expect<protocol::UsageStats>(impl_->servers[j]->call(protocol::GetStats{}),
+                                        impl_->endpoint(j));
+  });
+  std::vector<ServerUsage> out;
+  for (std::size_t j = 0; j < kServers; ++j) {
+    const protocol::UsageStats& s = stats[j];
+    out.push_back({impl_->endpoint(j).kind, impl_->endpoint(j).address(), s.files, s.logical_bytes,
+                   s.share_logical_bytes, s.share_bytes, s.garbage_bytes, s.disk_bytes});
+  }
+  return out;
 }
 
 // ---- Objects ----

@@ -4,9 +4,12 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
+#include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <splitfs/errors.hpp>
 
 namespace splitfs::core {
@@ -14,9 +17,27 @@ namespace splitfs::core {
 namespace {
 
 constexpr std::uint8_t kShareFormat = 1;
+constexpr std::uint8_t kCompressedShareFormat = 2;
 constexpr std::uint8_t kRecordFormat = 1;
 constexpr std::uint8_t kEncodingRaw = 0;
+constexpr std::uint8_t kEncodingZstd = 1;
 constexpr std::string_view kShareDomain = "splitfs share v1";
+
+// Compression pays when the stored body (with its nonce) is under this share of the raw share.
+constexpr double kCompressionPays = 0.9;
+// Shares this short are stored raw: nothing worth saving.
+constexpr std::size_t kMinCompressBytes = 128;
+// The sample: up to kSampleSlices slices of kSampleSliceBytes spread over the share, compressed at
+// zstd's fastest level. A sample that does not shrink to kSamplePromising skips the real attempt.
+constexpr std::size_t kSampleSlices = 4;
+constexpr std::size_t kSampleSliceBytes = 1024;
+constexpr int kSampleLevel = -1;
+constexpr double kSamplePromising = 0.9;
+// zstd levels: the default for ordinary shares; a stronger one for shares of 1 MiB and more,
+// which only files that compress well get (their larger search window pays off there).
+constexpr int kLevel = 3;
+constexpr int kLargeShareLevel = 5;
+constexpr std::size_t kLargeShareBytes = 1u << 20;
 
 struct CipherCtxFree {
   void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
@@ -33,6 +54,10 @@ struct KdfCtxFree {
 };
 struct KdfFree {
   void operator()(EVP_KDF* kdf) const { EVP_KDF_free(kdf); }
+};
+struct ZstdFree {
+  void operator()(ZSTD_CCtx* ctx) const { ZSTD_freeCCtx(ctx); }
+  void operator()(ZSTD_DCtx* ctx) const { ZSTD_freeDCtx(ctx); }
 };
 
 [[noreturn]] void fail(const char* what) {
@@ -141,12 +166,114 @@ bool gcm_open(const Key& key, const std::uint8_t* nonce, ByteView associated, By
   return true;
 }
 
+// HMAC-SHA256(key, the concatenation of `parts`).
+Id hmac_sha256(const Key& key, std::initializer_list<ByteView> parts) {
+  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(EVP_MAC_CTX_new(hmac()));
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                         OSSL_PARAM_construct_end()};
+  if (!ctx || EVP_MAC_init(ctx.get(), key.data(), key.size(), params) != 1)
+    fail("HMAC init");
+  for (ByteView part : parts) {
+    if (EVP_MAC_update(ctx.get(), part.data(), part.size()) != 1)
+      fail("HMAC update");
+  }
+  Id out{};
+  std::size_t len = 0;
+  if (EVP_MAC_final(ctx.get(), out.data(), &len, out.size()) != 1 || len != out.size()) {
+    fail("HMAC final");
+  }
+  return out;
+}
+
 // Domain label then id: a fixed-size value, so sealing a share allocates nothing for it.
 std::array<std::uint8_t, kShareDomain.size() + sizeof(Id)> share_associated(const Id& id) {
   std::array<std::uint8_t, kShareDomain.size() + sizeof(Id)> aad{};
   std::memcpy(aad.data(), kShareDomain.data(), kShareDomain.size());
   std::memcpy(aad.data() + kShareDomain.size(), id.data(), id.size());
   return aad;
+}
+
+// One compression and one decompression context per thread: creating them costs more than
+// compressing a share.
+ZSTD_CCtx* compressor() {
+  thread_local const std::unique_ptr<ZSTD_CCtx, ZstdFree> ctx(ZSTD_createCCtx());
+  if (!ctx)
+    fail("zstd context");
+  return ctx.get();
+}
+
+ZSTD_DCtx* decompressor() {
+  thread_local const std::unique_ptr<ZSTD_DCtx, ZstdFree> ctx(ZSTD_createDCtx());
+  if (!ctx)
+    fail("zstd context");
+  return ctx.get();
+}
+
+// Compresses `data` at `level` into `out` (resized to fit); the frame records the content size.
+void zstd_compress(ByteView data, int level, Bytes& out) {
+  out.resize(ZSTD_compressBound(data.size()));
+  const std::size_t n =
+      ZSTD_compressCCtx(compressor(), out.data(), out.size(), data.data(), data.size(), level);
+  if (ZSTD_isError(n))
+    fail("zstd compression");
+  out.resize(n);
+}
+
+// Up to kSampleSlices slices spread evenly over `data`, back to back.
+Bytes sample_of(ByteView data) {
+  if (data.size() <= kSampleSlices * kSampleSliceBytes)
+    return {data.begin(), data.end()};
+  Bytes sample;
+  sample.reserve(kSampleSlices * kSampleSliceBytes);
+  const std::size_t step = (data.size() - kSampleSliceBytes) / (kSampleSlices - 1);
+  for (std::size_t i = 0; i < kSampleSlices; ++i) {
+    const auto first = data.begin() + static_cast<std::ptrdiff_t>(i * step);
+    sample.insert(sample.end(), first, first + kSampleSliceBytes);
+  }
+  return sample;
+}
+
+// The zstd frame of `plaintext` if storing it compressed pays, else nothing.
+std::optional<Bytes> worth_compressing(ByteView plaintext) {
+  if (plaintext.size() < kMinCompressBytes)
+    return std::nullopt;
+  Bytes frame;
+  const Bytes sample = sample_of(plaintext);
+  zstd_compress(sample, kSampleLevel, frame);
+  if (static_cast<double>(frame.size()) >= kSamplePromising * static_cast<double>(sample.size()))
+    return std::nullopt;
+  zstd_compress(plaintext, plaintext.size() >= kLargeShareBytes ? kLargeShareLevel : kLevel, frame);
+  if (static_cast<double>(kNonceBytes + frame.size()) >=
+      kCompressionPays * static_cast<double>(plaintext.size())) {
+    return std::nullopt;
+  }
+  return frame;
+}
+
+// Rebuilds the share from one zstd frame, refusing anything but a single frame whose recorded
+// length is at most max_size; never allocates more than that.
+bool zstd_decompress(ByteView frame, std::size_t max_size, Bytes& out) {
+  const unsigned long long size = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR || size > max_size)
+    return false;
+  if (ZSTD_findFrameCompressedSize(frame.data(), frame.size()) != frame.size())
+    return false;
+  out.resize(static_cast<std::size_t>(size));
+  const std::size_t n =
+      ZSTD_decompressDCtx(decompressor(), out.data(), out.size(), frame.data(), frame.size());
+  return !ZSTD_isError(n) && n == out.size();
+}
+
+// Format 2: the nonce is a keyed hash of the encoded body, so it is unique per distinct body.
+Bytes seal_compressed(const KeySet& keys, const Id& id, std::uint8_t encoding, ByteView data) {
+  Bytes blob(kCompressedShareOverhead + data.size());
+  blob[0] = kCompressedShareFormat;
+  const Id mac = hmac_sha256(keys.share_nonce, {ByteView(&encoding, 1), data});
+  std::memcpy(blob.data() + 1, mac.data(), kNonceBytes);
+  gcm_seal(keys.share_enc, blob.data() + 1, share_associated(id), {ByteView(&encoding, 1), data},
+           blob.data() + 1 + kNonceBytes);
+  return blob;
 }
 
 }  // namespace
@@ -166,33 +293,25 @@ KeySet KeySet::derive(const Key& content_key) {
   KeySet keys;
   keys.share_id = hkdf(content_key, "splitfs share id");
   keys.share_enc = hkdf(content_key, "splitfs share encryption");
+  keys.share_nonce = hkdf(content_key, "splitfs share nonce");
   keys.file_id = hkdf(content_key, "splitfs file id");
   keys.record = hkdf(content_key, "splitfs record encryption");
   return keys;
 }
 
 Id keyed_hash(const Key& key, ByteView data) {
-  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(EVP_MAC_CTX_new(hmac()));
-  char digest[] = "SHA256";
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-                         OSSL_PARAM_construct_end()};
-  if (!ctx || EVP_MAC_init(ctx.get(), key.data(), key.size(), params) != 1)
-    fail("HMAC init");
-  if (EVP_MAC_update(ctx.get(), data.data(), data.size()) != 1)
-    fail("HMAC update");
-  Id out{};
-  std::size_t len = 0;
-  if (EVP_MAC_final(ctx.get(), out.data(), &len, out.size()) != 1 || len != out.size()) {
-    fail("HMAC final");
-  }
-  return out;
+  return hmac_sha256(key, {data});
 }
 
 Id share_id(const KeySet& keys, ByteView plaintext) {
   return keyed_hash(keys.share_id, plaintext);
 }
 
-Bytes seal_share(const KeySet& keys, const Id& id, ByteView plaintext) {
+Bytes seal_share(const KeySet& keys, const Id& id, ByteView plaintext, Compression compression) {
+  if (compression == Compression::automatic) {
+    if (const std::optional<Bytes> frame = worth_compressing(plaintext))
+      return seal_compressed(keys, id, kEncodingZstd, *frame);
+  }
   Bytes blob(kShareOverhead + plaintext.size());
   blob[0] = kShareFormat;
   const std::uint8_t encoding = kEncodingRaw;
@@ -201,17 +320,53 @@ Bytes seal_share(const KeySet& keys, const Id& id, ByteView plaintext) {
   return blob;
 }
 
-bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintext) {
-  if (blob.size() < kShareOverhead || blob[0] != kShareFormat)
+bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintext,
+                std::size_t max_size) {
+  plaintext.clear();
+  if (blob.size() < kShareOverhead)
     return false;
-  if (!gcm_open(keys.share_enc, id.data(), share_associated(id), blob.subspan(1), plaintext)) {
+  if (blob[0] == kShareFormat) {
+    if (blob.size() - kShareOverhead > max_size ||
+        !gcm_open(keys.share_enc, id.data(), share_associated(id), blob.subspan(1), plaintext) ||
+        plaintext.empty() || plaintext[0] != kEncodingRaw) {
+      plaintext.clear();
+      return false;
+    }
+    plaintext.erase(plaintext.begin());
+  } else if (blob[0] == kCompressedShareFormat) {
+    Bytes body;
+    if (blob.size() < kCompressedShareOverhead ||
+        !gcm_open(keys.share_enc, blob.data() + 1, share_associated(id),
+                  blob.subspan(1 + kNonceBytes), body) ||
+        body.empty() || body[0] != kEncodingZstd ||
+        !zstd_decompress(ByteView(body).subspan(1), max_size, plaintext)) {
+      plaintext.clear();
+      return false;
+    }
+  } else {
     return false;
   }
-  if (plaintext.empty() || plaintext[0] != kEncodingRaw)
-    return false;
-  plaintext.erase(plaintext.begin());
   // The id is a hash of the plaintext: recomputing it proves the share is the one named.
-  return share_id(keys, plaintext) == id;
+  if (share_id(keys, plaintext) != id) {
+    plaintext.clear();
+    return false;
+  }
+  return true;
+}
+
+double compressed_fraction(ByteView sample) {
+  if (sample.empty())
+    return 1.0;
+  Bytes frame;
+  zstd_compress(sample, kLevel, frame);
+  return static_cast<double>(frame.size()) / static_cast<double>(sample.size());
+}
+
+Bytes seal_encoded_share_for_testing(const KeySet& keys, const Id& id, std::uint8_t encoding,
+                                     ByteView data) {
+  if (encoding == kEncodingRaw)
+    return seal_share(keys, id, data, Compression::none);
+  return seal_compressed(keys, id, encoding, data);
 }
 
 Bytes seal_record(const Key& key, ByteView associated, ByteView plaintext) {

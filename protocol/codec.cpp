@@ -37,7 +37,7 @@ class DecodeCategory final : public std::error_category {
   }
 };
 
-constexpr std::uint8_t kMaxStatus = static_cast<std::uint8_t>(Status::internal);
+constexpr std::uint8_t kMaxStatus = static_cast<std::uint8_t>(Status::busy);
 
 // The requests that carry nothing but a file id.
 template <class M>
@@ -81,6 +81,7 @@ void write(wire::Writer& w, const FileOnly auto& m) {
   w.id(m.file);
 }
 void write(wire::Writer&, const ListFiles&) {}
+void write(wire::Writer&, const GetStats&) {}
 
 void write(wire::Writer&, const Empty&) {}
 void write(wire::Writer& w, const Presence& m) {
@@ -111,6 +112,13 @@ void write(wire::Writer& w, const FileInfo& m) {
   w.u64(m.shares);
   w.u64(m.chunks);
   w.u64(m.stored_bytes);
+}
+void write(wire::Writer& w, const UsageStats& m) {
+  for (std::uint64_t v :
+       {m.files, m.logical_bytes, m.referenced_bytes, m.shares, m.share_logical_bytes,
+        m.share_bytes, m.garbage_shares, m.garbage_bytes, m.disk_bytes}) {
+    w.u64(v);
+  }
 }
 
 // Cuts at most kMaxErrorText bytes without splitting a UTF-8 sequence.
@@ -195,6 +203,7 @@ void read(wire::Reader& r, FileOnly auto& m) {
   m.file = r.id();
 }
 void read(wire::Reader&, ListFiles&) {}
+void read(wire::Reader&, GetStats&) {}
 
 void read(wire::Reader&, Empty&) {}
 void read(wire::Reader& r, Presence& m) {
@@ -226,6 +235,13 @@ void read(wire::Reader& r, FileInfo& m) {
   m.shares = r.u64();
   m.chunks = r.u64();
   m.stored_bytes = r.u64();
+}
+void read(wire::Reader& r, UsageStats& m) {
+  for (std::uint64_t* v :
+       {&m.files, &m.logical_bytes, &m.referenced_bytes, &m.shares, &m.share_logical_bytes,
+        &m.share_bytes, &m.garbage_shares, &m.garbage_bytes, &m.disk_bytes}) {
+    *v = r.u64();
+  }
 }
 // The status byte was judged by decode_error before the read.
 void read(wire::Reader& r, ErrorReply& m) {
@@ -284,6 +300,7 @@ Op op_of(const Request& request) {
     Op operator()(const ListFiles&) const { return Op::list_files; }
     Op operator()(const RemoveFile&) const { return Op::remove_file; }
     Op operator()(const GetFileInfo&) const { return Op::file_info; }
+    Op operator()(const GetStats&) const { return Op::stats; }
   };
   return std::visit(Visitor{}, request);
 }
@@ -327,6 +344,8 @@ std::error_code decode_request(Op op, ByteView payload, Request& out) {
       return decode_as<RemoveFile>(payload, out);
     case Op::file_info:
       return decode_as<GetFileInfo>(payload, out);
+    case Op::stats:
+      return decode_as<GetStats>(payload, out);
   }
   return DecodeErrc::unknown_op;
 }
@@ -352,6 +371,8 @@ std::error_code decode_reply(Op op, ByteView payload, Reply& out) {
       return decode_as<FileList>(payload, out);
     case Op::file_info:
       return decode_as<FileInfo>(payload, out);
+    case Op::stats:
+      return decode_as<UsageStats>(payload, out);
   }
   return DecodeErrc::unknown_op;
 }

@@ -100,7 +100,7 @@ class FrameParser {
 //   POST /v1/shares -> put_shares        POST /v1/shares/get -> get_shares
 //   PUT /v1/files/<hex> -> commit        GET /v1/files/<hex> -> get_file
 //   GET /v1/files -> list_files          DELETE /v1/files/<hex> -> remove_file
-//   GET /v1/files/<hex>/info -> file_info
+//   GET /v1/files/<hex>/info -> file_info   GET /v1/stats -> stats
 // Requests whose fields are all in the target have an empty body; the others carry
 // encode_request() (a commit's body id must equal the target's; hello's body holds its version).
 // Replies: HTTP 200 with the encode_reply() payload, or http_status(status) with an ErrorReply

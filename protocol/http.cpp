@@ -105,6 +105,7 @@ HttpRequest to_http(const Request& request) {
     Route operator()(const ListFiles&) const { return {kGet, "/v1/files"}; }
     Route operator()(const RemoveFile& m) const { return {kDelete, file_target(m.file)}; }
     Route operator()(const GetFileInfo& m) const { return {kGet, file_target(m.file, "/info")}; }
+    Route operator()(const GetStats&) const { return {kGet, "/v1/stats"}; }
   };
   Route route = std::visit(Visitor{}, request);
   HttpRequest http{route.method, std::move(route.target), {}};
@@ -131,6 +132,8 @@ std::error_code decode_http_request(std::string_view method, std::string_view ta
     return decode_body_route(method, kPost, Op::get_shares, body, out);
   if (path == "files")
     return decode_body_route(method, kGet, Op::list_files, body, out);
+  if (path == "stats")
+    return decode_body_route(method, kGet, Op::stats, body, out);
   return DecodeErrc::unknown_op;
 }
 
@@ -154,6 +157,12 @@ unsigned http_status(Status status) {
       return 501;
     case Status::internal:
       return 500;
+    case Status::unauthorized:
+      return 403;
+    case Status::quota_exceeded:
+      return 507;
+    case Status::busy:
+      return 503;
   }
   return 500;
 }

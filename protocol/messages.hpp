@@ -34,19 +34,23 @@ enum class Op : std::uint8_t {
   list_files = 7,
   remove_file = 8,
   file_info = 9,
+  stats = 10,
 };
 
 // Outcome of a request. Anything but ok carries an ErrorReply.
 enum class Status : std::uint8_t {
   ok = 0,
-  bad_request = 1,     // malformed or out-of-bounds request
-  not_found = 2,       // unknown file or share
-  conflict = 3,        // commit version not newer than the stored one
-  missing_shares = 4,  // commit references shares the server does not hold
-  too_large = 5,       // a bound was exceeded
-  corrupt = 6,         // the server found its own stored data damaged
-  unsupported = 7,     // unknown op or protocol version
-  internal = 8,        // server-side failure; the text reveals no internals
+  bad_request = 1,      // malformed or out-of-bounds request
+  not_found = 2,        // unknown file or share
+  conflict = 3,         // commit version not newer than the stored one
+  missing_shares = 4,   // commit references shares the server does not hold
+  too_large = 5,        // a bound was exceeded
+  corrupt = 6,          // the server found its own stored data damaged
+  unsupported = 7,      // unknown op or protocol version
+  internal = 8,         // server-side failure; the text reveals no internals
+  unauthorized = 9,     // the client certificate is not enrolled (or was revoked) on this server
+  quota_exceeded = 10,  // storing this would take the user over its quota on this server
+  busy = 11,            // too many connections (for this user or in all); try again later
 };
 
 struct ShareRef {
@@ -102,14 +106,18 @@ struct GetFileInfo {
   Id file{};
   friend bool operator==(const GetFileInfo&, const GetFileInfo&) = default;
 };
+// What the requesting user occupies on this server.
+struct GetStats {
+  friend bool operator==(const GetStats&, const GetStats&) = default;
+};
 
 using Request = std::variant<Hello, HasShares, PutShares, GetShares, Commit, GetFile, ListFiles,
-                             RemoveFile, GetFileInfo>;
+                             RemoveFile, GetFileInfo, GetStats>;
 
 // Replies to successful requests, by op:
 //   hello, put_shares, commit, remove_file -> Empty
 //   has_shares -> Presence; get_shares -> Shares (blobs in request order)
-//   get_file -> FileRecord; list_files -> FileList; file_info -> FileInfo
+//   get_file -> FileRecord; list_files -> FileList; file_info -> FileInfo; stats -> UsageStats
 struct Empty {
   friend bool operator==(const Empty&, const Empty&) = default;
 };
@@ -145,6 +153,19 @@ struct FileInfo {
   std::uint64_t stored_bytes = 0;  // ciphertext bytes of the referenced shares
   friend bool operator==(const FileInfo&, const FileInfo&) = default;
 };
+// One user's totals on one server. Logical sizes count whole 1024-byte chunks.
+struct UsageStats {
+  std::uint64_t files = 0;
+  std::uint64_t logical_bytes = 0;        // the files' data, as many times as files hold it
+  std::uint64_t referenced_bytes = 0;     // stored bytes of the files' shares, per reference
+  std::uint64_t shares = 0;               // distinct shares the files reference
+  std::uint64_t share_logical_bytes = 0;  // their data before compression
+  std::uint64_t share_bytes = 0;          // their stored (compressed, encrypted) bytes
+  std::uint64_t garbage_shares = 0;       // unreferenced shares awaiting compaction
+  std::uint64_t garbage_bytes = 0;
+  std::uint64_t disk_bytes = 0;  // what the user's shares and file records take on disk
+  friend bool operator==(const UsageStats&, const UsageStats&) = default;
+};
 struct ErrorReply {
   Status status = Status::internal;
   std::string message;      // short, human-readable, at most kMaxErrorText bytes
@@ -152,7 +173,8 @@ struct ErrorReply {
   friend bool operator==(const ErrorReply&, const ErrorReply&) = default;
 };
 
-using Reply = std::variant<Empty, Presence, Shares, FileRecord, FileList, FileInfo, ErrorReply>;
+using Reply =
+    std::variant<Empty, Presence, Shares, FileRecord, FileList, FileInfo, UsageStats, ErrorReply>;
 
 Op op_of(const Request& request);
 

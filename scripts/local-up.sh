@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts both splitfs servers on this machine, on free ports, with their data under DIR, and
-# configures a client home in DIR/client pinned to their fingerprints.
+# configures a client home in DIR/client pinned to their fingerprints. The client's identity is
+# created first and enrolled on both servers as user "local" (or $SPLITFS_USER), so the client is
+# admitted with no manual step.
 #
 #   scripts/local-up.sh DIR      then   export SPLITFS_HOME=DIR/client
 #   scripts/local-down.sh DIR    stops them
@@ -42,6 +44,13 @@ start() {
 
 # field NAME N: the Nth word of the server's listening line.
 field() { grep -m1 '^listening on ' "$dir/$1.log" | awk -v n="$2" '{print $n}'; }
+
+# The client's identity (kept if it exists), enrolled on both servers before they start.
+fingerprint=$("$bin/splitfs" --home "$dir/client" id)
+for server in https:splitfs-https-server tcp:splitfs-tcp-server; do
+  "$bin/${server#*:}" --data "$dir/${server%%:*}" users add "${SPLITFS_USER:-local}" \
+    "$fingerprint" >/dev/null
+done
 
 start https splitfs-https-server
 start tcp splitfs-tcp-server

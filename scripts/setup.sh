@@ -3,9 +3,9 @@
 set -euo pipefail
 
 packages=(
-  cmake ninja-build g++ make pkg-config ccache git clang-format
+  cmake ninja-build g++ make pkg-config ccache git clang-format python3
   libboost1.81-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libtomlplusplus-dev
-  libcli11-dev catch2 openssl
+  libcli11-dev catch2 openssl libzstd-dev libfuse3-dev fuse3
 )
 
 missing=()

@@ -2,13 +2,17 @@
 // protocol/codec.hpp maps each request onto the protocol, whose reply is the response body.
 //
 // Bounds: headers at most 8 KiB, bodies at most protocol::kMaxMessageBytes, 30 s without a byte
-// moving closes the connection. A request that cannot be parsed gets a 400 (or 413 when too large)
-// with an ErrorReply body and the connection is closed; a request that parses but does not decode
-// gets its error status and the connection stays open.
+// moving closes the connection, and every request and reply must keep the minimum transfer rate
+// (server_main.hpp). A request that cannot be parsed gets a 400 (or 413 when too large) with an
+// ErrorReply body and the connection is closed; a request that parses but does not decode gets its
+// error status and the connection stays open. A client that is not enrolled (or over its
+// connection cap) is answered 403 (or 503) as soon as the request header is in, without reading
+// the body, and the connection closes.
 #include <cstdint>
 #include <string_view>
 
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
@@ -45,18 +49,68 @@ http::response<Body> make_response(const protocol::Reply& reply, unsigned versio
   return response;
 }
 
-// Writes a whole response, re-arming the idle deadline for every piece.
+// Writes a whole response within the reply's transfer deadline, re-armed for every piece.
 awaitable<beast::error_code> write_response(service::Connection& connection,
-                                            http::response<Body>& response,
-                                            const service::Limits& limits) {
+                                            http::response<Body>& response) {
   http::response_serializer<Body> serializer(response);
   beast::error_code ec;
+  connection.start_transfer();
   while (!ec && !serializer.is_done()) {
-    connection.expires_after(limits.idle_timeout);
-    co_await http::async_write_some(connection.stream(), serializer,
-                                    asio::redirect_error(use_awaitable, ec));
+    connection.arm();
+    connection.moved(co_await http::async_write_some(connection.stream(), serializer,
+                                                     asio::redirect_error(use_awaitable, ec)));
   }
+  connection.end_transfer();
   co_return ec;
+}
+
+// Reads more of the request body into the parser within the request's transfer deadline.
+awaitable<void> read_some(service::Connection& connection, beast::flat_buffer& buffer,
+                          http::request_parser<Body>& parser, beast::error_code& ec) {
+  connection.arm();
+  const std::size_t n = co_await http::async_read_some(connection.stream(), buffer, parser,
+                                                       asio::redirect_error(use_awaitable, ec));
+  connection.moved(n);
+}
+
+// Reads and parses a request header, at most kHeaderLimit bytes in all. Beast's own header limit
+// bounds only the bytes not yet parsed, and its read loop goes on while fields keep coming, so the
+// header is fed to the parser here. The transfer deadline starts with the request's first byte.
+awaitable<void> read_header(service::Connection& connection, beast::flat_buffer& buffer,
+                            http::request_parser<Body>& parser, beast::error_code& ec) {
+  std::size_t parsed = 0;
+  for (;;) {
+    if (buffer.size() > 0) {
+      const std::size_t used = parser.put(buffer.data(), ec);
+      buffer.consume(used);
+      parsed += used;
+      if (ec && ec != http::error::need_more)
+        co_return;
+      ec = {};
+      if (parser.is_header_done())
+        co_return;
+      if (parsed + buffer.size() >= kHeaderLimit) {
+        ec = http::error::header_limit;
+        co_return;
+      }
+    }
+    connection.set_idle(buffer.size() == 0 && !parser.got_some());
+    connection.arm();
+    const std::size_t n = co_await connection.stream().async_read_some(
+        buffer.prepare(kHeaderLimit), asio::redirect_error(use_awaitable, ec));
+    connection.set_idle(false);
+    buffer.commit(n);
+    if (n > 0 && !connection.in_transfer())
+      connection.start_transfer();
+    connection.moved(n);
+    if (ec) {
+      const bool closed = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+      if (closed)
+        ec = parser.got_some() || buffer.size() > 0 ? http::error::partial_message
+                                                    : http::error::end_of_stream;
+      co_return;
+    }
+  }
 }
 
 bool is_parse_error(const beast::error_code& ec) {
@@ -77,7 +131,7 @@ protocol::ErrorReply parse_failure(const beast::error_code& ec) {
 }
 
 awaitable<void> serve_http(service::Connection& connection, service::Service& handler,
-                           const service::Limits& limits) {
+                           const service::Limits&) {
   auto& stream = connection.stream();
   beast::flat_buffer buffer;
   for (;;) {
@@ -88,29 +142,30 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
     parser.body_limit(protocol::kMaxMessageBytes);
     beast::error_code ec;
 
-    while (!ec && !parser.is_header_done()) {
-      connection.set_idle(buffer.size() == 0 && !parser.got_some());
-      connection.expires_after(limits.idle_timeout);
-      co_await http::async_read_some(stream, buffer, parser,
-                                     asio::redirect_error(use_awaitable, ec));
-      connection.set_idle(false);
+    connection.end_transfer();
+    co_await read_header(connection, buffer, parser, ec);
+    if (!ec) {
+      // Nobody unknown gets to send a body.
+      if (auto refusal = connection.admit()) {
+        auto response = make_response(*refusal, parser.get().version(), false);
+        co_await write_response(connection, response);
+        co_return;
+      }
     }
     if (!ec && !parser.is_done() &&
         beast::iequals(parser.get()[http::field::expect], "100-continue")) {
       http::response<http::empty_body> proceed{http::status::continue_, parser.get().version()};
-      connection.expires_after(limits.idle_timeout);
+      connection.arm();
       co_await http::async_write(stream, proceed, asio::redirect_error(use_awaitable, ec));
     }
     while (!ec && !parser.is_done()) {
-      connection.expires_after(limits.idle_timeout);
-      co_await http::async_read_some(stream, buffer, parser,
-                                     asio::redirect_error(use_awaitable, ec));
+      co_await read_some(connection, buffer, parser, ec);
     }
     if (ec) {
       // Only a request we could not parse deserves an answer; a dropped or timed-out peer does not.
       if (is_parse_error(ec)) {
         auto response = make_response(parse_failure(ec), 11, false);
-        co_await write_response(connection, response, limits);
+        co_await write_response(connection, response);
       }
       co_return;
     }
@@ -122,7 +177,7 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
                                                    request.body(), decoded)) {
       reply = service::decode_failure(error);
     } else {
-      reply = handler.handle(service::kDefaultUser, decoded);
+      reply = connection.handle(handler, decoded);
     }
     // The request body may be large; free it before the reply is built.
     Body::value_type().swap(request.body());
@@ -132,7 +187,7 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
         request.keep_alive() && request.method() != http::verb::head && !connection.stopping();
     auto response = make_response(reply, request.version(), keep_alive);
     reply = protocol::Empty{};
-    if (co_await write_response(connection, response, limits))
+    if (co_await write_response(connection, response))
       co_return;
     if (!keep_alive)
       co_return;

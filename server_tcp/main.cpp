@@ -1,9 +1,13 @@
 // splitfs-tcp-server: the TCP door. The framed protocol of protocol/codec.hpp over TLS 1.3.
 //
-// The first request on a connection must be a Hello this server accepts; anything else gets an
-// error reply and the connection closes. Pipelined requests are answered one by one, in order.
-// A frame that announces more than protocol::kMaxMessageBytes or does not decode gets an error
-// reply, then the connection closes; 30 s without a byte moving closes it too.
+// The first request on a connection must be a Hello this server accepts, from an enrolled client
+// within its connection cap; anything else gets an error reply and the connection closes (bytes
+// beyond a small bound before the Hello are not even buffered). Every later request is
+// authenticated again, so a client revoked meanwhile is refused and disconnected. Pipelined
+// requests are answered one by one, in order. A frame that announces more than
+// protocol::kMaxMessageBytes or does not decode gets an error reply, then the connection closes;
+// 30 s without a byte moving, or a request or reply slower than the minimum transfer rate
+// (server_main.hpp), closes it too.
 #include <array>
 #include <cstdint>
 #include <variant>
@@ -25,18 +29,24 @@ namespace beast = service::beast;
 
 constexpr std::size_t kReadChunkBytes = 64 * 1024;
 constexpr std::size_t kWriteChunkBytes = 256 * 1024;
+// What may arrive before the Hello is answered (a Hello frame is 9 bytes), and the largest length
+// the first frame may announce: nothing bigger is buffered for a client not yet admitted.
+constexpr std::size_t kMaxBytesBeforeHello = 1024;
+constexpr std::uint32_t kMaxFirstFrameLength = 64;
 
-// Writes a whole reply frame, re-arming the idle deadline for every piece.
-awaitable<beast::error_code> write_all(service::Connection& connection, const Bytes& bytes,
-                                       const service::Limits& limits) {
+// Writes a whole reply frame within the reply's transfer deadline, re-armed for every piece.
+awaitable<beast::error_code> write_all(service::Connection& connection, const Bytes& bytes) {
   beast::error_code ec;
   std::size_t written = 0;
+  connection.start_transfer();
   while (!ec && written < bytes.size()) {
-    connection.expires_after(limits.idle_timeout);
+    connection.arm();
     const std::size_t piece = std::min(kWriteChunkBytes, bytes.size() - written);
-    written +=
+    const std::size_t n =
         co_await asio::async_write(connection.stream(), asio::buffer(bytes.data() + written, piece),
                                    asio::redirect_error(use_awaitable, ec));
+    written += n;
+    connection.moved(n);
   }
   co_return ec;
 }
@@ -46,7 +56,8 @@ struct Answer {
   bool keep_open = true;
 };
 
-Answer answer(const protocol::Frame& frame, bool greeted, service::Service& handler) {
+Answer answer(const protocol::Frame& frame, bool greeted, service::Connection& connection,
+              service::Service& handler) {
   if (!greeted && frame.kind != static_cast<std::uint8_t>(protocol::Op::hello)) {
     return {
         protocol::ErrorReply{
@@ -58,7 +69,7 @@ Answer answer(const protocol::Frame& frame, bool greeted, service::Service& hand
           protocol::decode_request(static_cast<protocol::Op>(frame.kind), frame.payload, request)) {
     return {service::decode_failure(error), false};
   }
-  Answer result{handler.handle(service::kDefaultUser, request), true};
+  Answer result{connection.handle(handler, request), true};
   // A refused Hello ends the conversation: nothing else can be understood.
   if (std::holds_alternative<protocol::Hello>(request) &&
       std::holds_alternative<protocol::ErrorReply>(result.reply)) {
@@ -74,36 +85,76 @@ protocol::ErrorReply framing_failure(std::error_code error) {
   return {protocol::Status::bad_request, "malformed frame", {}};
 }
 
+// Whether the first frame's length field (its first four bytes, once they are in) can be a Hello.
+class FirstFrame {
+ public:
+  void saw(ByteView bytes) {
+    for (std::size_t i = 0; i < bytes.size() && seen_ < header_.size(); ++i)
+      header_[seen_++] = bytes[i];
+  }
+  bool too_long() const {
+    if (seen_ < header_.size())
+      return false;
+    const std::uint32_t length = (std::uint32_t{header_[0]} << 24) |
+                                 (std::uint32_t{header_[1]} << 16) |
+                                 (std::uint32_t{header_[2]} << 8) | std::uint32_t{header_[3]};
+    return length > kMaxFirstFrameLength;
+  }
+
+ private:
+  std::array<std::uint8_t, 4> header_{};
+  std::size_t seen_ = 0;
+};
+
 awaitable<void> serve_frames(service::Connection& connection, service::Service& handler,
-                             const service::Limits& limits) {
+                             const service::Limits&) {
   protocol::FrameParser parser(protocol::kMaxMessageBytes);
   std::vector<std::uint8_t> chunk(kReadChunkBytes);
   bool greeted = false;
+  FirstFrame first;
   for (;;) {
+    bool replied = false;
     while (auto frame = parser.next()) {
-      Answer result = answer(*frame, greeted, handler);
+      Answer result = answer(*frame, greeted, connection, handler);
       frame.reset();
       greeted = greeted || std::holds_alternative<protocol::Empty>(result.reply);
       const Bytes encoded = protocol::encode_reply_frame(result.reply);
       result.reply = protocol::Empty{};
-      if (co_await write_all(connection, encoded, limits))
+      if (co_await write_all(connection, encoded))
         co_return;
       if (!result.keep_open || connection.stopping())
         co_return;
+      replied = true;
     }
     if (connection.stopping())
       co_return;
+    // The next request's clock starts with its first byte (already here when pipelined).
+    if (parser.buffered() == 0)
+      connection.end_transfer();
+    else if (replied)
+      connection.start_transfer();
 
     beast::error_code ec;
     connection.set_idle(parser.buffered() == 0);
-    connection.expires_after(limits.idle_timeout);
+    connection.arm();
     const std::size_t received = co_await connection.stream().async_read_some(
         asio::buffer(chunk), asio::redirect_error(use_awaitable, ec));
     connection.set_idle(false);
     if (ec)
       co_return;
+    if (!connection.in_transfer())
+      connection.start_transfer();
+    connection.moved(received);
     if (auto error = parser.feed(ByteView(chunk.data(), received))) {
-      co_await write_all(connection, protocol::encode_reply_frame(framing_failure(error)), limits);
+      co_await write_all(connection, protocol::encode_reply_frame(framing_failure(error)));
+      co_return;
+    }
+    if (!greeted)
+      first.saw(ByteView(chunk.data(), received));
+    if (!greeted && (parser.buffered() > kMaxBytesBeforeHello || first.too_long())) {
+      const protocol::ErrorReply refusal{
+          protocol::Status::bad_request, "the first request on a connection must be hello", {}};
+      co_await write_all(connection, protocol::encode_reply_frame(refusal));
       co_return;
     }
   }

@@ -1,12 +1,17 @@
 #include "service/server_main.hpp"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cinttypes>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -27,6 +32,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "store/store.hpp"
+#include "tls/enrolment.hpp"
 #include "tls/identity.hpp"
 
 #ifndef SPLITFS_DEFAULT_DATA_ROOT
@@ -49,7 +55,10 @@ struct Options {
   int port = 0;
   std::vector<std::string> tls_names;
   int threads = 2;
-  int max_connections = 256;
+  int max_connections = 1024;
+  int max_user_connections = 64;
+  int max_unauthenticated = 256;
+  StorageSettings storage;
 };
 
 // Start-up failure: one line for stderr.
@@ -58,20 +67,70 @@ class StartupError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The live connections of a server, so that a stop can reach each of them.
+}  // namespace
+
+// The live connections of a server, so that a stop can reach each of them, and the caps: a new
+// connection is unauthenticated until its client is admitted as an enrolled user; the oldest
+// unauthenticated connection makes room when a cap is reached.
 class ConnectionSet {
  public:
+  explicit ConnectionSet(const Limits& limits) : limits_(limits) {}
+
+  // Makes room for a new connection: false if there is none (every slot holds an admitted user).
+  bool make_room() {
+    std::lock_guard lock(mutex_);
+    const bool full = connections_.size() >= limits_.max_connections ||
+                      unauthenticated_.size() >= limits_.max_unauthenticated;
+    if (!full)
+      return true;
+    if (unauthenticated_.empty())
+      return false;
+    // Dropped from the books at once, so a burst of newcomers drops one connection each.
+    auto oldest = unauthenticated_.begin();
+    Connection* victim = oldest->second;
+    unauthenticated_.erase(oldest);
+    auto it = connections_.find(victim);
+    if (auto connection = it->second.connection.lock()) {
+      asio::post(connection->stream().get_executor(), [connection] { connection->abort(); });
+    }
+    connections_.erase(it);
+    return true;
+  }
   // False (and the connection is not tracked) once the server is stopping.
   bool add(const std::shared_ptr<Connection>& connection) {
     std::lock_guard lock(mutex_);
     if (stopping_)
       return false;
-    connections_.emplace(connection.get(), connection);
+    const std::uint64_t order = next_order_++;
+    connections_.emplace(connection.get(), Entry{connection, order, {}});
+    unauthenticated_.emplace(order, connection.get());
+    return true;
+  }
+  // Counts the connection as user's: false if that user is at its cap (or it was dropped).
+  bool admit(Connection* connection, const std::string& user) {
+    std::lock_guard lock(mutex_);
+    auto it = connections_.find(connection);
+    if (it == connections_.end())
+      return false;
+    Entry& entry = it->second;
+    if (entry.user == user)
+      return true;
+    if (per_user_[user] >= limits_.max_user_connections)
+      return false;
+    forget_user(entry);
+    unauthenticated_.erase(entry.order);
+    entry.user = user;
+    ++per_user_[user];
     return true;
   }
   void remove(Connection* connection) {
     std::lock_guard lock(mutex_);
-    connections_.erase(connection);
+    auto it = connections_.find(connection);
+    if (it == connections_.end())
+      return;
+    forget_user(it->second);
+    unauthenticated_.erase(it->second.order);
+    connections_.erase(it);
   }
   std::size_t size() const {
     std::lock_guard lock(mutex_);
@@ -80,18 +139,119 @@ class ConnectionSet {
   void stop_all() {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    for (auto& [raw, weak] : connections_) {
-      if (auto connection = weak.lock()) {
+    for (auto& [raw, entry] : connections_) {
+      if (auto connection = entry.connection.lock()) {
         asio::post(connection->stream().get_executor(), [connection] { connection->stop(); });
       }
     }
   }
 
  private:
+  struct Entry {
+    std::weak_ptr<Connection> connection;
+    std::uint64_t order = 0;
+    std::string user;  // empty while unauthenticated
+  };
+  void forget_user(Entry& entry) {
+    if (entry.user.empty())
+      return;
+    auto it = per_user_.find(entry.user);
+    if (it != per_user_.end() && --it->second == 0)
+      per_user_.erase(it);
+    entry.user.clear();
+  }
+
+  const Limits& limits_;
   mutable std::mutex mutex_;
   bool stopping_ = false;
-  std::unordered_map<Connection*, std::weak_ptr<Connection>> connections_;
+  std::uint64_t next_order_ = 0;
+  std::unordered_map<Connection*, Entry> connections_;
+  std::map<std::uint64_t, Connection*> unauthenticated_;  // by arrival
+  std::unordered_map<std::string, std::size_t> per_user_;
 };
+
+// Per-user quotas, measured against what the store says a user occupies on disk (every share held
+// for it, referenced or not, and its file records). The book keeps an upper bound per user (the
+// last count plus every byte admitted since), so the store is asked again only when that bound
+// would cross the quota; bytes of requests still running are reserved, so concurrent requests
+// cannot overshoot together.
+class QuotaBook {
+ public:
+  explicit QuotaBook(store::Store& store) : store_(store) {}
+
+  // Reserves `bytes` for `user`; the refusal to answer if that would exceed `quota`.
+  std::optional<protocol::ErrorReply> reserve(const std::string& user, std::uint64_t quota,
+                                              std::uint64_t bytes) {
+    std::lock_guard lock(mutex_);
+    Usage& usage = usage_[user];
+    if (!usage.counted || usage.known + usage.reserved + bytes > quota) {
+      store::Usage counted;
+      // A store that cannot count refuses: a quota fails closed.
+      if (store_.usage(user, counted)) {
+        return protocol::ErrorReply{
+            protocol::Status::internal, "the server could not complete the request", {}};
+      }
+      usage.known = counted.disk_bytes;
+      usage.counted = true;
+    }
+    if (usage.known + usage.reserved + bytes > quota) {
+      return protocol::ErrorReply{protocol::Status::quota_exceeded,
+                                  "quota exceeded: storing " + size_text(bytes) +
+                                      " more would take user '" + user + "' over its quota of " +
+                                      size_text(quota) + " on this server (" +
+                                      size_text(usage.known + usage.reserved) + " in use)",
+                                  {}};
+    }
+    usage.reserved += bytes;
+    return std::nullopt;
+  }
+  // Ends a reservation; stored bytes count as used until the next count.
+  void release(const std::string& user, std::uint64_t bytes, bool stored) {
+    std::lock_guard lock(mutex_);
+    Usage& usage = usage_[user];
+    usage.reserved -= std::min(usage.reserved, bytes);
+    if (stored)
+      usage.known += bytes;
+  }
+
+  static std::string size_text(std::uint64_t bytes) {
+    static const char* const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double value = static_cast<double>(bytes);
+    std::size_t unit = 0;
+    while (value >= 1024 && unit + 1 < std::size(units)) {
+      value /= 1024;
+      ++unit;
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
+    return text;
+  }
+
+ private:
+  struct Usage {
+    bool counted = false;
+    std::uint64_t known = 0;     // at least what the store holds for the user
+    std::uint64_t reserved = 0;  // admitted requests still running
+  };
+  store::Store& store_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Usage> usage_;
+};
+
+// What every connection of a server shares: the limits, the connection books, the enrolled users
+// and the quotas.
+class Access {
+ public:
+  Access(const Limits& limits, const fs::path& users_file, store::Store& store)
+      : limits(limits), connections(this->limits), enrolment(users_file), quotas(store) {}
+
+  const Limits limits;
+  ConnectionSet connections;
+  tls::Enrolment enrolment;
+  QuotaBook quotas;
+};
+
+namespace {
 
 void log_exception(std::string_view context, std::exception_ptr error) {
   if (!error)
@@ -105,14 +265,13 @@ void log_exception(std::string_view context, std::exception_ptr error) {
   }
 }
 
-asio::awaitable<void> run_connection(std::shared_ptr<Connection> connection,
-                                     std::shared_ptr<ConnectionSet> connections, Service& service,
-                                     const Door& door, const Limits& limits) {
+asio::awaitable<void> run_connection(std::shared_ptr<Connection> connection, Access& access,
+                                     Service& service, const Door& door, const Limits& limits) {
   struct Untrack {
     ConnectionSet& set;
     Connection* connection;
     ~Untrack() { set.remove(connection); }
-  } untrack{*connections, connection.get()};
+  } untrack{access.connections, connection.get()};
 
   auto& stream = connection->stream();
   beast::error_code ec;
@@ -123,6 +282,7 @@ asio::awaitable<void> run_connection(std::shared_ptr<Connection> connection,
   connection->set_idle(false);
   if (ec)
     co_return;  // a failed or abandoned handshake: nothing to say to that peer
+  connection->identify();
 
   if (!connection->stopping()) {
     std::exception_ptr failure;
@@ -146,8 +306,7 @@ asio::awaitable<void> run_connection(std::shared_ptr<Connection> connection,
 }
 
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, asio::io_context& io,
-                                  asio::ssl::context& tls_context,
-                                  std::shared_ptr<ConnectionSet> connections, Service& service,
+                                  asio::ssl::context& tls_context, Access& access, Service& service,
                                   const Door& door, const Limits& limits) {
   asio::steady_timer backoff(acceptor.get_executor());
   while (acceptor.is_open()) {
@@ -163,19 +322,18 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, asio::io_context& io,
       co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
-    if (connections->size() >= limits.max_connections) {
+    if (!access.connections.make_room()) {
       socket.close(ec);
       continue;
     }
     // Replies are written in pieces (header, body); Nagle would hold the last one back for a
     // delayed ACK and add ~40 ms to every request.
     socket.set_option(tcp::no_delay(true), ec);
-    auto connection = std::make_shared<Connection>(std::move(socket), tls_context);
-    if (!connections->add(connection))
+    auto connection = std::make_shared<Connection>(std::move(socket), tls_context, access);
+    if (!access.connections.add(connection))
       co_return;
     auto executor = connection->stream().get_executor();
-    asio::co_spawn(executor,
-                   run_connection(std::move(connection), connections, service, door, limits),
+    asio::co_spawn(executor, run_connection(std::move(connection), access, service, door, limits),
                    [](std::exception_ptr error) { log_exception("connection failed", error); });
   }
 }
@@ -183,22 +341,21 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, asio::io_context& io,
 // Waits for SIGINT or SIGTERM, then stops accepting, asks every connection to finish and gives
 // them limits.drain_timeout before stopping the event loop outright.
 asio::awaitable<void> stop_on_signal(asio::signal_set& signals, tcp::acceptor& acceptor,
-                                     asio::io_context& io,
-                                     std::shared_ptr<ConnectionSet> connections,
+                                     asio::io_context& io, ConnectionSet& connections,
                                      const Limits& limits) {
   beast::error_code ec;
   co_await signals.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   if (ec)
     co_return;
   acceptor.close(ec);
-  connections->stop_all();
+  connections.stop_all();
   const auto deadline = std::chrono::steady_clock::now() + limits.drain_timeout;
   asio::steady_timer timer(acceptor.get_executor());
-  while (connections->size() > 0 && std::chrono::steady_clock::now() < deadline) {
+  while (connections.size() > 0 && std::chrono::steady_clock::now() < deadline) {
     timer.expires_after(kDrainPoll);
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
-  if (connections->size() > 0)
+  if (connections.size() > 0)
     io.stop();
 }
 
@@ -242,18 +399,46 @@ std::string host_text(const asio::ip::address& address) {
   return address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
 }
 
+// Enough descriptors for every connection the caps allow, plus the store's.
+void raise_descriptor_limit(const Limits& limits) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0)
+    return;
+  const rlim_t wanted = static_cast<rlim_t>(limits.max_connections) + 512;
+  if (limit.rlim_cur >= wanted)
+    return;
+  limit.rlim_cur = std::min(wanted, limit.rlim_max);
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+}
+
 int serve(const Options& options, const Door& door) {
   Limits limits;
   limits.max_connections = static_cast<std::size_t>(options.max_connections);
+  limits.max_user_connections = static_cast<std::size_t>(options.max_user_connections);
+  limits.max_unauthenticated =
+      std::min(limits.max_connections, static_cast<std::size_t>(options.max_unauthenticated));
+  raise_descriptor_limit(limits);
 
   fs::path data = prepare_data_folder(options.data);
   std::unique_ptr<store::Store> store;
   try {
-    store = store::Store::open(data / "store");
+    store = store::Store::open(data / "store", options.storage.store_options());
   } catch (const std::exception& e) {
     throw StartupError(std::string("cannot open the store: ") + e.what());
   }
+  const auto compactor = start_background_compaction(*store, data / "store", options.storage);
   Service service(*store);
+  std::unique_ptr<Access> access;
+  try {
+    access = std::make_unique<Access>(limits, data / tls::kUsersFile, *store);
+  } catch (const std::exception& e) {
+    throw StartupError(std::string("cannot read the enrolled users: ") + e.what());
+  }
+  if (access->enrolment.size() == 0) {
+    log_line("no client is enrolled yet: every request is refused until one is, with " +
+             door.program + " --data " + data.string() +
+             " users add NAME SHA256:<fingerprint> (`splitfs id` prints a client's fingerprint)");
+  }
 
   tls::Identity identity;
   asio::ssl::context tls_context(asio::ssl::context::tls_server);
@@ -265,7 +450,6 @@ int serve(const Options& options, const Door& door) {
   }
 
   asio::io_context io(options.threads);
-  auto connections = std::make_shared<ConnectionSet>();
   tcp::acceptor acceptor(asio::make_strand(io));
   tcp::endpoint endpoint =
       resolve_bind_address(io, options.bind, static_cast<std::uint16_t>(options.port));
@@ -286,10 +470,10 @@ int serve(const Options& options, const Door& door) {
 
   asio::signal_set signals(acceptor.get_executor(), SIGINT, SIGTERM);
   asio::co_spawn(acceptor.get_executor(),
-                 accept_loop(acceptor, io, tls_context, connections, service, door, limits),
+                 accept_loop(acceptor, io, tls_context, *access, service, door, limits),
                  [](std::exception_ptr error) { log_exception("accept loop stopped", error); });
   asio::co_spawn(acceptor.get_executor(),
-                 stop_on_signal(signals, acceptor, io, connections, limits),
+                 stop_on_signal(signals, acceptor, io, access->connections, limits),
                  [](std::exception_ptr error) { log_exception("signal handling failed", error); });
 
   std::cout << "listening on " << host_text(bound.address()) << ":" << bound.port()
@@ -314,15 +498,188 @@ int serve(const Options& options, const Door& door) {
   return 0;
 }
 
+// "10G", "500M", "1.5T", "4096" (bytes; K, M, G, T are powers of 1024, an optional "iB" or "B"
+// follows), or "none" for no quota (0).
+std::optional<std::uint64_t> parse_size(const std::string& text) {
+  if (text == "none")
+    return 0;
+  std::size_t end = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &end);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  std::string unit = text.substr(end);
+  for (const char* suffix : {"iB", "B"}) {
+    if (unit.ends_with(suffix)) {
+      unit.resize(unit.size() - std::strlen(suffix));
+      break;
+    }
+  }
+  static const std::string kUnits = "KMGTP";
+  double scale = 1;
+  if (unit.size() == 1 && kUnits.find(unit[0]) != std::string::npos) {
+    for (std::size_t i = 0; i <= kUnits.find(unit[0]); ++i)
+      scale *= 1024;
+  } else if (!unit.empty()) {
+    return std::nullopt;
+  }
+  const double bytes = value * scale;
+  if (!(bytes >= 1) || bytes > 9.0e18)
+    return std::nullopt;
+  return static_cast<std::uint64_t>(bytes);
+}
+
+struct UsersCommand {
+  std::string name;
+  std::string fingerprint;
+  std::string quota;
+};
+
+int run_users(const std::string& action, const fs::path& data, const UsersCommand& command,
+              const Door& door) {
+  if (action == "list") {
+    const std::vector<tls::User> users = tls::list_users(data);
+    if (users.empty()) {
+      std::cout << "no enrolled users in " << data.string() << "\n";
+      return 0;
+    }
+    std::size_t width = 4;
+    for (const auto& user : users)
+      width = std::max(width, user.name.size());
+    for (const auto& user : users) {
+      const std::string quota =
+          user.quota_bytes == 0 ? "none" : QuotaBook::size_text(user.quota_bytes);
+      for (const auto& fingerprint : user.fingerprints) {
+        std::string name = user.name;
+        name.resize(width, ' ');
+        std::string quota_column = quota;
+        quota_column.resize(std::max<std::size_t>(quota_column.size(), 11), ' ');
+        std::cout << name << "  quota " << quota_column << "  " << fingerprint << "\n";
+      }
+    }
+    return 0;
+  }
+  if (action == "add") {
+    std::optional<std::uint64_t> quota;
+    if (!command.quota.empty()) {
+      quota = parse_size(command.quota);
+      if (!quota) {
+        log_line(door.program + ": invalid quota '" + command.quota +
+                 "': give a size such as 500M, 10G or 1T, or none");
+        return 2;
+      }
+    }
+    tls::add_user(data, command.name, command.fingerprint, quota);
+    std::cout << "enrolled " << tls::normalized_fingerprint(command.fingerprint) << " as user '"
+              << command.name << "'";
+    if (quota)
+      std::cout << ", quota " << (*quota == 0 ? "none" : QuotaBook::size_text(*quota));
+    std::cout << " (in effect at once, also on a running server)\n";
+    return 0;
+  }
+  if (!tls::revoke_user(data, command.name, command.fingerprint)) {
+    log_line(door.program + ": no enrolled user '" + command.name + "'" +
+             (command.fingerprint.empty() ? "" : " with that fingerprint"));
+    return 1;
+  }
+  std::cout << "revoked " << (command.fingerprint.empty() ? "user" : "a certificate of user")
+            << " '" << command.name
+            << "' (refused from its next request on; its stored data stays until it is "
+               "enrolled again)\n";
+  return 0;
+}
+
 }  // namespace
 
-Connection::Connection(tcp::socket socket, asio::ssl::context& context)
-    : stream_(beast::tcp_stream(std::move(socket)), context) {}
+Connection::Connection(tcp::socket socket, asio::ssl::context& context, Access& access)
+    : stream_(beast::tcp_stream(std::move(socket)), context), access_(access) {}
 
 void Connection::stop() {
   stopping_ = true;
   if (idle_)
     stream_.next_layer().cancel();
+}
+
+void Connection::abort() {
+  stopping_ = true;
+  stream_.next_layer().close();
+}
+
+void Connection::start_transfer() {
+  in_transfer_ = true;
+  transfer_start_ = std::chrono::steady_clock::now();
+  transfer_bytes_ = 0;
+}
+
+void Connection::arm() {
+  const Limits& limits = access_.limits;
+  std::chrono::steady_clock::duration timeout =
+      user_.empty() ? limits.handshake_timeout : limits.idle_timeout;
+  if (in_transfer_) {
+    const auto earned = std::chrono::duration<double>(
+        static_cast<double>(transfer_bytes_) / static_cast<double>(limits.min_transfer_rate));
+    const auto deadline = transfer_start_ + limits.transfer_grace +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(earned);
+    const auto left = std::max<std::chrono::steady_clock::duration>(
+        deadline - std::chrono::steady_clock::now(), std::chrono::milliseconds(1));
+    timeout = std::min(timeout, left);
+  }
+  stream_.next_layer().expires_after(timeout);
+}
+
+void Connection::identify() {
+  fingerprint_ = tls::peer_fingerprint(stream_.native_handle());
+}
+
+std::optional<protocol::ErrorReply> Connection::admit() {
+  if (std::string problem = access_.enrolment.take_problem(); !problem.empty())
+    log_line("the users file could not be read again; the previous list stays in force: " +
+             problem);
+  const std::optional<tls::Account> account =
+      fingerprint_.empty() ? std::nullopt : access_.enrolment.lookup(fingerprint_);
+  if (!account) {
+    refused_ = true;
+    // The client's own fingerprint is no secret, and tells its owner what to have enrolled.
+    return protocol::ErrorReply{protocol::Status::unauthorized,
+                                "this client is not enrolled on this server (certificate " +
+                                    (fingerprint_.empty() ? std::string("none") : fingerprint_) +
+                                    "); its operator can enrol it with `users add`",
+                                {}};
+  }
+  if (account->name != user_) {
+    if (!user_.empty() || !access_.connections.admit(this, account->name)) {
+      refused_ = true;
+      return protocol::ErrorReply{protocol::Status::busy,
+                                  user_.empty()
+                                      ? "too many connections for this user; try again later"
+                                      : "this client's enrolment changed; connect again",
+                                  {}};
+    }
+    user_ = account->name;
+  }
+  quota_ = account->quota_bytes;
+  return std::nullopt;
+}
+
+protocol::Reply Connection::handle(Service& service, const protocol::Request& request) {
+  if (auto refusal = admit())
+    return *std::move(refusal);
+  std::uint64_t incoming = 0;
+  if (const auto* put = std::get_if<protocol::PutShares>(&request)) {
+    for (const auto& share : put->shares)
+      incoming += share.data.size();
+  } else if (const auto* commit = std::get_if<protocol::Commit>(&request)) {
+    incoming = commit->entry.size() + commit->manifest.size();
+  }
+  if (quota_ == 0 || incoming == 0)
+    return service.handle(user_, request);
+  if (auto refusal = access_.quotas.reserve(user_, quota_, incoming))
+    return *std::move(refusal);
+  const protocol::Reply reply = service.handle(user_, request);
+  access_.quotas.release(user_, incoming, !std::holds_alternative<protocol::ErrorReply>(reply));
+  return reply;
 }
 
 void log_line(std::string_view line) {
@@ -358,6 +715,41 @@ int server_main(int argc, char** argv, const Door& door) {
                  "Simultaneous connections; more are closed at once")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
+  app.add_option("--max-user-connections", options.max_user_connections,
+                 "Simultaneous connections of one user")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  app.add_option("--max-unauthenticated", options.max_unauthenticated,
+                 "Simultaneous connections not (yet) admitted as an enrolled user; the oldest "
+                 "makes room for a newcomer")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+
+  UsersCommand users_command;
+  auto* users = app.add_subcommand("users", "Enrol, list and revoke the clients of this server");
+  users->require_subcommand(1);
+  users->fallthrough();
+  auto* users_add = users->add_subcommand(
+      "add", "Enrol a client certificate as user NAME (a user may have several)");
+  users_add->footer("Example: users add alice SHA256:3f1c... --quota 10G");
+  users_add->add_option("name", users_command.name, "User name")->required();
+  users_add
+      ->add_option("fingerprint", users_command.fingerprint,
+                   "The client's certificate fingerprint, as `splitfs id` prints it")
+      ->required();
+  users_add->add_option("--quota", users_command.quota,
+                        "What the user may occupy on this server: 500M, 10G, 1T or none");
+  users_add->fallthrough();
+  auto* users_list = users->add_subcommand("list", "List the enrolled users");
+  users_list->fallthrough();
+  auto* users_revoke =
+      users->add_subcommand("revoke", "Revoke user NAME, or one of its certificates");
+  users_revoke->add_option("name", users_command.name, "User name")->required();
+  users_revoke->add_option("fingerprint", users_command.fingerprint,
+                           "Revoke only this certificate of the user");
+  users_revoke->fallthrough();
+
+  const StorageCommands storage_commands(app, options.storage);
 
   try {
     app.parse(argc, argv);
@@ -369,6 +761,12 @@ int server_main(int argc, char** argv, const Door& door) {
   }
 
   try {
+    if (*users) {
+      const std::string action = *users_add ? "add" : *users_list ? "list" : "revoke";
+      return run_users(action, options.data, users_command, door);
+    }
+    if (storage_commands.chosen())
+      return storage_commands.run(options.data, door.program);
     return serve(options, door);
   } catch (const std::exception& e) {
     log_line(door.program + ": " + e.what());

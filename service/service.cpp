@@ -1,7 +1,10 @@
 #include "service/service.hpp"
 
+#include <CLI/CLI.hpp>
+#include <cstdio>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -36,6 +39,7 @@ ErrorReply store_failure(std::error_code ec, std::string_view what) {
       case store::Errc::too_large:
         return error(Status::too_large, "a share exceeds the size limit");
       case store::Errc::io:
+      case store::Errc::busy:
         break;
     }
   }
@@ -172,6 +176,15 @@ class Handler {
     return protocol::FileInfo{info.version, info.shares, info.chunks, info.stored_bytes};
   }
 
+  Reply operator()(const protocol::GetStats&) const {
+    store::Usage u;
+    if (auto ec = store_.usage(user_, u))
+      return store_failure(ec, "user");
+    return protocol::UsageStats{u.files,          u.logical_bytes,       u.referenced_bytes,
+                                u.shares,         u.share_logical_bytes, u.share_bytes,
+                                u.garbage_shares, u.garbage_bytes,       u.disk_bytes};
+  }
+
  private:
   static ErrorReply too_many() { return error(Status::too_large, "too many items in one request"); }
 
@@ -203,6 +216,134 @@ protocol::ErrorReply decode_failure(std::error_code error_code) {
     default:
       return error(status, "malformed request");
   }
+}
+
+namespace {
+
+// Bounds of the storage options: a year.
+constexpr std::int64_t kMaxSettingSeconds = 366LL * 24 * 3600;
+
+void log_storage(std::string_view line) {
+  std::string text(line);
+  text.push_back('\n');
+  std::fwrite(text.data(), 1, text.size(), stderr);
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+store::Options StorageSettings::store_options() const {
+  store::Options options;
+  options.garbage_grace = std::chrono::seconds(garbage_grace_seconds);
+  return options;
+}
+
+StorageCommands::StorageCommands(CLI::App& app, StorageSettings& settings) : settings_(settings) {
+  app.add_option("--compact-interval", settings.compact_interval_seconds,
+                 "Seconds between background compactions of the store; 0 turns them off")
+      ->check(CLI::Range(std::int64_t{0}, kMaxSettingSeconds))
+      ->capture_default_str();
+  app.add_option("--garbage-grace", settings.garbage_grace_seconds,
+                 "Seconds an unreferenced share survives compaction; an upload must commit "
+                 "within half of it")
+      ->check(CLI::Range(std::int64_t{0}, kMaxSettingSeconds))
+      ->capture_default_str();
+
+  compact_ = app.add_subcommand(
+      "compact",
+      "Reclaim space now: drop unreferenced shares past their grace period and rewrite packs "
+      "that are mostly dead (a running server does it itself and reports)");
+  compact_
+      ->add_option("--grace", grace_seconds_,
+                   "Grace period of this run in seconds (default: --garbage-grace)")
+      ->check(CLI::Range(std::int64_t{0}, kMaxSettingSeconds));
+  compact_
+      ->add_option("--wait", wait_seconds_, "On a running server: seconds to wait for its report")
+      ->check(CLI::Range(std::int64_t{1}, kMaxSettingSeconds))
+      ->capture_default_str();
+  compact_->fallthrough();
+  check_ = app.add_subcommand(
+      "check",
+      "Verify the store: index against packs, every record's checksum, every refcount; exit "
+      "status 1 if anything is wrong");
+  check_
+      ->add_option("--wait", wait_seconds_,
+                   "On a running server: seconds to wait for a compaction in progress")
+      ->check(CLI::Range(std::int64_t{1}, kMaxSettingSeconds))
+      ->capture_default_str();
+  check_->fallthrough();
+  stats_ = app.add_subcommand(
+      "stats", "Objects, logical bytes, bytes on disk, dedup and compression ratios");
+  stats_->fallthrough();
+}
+
+bool StorageCommands::chosen() const {
+  return *compact_ || *check_ || *stats_;
+}
+
+int StorageCommands::run(const std::filesystem::path& data, const std::string& program) const {
+  namespace fs = std::filesystem;
+  const fs::path dir = data / "store";
+  auto fail = [&](const std::string& what) {
+    log_storage(program + ": " + what);
+    return 1;
+  };
+  std::error_code exists_error;
+  if (!fs::exists(dir / "index.sqlite", exists_error))
+    return fail("no store in " + dir.string());
+  const bool live = store::in_use(dir);
+  const std::chrono::seconds wait(wait_seconds_);
+  try {
+    std::unique_ptr<store::Store> opened;
+    if (!live)
+      opened = store::Store::open(dir, settings_.store_options());
+    const std::string where =
+        "store " + dir.string() + (live ? " (in use by a running server)" : "") + "\n";
+    if (*stats_) {
+      store::StoreStats stats;
+      if (auto ec = live ? store::inspect_stats(dir, stats) : opened->stats(stats))
+        return fail("cannot read the store: " + ec.message());
+      std::cout << where << store::describe(stats) << std::flush;
+      return 0;
+    }
+    if (*check_) {
+      store::CheckReport report;
+      const std::error_code ec =
+          live ? store::inspect_check(dir, report, wait) : opened->check(report);
+      if (ec == store::Errc::busy)
+        return fail("a compaction is still running after " + std::to_string(wait_seconds_) +
+                    " s; try again later");
+      if (ec)
+        return fail("cannot check the store: " + ec.message());
+      std::cout << where << store::describe(report) << std::flush;
+      return report.ok() ? 0 : 1;
+    }
+    std::optional<std::chrono::seconds> grace;
+    if (grace_seconds_ >= 0)
+      grace = std::chrono::seconds(grace_seconds_);
+    store::CompactionReport report;
+    std::error_code ec;
+    if (live) {
+      ec = store::request_compaction(dir, grace, wait, report);
+      if (ec == store::Errc::busy)
+        return fail("the running server did not report a compaction within " +
+                    std::to_string(wait_seconds_) + " s; see its log");
+    } else {
+      ec = opened->compact({grace, "command", nullptr}, report);
+    }
+    if (ec)
+      return fail("cannot compact the store: " + ec.message());
+    std::cout << where << store::describe(report) << std::flush;
+    return 0;
+  } catch (const store::StoreError& e) {
+    return fail(e.what());
+  }
+}
+
+std::unique_ptr<store::BackgroundCompactor> start_background_compaction(
+    store::Store& store, const std::filesystem::path& store_dir, const StorageSettings& settings) {
+  return std::make_unique<store::BackgroundCompactor>(
+      store, store_dir, std::chrono::seconds(settings.compact_interval_seconds), log_storage);
 }
 
 }  // namespace splitfs::service

@@ -1,23 +1,33 @@
 // The server's request handler, shared by both doors: maps each protocol request onto the store and
 // each store outcome onto a protocol reply. Never throws; a failure becomes an ErrorReply whose
 // text is short and reveals no internals (no paths, no SQL, no system error strings).
+//
+// Also here: a server's storage settings and operator commands (StorageCommands), which both doors
+// share through server_main.
 #pragma once
 
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
 #include <string_view>
 
 #include "protocol/messages.hpp"
+#include "store/maintenance.hpp"
 #include "store/store.hpp"
 
-namespace splitfs::service {
+namespace CLI {
+class App;
+}
 
-// Every request acts for this user until clients authenticate.
-inline constexpr std::string_view kDefaultUser = "local";
+namespace splitfs::service {
 
 class Service {
  public:
   explicit Service(store::Store& store) : store_(store) {}
 
-  // Safe to call from several threads at once (the store is).
+  // Acts as `user`, the enrolled name the door authenticated. Safe to call from several threads at
+  // once (the store is).
   protocol::Reply handle(std::string_view user, const protocol::Request& request);
 
  private:
@@ -26,5 +36,40 @@ class Service {
 
 // The reply for a request that could not be decoded.
 protocol::ErrorReply decode_failure(std::error_code error);
+
+// How a server keeps its store: --compact-interval SECONDS (background compaction; 0 turns it
+// off) and --garbage-grace SECONDS (how long unreferenced shares survive; see store.hpp).
+struct StorageSettings {
+  std::int64_t compact_interval_seconds = 600;
+  std::int64_t garbage_grace_seconds = 3600;
+  store::Options store_options() const;
+};
+
+// The storage options and the operator commands on a server's store, DIR/store:
+//   compact [--grace SECONDS] [--wait SECONDS]   reclaim space now and print what was done; on a
+//                                                running server, the server does it and reports
+//   check [--wait SECONDS]                       verify the store; exit status 1 on a problem
+//   stats                                        objects, bytes, dedup and compression ratios
+// check and stats work beside a running server too (read-only).
+class StorageCommands {
+ public:
+  StorageCommands(CLI::App& app, StorageSettings& settings);
+  bool chosen() const;
+  // Runs the chosen command on data/store and returns the exit status.
+  int run(const std::filesystem::path& data, const std::string& program) const;
+
+ private:
+  StorageSettings& settings_;
+  CLI::App* compact_ = nullptr;
+  CLI::App* check_ = nullptr;
+  CLI::App* stats_ = nullptr;
+  std::int64_t grace_seconds_ = -1;  // compact --grace; -1: the configured one
+  std::int64_t wait_seconds_ = 600;
+};
+
+// Background compaction of a running server's store (store/maintenance.hpp): every
+// compact_interval_seconds (never when 0), and whenever an operator runs `compact` beside it.
+std::unique_ptr<store::BackgroundCompactor> start_background_compaction(
+    store::Store& store, const std::filesystem::path& store_dir, const StorageSettings& settings);
 
 }  // namespace splitfs::service

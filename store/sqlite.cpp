@@ -67,6 +67,13 @@ ByteView Use::blob(int column) const {
   return {static_cast<const std::uint8_t*>(data), static_cast<std::size_t>(size)};
 }
 
+std::string Use::text(int column) const {
+  const unsigned char* data = sqlite3_column_text(stmt_, column);
+  return data ? std::string(reinterpret_cast<const char*>(data),
+                            static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
+              : std::string();
+}
+
 int run(const Stmt& stmt) {
   Use use(stmt);
   return use.step();

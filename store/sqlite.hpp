@@ -53,6 +53,7 @@ class Use {
 
   std::int64_t int64(int column) const { return sqlite3_column_int64(stmt_, column); }
   ByteView blob(int column) const;
+  std::string text(int column) const;
   sqlite3_stmt* get() const { return stmt_; }
 
  private:

@@ -1,29 +1,43 @@
 // The store engine: pack files written by one writer under a mutex, an SQLite index with one write
 // connection (same mutex) and a pool of read-only connections, so reads never wait for a write.
 //
-// Index schema (PRAGMA user_version 1):
-//   packs(number, created)  every pack that ever received a record, so pack numbers never repeat.
-//   shares(user, id, pack, pos, size, refcount, created)  key (user, id); pos is the record's
-//     offset in packs/<pack>.pack, size the blob's length, created the put time in Unix seconds.
-//     Rows with refcount 0 are garbage candidates; index shares_unreferenced(pack, created)
-//     finds them.
+// Index schema (PRAGMA user_version 2; a version 1 index is migrated on open):
+//   packs(number, created)  every pack that ever received a record, so pack numbers never repeat
+//     (rows stay after compaction deletes the file).
+//   shares(user, id, pack, pos, size, refcount, touched, chunks)  key (user, id); pos is the
+//     record's offset in packs/<pack>.pack, size the blob's length, touched the last put of the
+//     share or the moment it lost its last reference (Unix seconds), chunks the 1 KiB chunks it
+//     carries (from the references; 0 until one exists). Rows with refcount 0 are garbage once
+//     touched is older than the grace period; shares_unreferenced(pack, touched) finds them, and
+//     shares_by_pack(pack, pos) lists a pack's records in file order.
 //   files(user, id, version, shares, chunks, stored_bytes, entry, refs, manifest)  key (user, id);
 //     refs is the packed list (id | chunks u32 LE) of the current version's share references, one
 //     per occurrence. Large columns come last so listings never walk a manifest's overflow pages.
+//   compactions(id, started, finished, grace, ...)  the last runs of compact() and what each did.
 // Every reference occurrence adds one to its share's refcount; replacing or removing a version
 // subtracts exactly what it added.
+//
+// Compaction and readers: a record moves only to a new pack, whose data is synced before the rows
+// move in one transaction; the old pack is unlinked after that. A reader that looked a share up
+// just before the move and finds the old pack gone looks it up again.
 #include "store/store.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <functional>
+#include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
+#include "store/inspect.hpp"
 #include "store/pack.hpp"
 #include "store/sqlite.hpp"
 
@@ -33,15 +47,47 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
+using detail::decode_refs;
+using detail::encode_refs;
+using detail::kRefBytes;
+
+constexpr int kSchemaVersion = 2;
 constexpr std::int64_t kApplicationId = 0x53504c54;  // "SPLT"
-constexpr std::size_t kRefBytes = 32 + 4;
 // Read connections kept open between requests; more are opened under load and closed after.
 constexpr std::size_t kMaxIdleReaders = 16;
 // Pack files kept open for reading.
 constexpr std::size_t kMaxOpenPacks = 128;
 // Attempts to find an unused pack name before giving up.
 constexpr int kPackNameAttempts = 16;
+// Lookups of a share that compaction moved meanwhile, before giving up.
+constexpr int kMovedShareAttempts = 3;
+// Garbage rows dropped per transaction, so stores and commits never wait long for compaction.
+constexpr int kGarbageBatch = 2048;
+// A compaction copies records in pieces of about this size.
+constexpr std::size_t kCopyBytes = 8u << 20;
+// How long a compaction waits for an operator's check of the store to finish.
+constexpr auto kMaintenanceWait = std::chrono::seconds(1);
+
+// Set before the first table exists: lets compaction hand free index pages back to the disk.
+constexpr const char* kNewIndexSettings = "PRAGMA auto_vacuum = INCREMENTAL;";
+
+constexpr const char* kCompactionsTable = R"sql(
+CREATE TABLE compactions (
+  id INTEGER PRIMARY KEY,
+  trigger TEXT NOT NULL,
+  started INTEGER NOT NULL,
+  finished INTEGER NOT NULL,
+  grace INTEGER NOT NULL,
+  garbage_shares INTEGER NOT NULL,
+  garbage_bytes INTEGER NOT NULL,
+  packs_rewritten INTEGER NOT NULL,
+  packs_deleted INTEGER NOT NULL,
+  records_moved INTEGER NOT NULL,
+  bytes_moved INTEGER NOT NULL,
+  disk_before INTEGER NOT NULL,
+  disk_after INTEGER NOT NULL
+);
+)sql";
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE packs (
@@ -55,10 +101,12 @@ CREATE TABLE shares (
   pos INTEGER NOT NULL,
   size INTEGER NOT NULL,
   refcount INTEGER NOT NULL DEFAULT 0 CHECK (refcount >= 0),
-  created INTEGER NOT NULL,
+  touched INTEGER NOT NULL,
+  chunks INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (user, id)
 ) WITHOUT ROWID;
-CREATE INDEX shares_unreferenced ON shares (pack, created) WHERE refcount = 0;
+CREATE INDEX shares_unreferenced ON shares (pack, touched) WHERE refcount = 0;
+CREATE INDEX shares_by_pack ON shares (pack, pos);
 CREATE TABLE files (
   user TEXT NOT NULL,
   id BLOB NOT NULL,
@@ -72,7 +120,16 @@ CREATE TABLE files (
   PRIMARY KEY (user, id)
 );
 PRAGMA application_id = 1397771348;
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
+)sql";
+
+// Version 1 to 2: touched replaces created (same values: the put time), chunks are filled in from
+// the files' references by the caller, and the compaction history starts.
+constexpr const char* kMigrateFrom1 = R"sql(
+ALTER TABLE shares RENAME COLUMN created TO touched;
+ALTER TABLE shares ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX shares_by_pack ON shares (pack, pos);
+PRAGMA user_version = 2;
 )sql";
 static_assert(kApplicationId == 1397771348);
 
@@ -93,6 +150,8 @@ class Category final : public std::error_category {
         return "storage I/O failure";
       case Errc::too_large:
         return "share too large for the store";
+      case Errc::busy:
+        return "another maintenance task holds the store";
     }
     return "unknown store error";
   }
@@ -135,17 +194,6 @@ class KeyedUse : public sql::Use {
     bind(2, id_view(id));
   }
 };
-
-Bytes encode_refs(std::span<const ShareRef> refs) {
-  Bytes out(refs.size() * kRefBytes);
-  std::uint8_t* p = out.data();
-  for (const ShareRef& ref : refs) {
-    p = std::copy(ref.id.begin(), ref.id.end(), p);
-    for (int i = 0; i < 4; ++i)
-      *p++ = static_cast<std::uint8_t>(ref.chunks >> (8 * i));
-  }
-  return out;
-}
 
 Bytes copy_blob(const sql::Use& q, int column) {
   const ByteView blob = q.blob(column);
@@ -204,8 +252,8 @@ struct Reader {
 };
 
 struct Writer {
-  sql::Stmt begin, commit, rollback, share_size, insert_pack, insert_share, add_refs, file_refs,
-      upsert_file, delete_file;
+  sql::Stmt begin, commit, rollback, share_size, touch, insert_pack, insert_share, add_refs,
+      file_refs, upsert_file, delete_file, drop_garbage, move_share, pack_usage;
 };
 
 class StoreImpl;
@@ -249,6 +297,10 @@ class StoreImpl final : public Store {
   std::vector<FileSummary> list_files(std::string_view user) override;
   std::error_code remove_file(std::string_view user, const Id& file) override;
   std::error_code file_info(std::string_view user, const Id& file, FileInfo& out) override;
+  std::error_code usage(std::string_view user, Usage& out) override;
+  std::error_code stats(StoreStats& out) override;
+  std::error_code compact(const CompactOptions& options, CompactionReport& out) override;
+  std::error_code check(CheckReport& out) override;
 
   void release(std::unique_ptr<Reader> reader) {
     std::lock_guard lock(readers_mu_);
@@ -262,6 +314,8 @@ class StoreImpl final : public Store {
   Lease borrow_reader();
   std::unique_ptr<Reader> open_reader();
   std::shared_ptr<const pack::Fd> pack_for_reading(std::uint32_t number, std::error_code& ec);
+  // Makes a new, empty pack file under a number never used before. Caller holds write_mu_.
+  std::error_code create_pack(std::uint32_t& number, pack::Fd& fd);
   std::error_code ensure_pack();
   // Runs a keyed read statement (a pointer to its member of Reader) for (user, id): not_found
   // without a row, io when the read fails, otherwise whatever `row` makes of the row. The read
@@ -269,10 +323,20 @@ class StoreImpl final : public Store {
   template <typename Fn>
   std::error_code read_row(sql::Stmt Reader::*stmt, std::string_view user, const Id& id,
                            std::string_view what, Fn&& row);
-  // Moves reference counts from the old sorted id list to the new one. Caller holds write_mu_.
+  // Moves reference counts from the old sorted id list to the new one; `refs` (the new version's
+  // references) give the chunk counts. Caller holds write_mu_.
   std::error_code update_refcounts(std::string_view user, const std::vector<Id>& old_ids,
-                                   const std::vector<Id>& new_ids);
+                                   const std::vector<Id>& new_ids, std::span<const ShareRef> refs);
   fs::path pack_path(std::uint32_t number) const { return packs_dir_ / pack::file_name(number); }
+  void forget_pack(std::uint32_t number);
+  std::error_code migrate_from_1();
+  // Compaction steps; compact_mu_ is held.
+  std::error_code drop_garbage(std::int64_t cutoff, CompactionReport& out);
+  std::error_code rewrite_packs(const std::vector<std::uint32_t>& victims,
+                                const std::function<bool()>& stopping, CompactionReport& out);
+  std::error_code delete_pack(std::uint32_t number);
+  std::error_code record_compaction(const CompactionReport& report);
+  std::uint64_t disk_bytes();
 
   const fs::path dir_;
   const fs::path packs_dir_;
@@ -281,7 +345,8 @@ class StoreImpl final : public Store {
   // Declared first so it is released last: no other process touches the store while we live.
   pack::Fd lock_;
 
-  std::mutex write_mu_;  // guards wdb_, writer_ and the current pack
+  std::mutex compact_mu_;  // one compaction or check at a time; taken before write_mu_
+  std::mutex write_mu_;    // guards wdb_, writer_ and the current pack
   sql::Db wdb_;
   Writer writer_;
   pack::Fd pack_;
@@ -363,21 +428,26 @@ void StoreImpl::open_index() {
     const unsigned char* text = sqlite3_column_text(stmt.get(), 0);
     return std::string(text ? reinterpret_cast<const char*>(text) : "");
   };
+  const int version = std::stoi(pragma_value("PRAGMA user_version"));
+  // Only a new, empty database that is not yet in WAL mode takes this setting.
+  if (version == 0 && sql::exec(db, kNewIndexSettings) != SQLITE_OK)
+    fail_open(dir_, "cannot configure index", sql::last_error(db));
   if (pragma_value("PRAGMA journal_mode = WAL") != "wal") {
     fail_open(dir_, "cannot switch index to WAL mode", sql::last_error(db));
   }
-  // FULL: a commit is durable when it returns. The journal limit trims the WAL after big manifests.
-  if (sql::exec(db, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;") !=
+  // FULL: a commit is durable when it returns. The journal limit trims the WAL after a checkpoint,
+  // so a big manifest does not leave a big log on disk.
+  if (sql::exec(db, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 8388608;") !=
       SQLITE_OK) {
     fail_open(dir_, "cannot configure index", sql::last_error(db));
   }
 
-  const int version = std::stoi(pragma_value("PRAGMA user_version"));
   if (version == 0) {
     if (sql::exec(db, "BEGIN IMMEDIATE") != SQLITE_OK) {
       fail_open(dir_, "cannot create index schema", sql::last_error(db));
     }
-    if (sql::exec(db, kSchema) != SQLITE_OK || sql::exec(db, "COMMIT") != SQLITE_OK) {
+    if (sql::exec(db, kSchema) != SQLITE_OK || sql::exec(db, kCompactionsTable) != SQLITE_OK ||
+        sql::exec(db, "COMMIT") != SQLITE_OK) {
       std::string detail = sql::last_error(db);
       sql::exec(db, "ROLLBACK");
       fail_open(dir_, "cannot create index schema", detail);
@@ -386,6 +456,9 @@ void StoreImpl::open_index() {
     fail_open(dir_, "index written by a newer version", std::to_string(version));
   } else if (std::stoll(pragma_value("PRAGMA application_id")) != kApplicationId) {
     fail_open(dir_, "not a splitfs index", "application id differs");
+  } else if (version == 1) {
+    if (migrate_from_1())
+      fail_open(dir_, "cannot upgrade the index from version 1", sql::last_error(db));
   }
 
   struct Prepared {
@@ -396,12 +469,18 @@ void StoreImpl::open_index() {
       {writer_.begin, "BEGIN IMMEDIATE"},
       {writer_.commit, "COMMIT"},
       {writer_.rollback, "ROLLBACK"},
-      {writer_.share_size, "SELECT size FROM shares WHERE user = ?1 AND id = ?2"},
+      {writer_.share_size, "SELECT size, refcount FROM shares WHERE user = ?1 AND id = ?2"},
+      {writer_.touch, "UPDATE shares SET touched = ?3 WHERE user = ?1 AND id = ?2"},
       {writer_.insert_pack, "INSERT OR IGNORE INTO packs (number, created) VALUES (?1, ?2)"},
       {writer_.insert_share,
-       "INSERT INTO shares (user, id, pack, pos, size, refcount, created) "
+       "INSERT INTO shares (user, id, pack, pos, size, refcount, touched) "
        "VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)"},
-      {writer_.add_refs, "UPDATE shares SET refcount = refcount + ?3 WHERE user = ?1 AND id = ?2"},
+      // A share that loses its last reference starts its grace period; a new reference records
+      // how many chunks the share carries.
+      {writer_.add_refs,
+       "UPDATE shares SET refcount = refcount + ?3, "
+       "touched = CASE WHEN refcount + ?3 = 0 THEN ?4 ELSE touched END, "
+       "chunks = CASE WHEN ?5 >= 0 THEN ?5 ELSE chunks END WHERE user = ?1 AND id = ?2"},
       {writer_.file_refs, "SELECT version, refs FROM files WHERE user = ?1 AND id = ?2"},
       {writer_.upsert_file,
        "INSERT INTO files (user, id, version, shares, chunks, stored_bytes, entry, refs, manifest) "
@@ -410,6 +489,13 @@ void StoreImpl::open_index() {
        "stored_bytes = excluded.stored_bytes, entry = excluded.entry, refs = excluded.refs, "
        "manifest = excluded.manifest"},
       {writer_.delete_file, "DELETE FROM files WHERE user = ?1 AND id = ?2"},
+      {writer_.drop_garbage,
+       "DELETE FROM shares WHERE (user, id) IN (SELECT user, id FROM shares "
+       "WHERE refcount = 0 AND touched <= ?1 LIMIT ?2) RETURNING size"},
+      {writer_.move_share,
+       "UPDATE shares SET pack = ?3, pos = ?4 WHERE user = ?1 AND id = ?2 AND pack = ?5 AND "
+       "pos = ?6"},
+      {writer_.pack_usage, "SELECT count(*), coalesce(sum(size), 0) FROM shares WHERE pack = ?1"},
   };
   for (const Prepared& p : statements) {
     if (sql::prepare(db, p.text, p.stmt) != SQLITE_OK) {
@@ -459,7 +545,7 @@ std::unique_ptr<Reader> StoreImpl::open_reader() {
       {reader->begin, "BEGIN"},
       {reader->commit, "COMMIT"},
       {reader->rollback, "ROLLBACK"},
-      {reader->has, "SELECT 1 FROM shares WHERE user = ?1 AND id = ?2"},
+      {reader->has, "SELECT refcount, touched FROM shares WHERE user = ?1 AND id = ?2"},
       {reader->locate, "SELECT pack, pos, size FROM shares WHERE user = ?1 AND id = ?2"},
       {reader->file, "SELECT version, entry, manifest FROM files WHERE user = ?1 AND id = ?2"},
       {reader->list, "SELECT id, version, entry FROM files WHERE user = ?1 ORDER BY id"},
@@ -504,16 +590,12 @@ std::shared_ptr<const pack::Fd> StoreImpl::pack_for_reading(std::uint32_t number
   return open_packs_.emplace(number, std::move(opened)).first->second;
 }
 
-std::error_code StoreImpl::ensure_pack() {
-  if (pack_ && pack_size_ < options_.pack_target_bytes)
-    return {};
-  pack_.reset();
+std::error_code StoreImpl::create_pack(std::uint32_t& number, pack::Fd& fd) {
   // O_EXCL: a new pack is always a new file, never the tail of one a crash may have torn.
   for (int attempt = 0; attempt < kPackNameAttempts; ++attempt) {
     if (next_pack_ > pack::kMaxNumber)
       return io_failure("cannot create pack", "numbers exhausted");
-    const std::uint32_t number = next_pack_++;
-    pack::Fd fd;
+    number = next_pack_++;
     std::error_code ec = pack::open_file(pack_path(number), O_WRONLY | O_CREAT | O_EXCL, 0600, fd);
     if (ec == std::errc::file_exists)
       continue;
@@ -521,12 +603,23 @@ std::error_code StoreImpl::ensure_pack() {
       return io_failure("cannot create pack", ec.message());
     if ((ec = pack::sync_dir(packs_dir_)))
       return io_failure("cannot sync packs", ec.message());
-    pack_ = std::move(fd);
-    pack_number_ = number;
-    pack_size_ = 0;
     return {};
   }
   return io_failure("cannot create pack", "no unused name");
+}
+
+std::error_code StoreImpl::ensure_pack() {
+  if (pack_ && pack_size_ < options_.pack_target_bytes)
+    return {};
+  pack_.reset();
+  std::uint32_t number = 0;
+  pack::Fd fd;
+  if (auto ec = create_pack(number, fd))
+    return ec;
+  pack_ = std::move(fd);
+  pack_number_ = number;
+  pack_size_ = 0;
+  return {};
 }
 
 template <typename Fn>
@@ -546,10 +639,19 @@ std::error_code StoreImpl::read_row(sql::Stmt Reader::*stmt, std::string_view us
 }
 
 std::error_code StoreImpl::update_refcounts(std::string_view user, const std::vector<Id>& old_ids,
-                                            const std::vector<Id>& new_ids) {
-  for (const auto& [id, delta] : ref_deltas(old_ids, new_ids)) {
+                                            const std::vector<Id>& new_ids,
+                                            std::span<const ShareRef> refs) {
+  const auto deltas = ref_deltas(old_ids, new_ids);
+  std::map<Id, std::uint32_t> chunks;
+  for (const ShareRef& ref : refs)
+    chunks.emplace(ref.id, ref.chunks);
+  const std::int64_t now = now_seconds();
+  for (const auto& [id, delta] : deltas) {
     KeyedUse q(writer_.add_refs, user, id);
     q.bind(3, delta);
+    q.bind(4, now);
+    const auto it = chunks.find(id);
+    q.bind(5, delta > 0 && it != chunks.end() ? std::int64_t{it->second} : std::int64_t{-1});
     if (q.step() != SQLITE_DONE)
       return sql_failure(wdb_.get(), "cannot update references");
   }
@@ -568,6 +670,9 @@ std::vector<bool> StoreImpl::has_shares(std::string_view user, std::span<const I
     reader.failed("cannot begin read");
     return held;
   }
+  // Garbage past half its grace period counts as absent: the client sends it again, which
+  // restarts its grace period, rather than count on a share compaction may drop before the commit.
+  const std::int64_t fresh_since = now_seconds() - options_.garbage_grace.count() / 2;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     KeyedUse q(reader->has, user, ids[i]);
     const int rc = q.step();
@@ -575,7 +680,7 @@ std::vector<bool> StoreImpl::has_shares(std::string_view user, std::span<const I
       reader.failed("cannot look up shares");
       return held;
     }
-    held[i] = rc == SQLITE_ROW;
+    held[i] = rc == SQLITE_ROW && (q.int64(0) > 0 || q.int64(1) >= fresh_since);
   }
   tx.commit();
   return held;
@@ -612,17 +717,30 @@ std::error_code StoreImpl::put_shares(std::string_view user, std::span<const Sha
   if (tx.begin_rc() != SQLITE_DONE)
     return sql_failure(db, "cannot begin put");
 
+  const std::int64_t created = now_seconds();
   std::vector<std::size_t> fresh;
+  std::vector<std::size_t> unreferenced;  // held, but garbage: its grace period starts again
   for (std::size_t i : order) {
     KeyedUse q(writer_.share_size, user, shares[i].id);
     const int rc = q.step();
     if (rc == SQLITE_DONE)
       fresh.push_back(i);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    else if (rc == SQLITE_ROW && q.int64(1) == 0)
+      unreferenced.push_back(i);
+    else if (rc != SQLITE_ROW)
       return sql_failure(db, "cannot look up shares");
   }
-  if (fresh.empty())
+  for (std::size_t i : unreferenced) {
+    KeyedUse q(writer_.touch, user, shares[i].id);
+    q.bind(3, created);
+    if (q.step() != SQLITE_DONE)
+      return sql_failure(db, "cannot refresh shares");
+  }
+  if (fresh.empty()) {
+    if (!unreferenced.empty() && tx.commit() != SQLITE_DONE)
+      return sql_failure(db, "cannot commit put");
     return {};
+  }
 
   if (auto ec = ensure_pack())
     return ec;
@@ -651,7 +769,6 @@ std::error_code StoreImpl::put_shares(std::string_view user, std::span<const Sha
   }
   pack_size_ = end;
 
-  const std::int64_t created = now_seconds();
   {
     sql::Use q(writer_.insert_pack);
     q.bind(1, std::int64_t{pack_number_});
@@ -684,19 +801,27 @@ std::error_code StoreImpl::get_share(std::string_view user, const Id& id, Bytes&
     pos = q.int64(1);
     size = q.int64(2);
   };
-  if (auto ec = read_row(&Reader::locate, user, id, "cannot look up share", locate))
-    return ec;
-  if (number < 1 || number > pack::kMaxNumber ||
-      pos < static_cast<std::int64_t>(pack::kFileHeaderSize) || size < 0 ||
-      size > static_cast<std::int64_t>(pack::kMaxBlobBytes)) {
-    return corrupt("index entry out of range");
-  }
   std::error_code ec;
-  auto fd = pack_for_reading(static_cast<std::uint32_t>(number), ec);
-  if (ec == std::errc::no_such_file_or_directory)
-    return corrupt("pack file missing");
-  if (ec)
-    return io_failure("cannot open pack", ec.message());
+  std::shared_ptr<const pack::Fd> fd;
+  for (int attempt = 0; !fd; ++attempt) {
+    const std::int64_t previous = number;
+    if ((ec = read_row(&Reader::locate, user, id, "cannot look up share", locate)))
+      return ec;
+    if (number < 1 || number > pack::kMaxNumber ||
+        pos < static_cast<std::int64_t>(pack::kFileHeaderSize) || size < 0 ||
+        size > static_cast<std::int64_t>(pack::kMaxBlobBytes)) {
+      return corrupt("index entry out of range");
+    }
+    fd = pack_for_reading(static_cast<std::uint32_t>(number), ec);
+    if (ec == std::errc::no_such_file_or_directory) {
+      // Compaction may have moved the record and unlinked its pack since the lookup.
+      if (number == previous || attempt + 1 == kMovedShareAttempts)
+        return corrupt("pack file missing");
+      continue;
+    }
+    if (ec)
+      return io_failure("cannot open pack", ec.message());
+  }
 
   pack::RecordHeader header{};
   out.resize(static_cast<std::size_t>(size));
@@ -780,7 +905,7 @@ std::error_code StoreImpl::commit(std::string_view user, const Id& file, std::ui
     return Errc::missing_shares;
   }
 
-  if (auto ec = update_refcounts(user, old_ids, new_ids))
+  if (auto ec = update_refcounts(user, old_ids, new_ids, refs))
     return ec;
 
   {
@@ -849,7 +974,7 @@ std::error_code StoreImpl::remove_file(std::string_view user, const Id& file) {
     if (!decode_ref_ids(q.blob(1), old_ids))
       return corrupt("file references malformed");
   }
-  if (auto ec = update_refcounts(user, old_ids, {}))
+  if (auto ec = update_refcounts(user, old_ids, {}, {}))
     return ec;
   {
     KeyedUse q(writer_.delete_file, user, file);
@@ -868,6 +993,416 @@ std::error_code StoreImpl::file_info(std::string_view user, const Id& file, File
     out.chunks = static_cast<std::uint64_t>(q.int64(2));
     out.stored_bytes = static_cast<std::uint64_t>(q.int64(3));
   });
+}
+
+std::error_code StoreImpl::usage(std::string_view user, Usage& out) {
+  Lease reader = borrow_reader();
+  if (!reader)
+    return Errc::io;
+  return detail::usage_of(reader->db.get(), user, out);
+}
+
+std::error_code StoreImpl::stats(StoreStats& out) {
+  Lease reader = borrow_reader();
+  if (!reader)
+    return Errc::io;
+  return detail::collect_stats(reader->db.get(), dir_, out);
+}
+
+std::error_code StoreImpl::check(CheckReport& out) {
+  out = {};
+  std::lock_guard checking(compact_mu_);
+  Lease reader = borrow_reader();
+  if (!reader)
+    return Errc::io;
+  return detail::run_check(reader->db.get(), dir_, out);
+}
+
+std::error_code StoreImpl::migrate_from_1() {
+  sqlite3* db = wdb_.get();
+  if (sql::exec(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+    return sql_failure(db, "cannot begin the upgrade");
+  auto rollback = [&](std::string_view what) {
+    const std::error_code ec = sql_failure(db, what);
+    sql::exec(db, "ROLLBACK");
+    return ec;
+  };
+  if (sql::exec(db, kMigrateFrom1) != SQLITE_OK || sql::exec(db, kCompactionsTable) != SQLITE_OK)
+    return rollback("cannot upgrade the schema");
+  sql::Stmt files;
+  sql::Stmt set_chunks;
+  if (sql::prepare(db, "SELECT user, refs FROM files", files) != SQLITE_OK ||
+      sql::prepare(db, "UPDATE shares SET chunks = ?3 WHERE user = ?1 AND id = ?2", set_chunks) !=
+          SQLITE_OK) {
+    return rollback("cannot prepare the upgrade");
+  }
+  {
+    sql::Use q(files);
+    std::vector<ShareRef> refs;
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      const std::string user = q.text(0);
+      if (!decode_refs(q.blob(1), refs))
+        continue;  // check() reports it
+      for (const ShareRef& ref : refs) {
+        KeyedUse set(set_chunks, user, ref.id);
+        set.bind(3, std::int64_t{ref.chunks});
+        if (set.step() != SQLITE_DONE)
+          return rollback("cannot fill in chunk counts");
+      }
+    }
+    if (rc != SQLITE_DONE)
+      return rollback("cannot read files");
+  }
+  if (sql::exec(db, "COMMIT") != SQLITE_OK)
+    return rollback("cannot commit the upgrade");
+  return {};
+}
+
+void StoreImpl::forget_pack(std::uint32_t number) {
+  std::lock_guard lock(packs_mu_);
+  open_packs_.erase(number);
+}
+
+std::uint64_t StoreImpl::disk_bytes() {
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> packs;
+  detail::list_packs(dir_, packs);
+  std::uint64_t total = detail::index_bytes(dir_);
+  for (const auto& [number, size] : packs)
+    total += size;
+  return total;
+}
+
+std::error_code StoreImpl::drop_garbage(std::int64_t cutoff, CompactionReport& out) {
+  for (;;) {
+    std::lock_guard lock(write_mu_);
+    sqlite3* db = wdb_.get();
+    sql::Transaction tx(writer_.begin, writer_.commit, writer_.rollback);
+    if (tx.begin_rc() != SQLITE_DONE)
+      return sql_failure(db, "cannot begin compaction");
+    int dropped = 0;
+    {
+      sql::Use q(writer_.drop_garbage);
+      q.bind(1, cutoff);
+      q.bind(2, std::int64_t{kGarbageBatch});
+      int rc;
+      while ((rc = q.step()) == SQLITE_ROW) {
+        ++dropped;
+        out.garbage_bytes += static_cast<std::uint64_t>(q.int64(0));
+      }
+      if (rc != SQLITE_DONE)
+        return sql_failure(db, "cannot drop unreferenced shares");
+    }
+    if (tx.commit() != SQLITE_DONE)
+      return sql_failure(db, "cannot commit compaction");
+    out.garbage_shares += static_cast<std::uint64_t>(dropped);
+    if (dropped < kGarbageBatch)
+      return {};
+  }
+}
+
+std::error_code StoreImpl::delete_pack(std::uint32_t number) {
+  {
+    std::lock_guard lock(write_mu_);
+    sql::Use q(writer_.pack_usage);
+    q.bind(1, std::int64_t{number});
+    if (q.step() != SQLITE_ROW)
+      return sql_failure(wdb_.get(), "cannot count a pack's records");
+    if (q.int64(0) != 0)
+      return {};  // still holds records (one failed its check while being copied)
+  }
+  if (::unlink(pack_path(number).c_str()) != 0 && errno != ENOENT)
+    return io_failure("cannot delete pack", std::generic_category().message(errno));
+  forget_pack(number);
+  if (auto ec = pack::sync_dir(packs_dir_))
+    return io_failure("cannot sync packs", ec.message());
+  return {};
+}
+
+std::error_code StoreImpl::rewrite_packs(const std::vector<std::uint32_t>& victims,
+                                         const std::function<bool()>& stopping,
+                                         CompactionReport& out) {
+  struct Row {
+    std::string user;
+    Id id{};
+    std::int64_t pos = 0;
+    std::int64_t size = 0;
+    std::int64_t new_pos = -1;  // -1: not copied
+  };
+  pack::Fd output;
+  std::uint32_t output_number = 0;
+  std::uint64_t output_size = 0;
+  Bytes buffer;
+  std::uint64_t buffered_at = 0;  // output offset of buffer[0]
+  auto flush = [&]() -> std::error_code {
+    if (buffer.empty())
+      return {};
+    iovec iov{buffer.data(), buffer.size()};
+    if (auto ec = pack::write_all(output.get(), std::span<iovec>(&iov, 1), buffered_at))
+      return io_failure("cannot write pack", ec.message());
+    buffered_at += buffer.size();
+    buffer.clear();
+    return {};
+  };
+
+  for (const std::uint32_t victim : victims) {
+    if (stopping())
+      return {};
+    std::vector<Row> rows;
+    {
+      Lease reader = borrow_reader();
+      if (!reader)
+        return Errc::io;
+      sql::Stmt stmt;
+      if (sql::prepare(reader->db.get(),
+                       "SELECT user, id, pos, size FROM shares WHERE pack = ?1 ORDER BY pos",
+                       stmt) != SQLITE_OK) {
+        return reader.failed("cannot prepare compaction");
+      }
+      sql::Use q(stmt);
+      q.bind(1, std::int64_t{victim});
+      int rc;
+      while ((rc = q.step()) == SQLITE_ROW) {
+        Row& row = rows.emplace_back();
+        row.user = q.text(0);
+        const ByteView id = q.blob(1);
+        if (id.size() != sizeof(Id)) {
+          rows.pop_back();
+          continue;
+        }
+        std::copy(id.begin(), id.end(), row.id.begin());
+        row.pos = q.int64(2);
+        row.size = q.int64(3);
+      }
+      if (rc != SQLITE_DONE)
+        return reader.failed("cannot list a pack's records");
+    }
+
+    if (!output || output_size >= options_.pack_target_bytes) {
+      output.reset();
+      std::lock_guard lock(write_mu_);
+      if (auto ec = create_pack(output_number, output))
+        return ec;
+      buffer.assign(pack::kFileMagic.begin(), pack::kFileMagic.end());
+      buffered_at = 0;
+      output_size = pack::kFileHeaderSize;
+    }
+    pack::Fd input;
+    if (auto ec = pack::open_file(pack_path(victim), O_RDONLY, 0, input))
+      return io_failure("cannot open pack", ec.message());
+    std::uint64_t moved = 0;
+    for (Row& row : rows) {
+      if (row.size < 0 || row.size > static_cast<std::int64_t>(pack::kMaxBlobBytes))
+        continue;
+      pack::RecordHeader header{};
+      Bytes blob(static_cast<std::size_t>(row.size));
+      iovec iov[2] = {{header.data(), header.size()}, {blob.data(), blob.size()}};
+      bool short_read = false;
+      const std::error_code ec =
+          pack::read_all(input.get(), iov, static_cast<std::uint64_t>(row.pos), short_read);
+      if (ec || short_read || !pack::check_record(header, row.id, blob)) {
+        // Left where it is, for check() to report; the pack then stays too.
+        log_failure("compaction",
+                    "a record failed its check and stays in " + pack::file_name(victim));
+        continue;
+      }
+      row.new_pos = static_cast<std::int64_t>(output_size);
+      buffer.insert(buffer.end(), header.begin(), header.end());
+      buffer.insert(buffer.end(), blob.begin(), blob.end());
+      output_size += header.size() + blob.size();
+      moved += blob.size();
+      if (buffer.size() >= kCopyBytes) {
+        if (auto write_error = flush())
+          return write_error;
+      }
+    }
+    if (auto ec = flush())
+      return ec;
+    // The copies are durable before any row points at them.
+    if (auto ec = pack::sync_data(output.get()))
+      return io_failure("cannot sync pack", ec.message());
+    {
+      std::lock_guard lock(write_mu_);
+      sqlite3* db = wdb_.get();
+      sql::Transaction tx(writer_.begin, writer_.commit, writer_.rollback);
+      if (tx.begin_rc() != SQLITE_DONE)
+        return sql_failure(db, "cannot begin compaction");
+      {
+        sql::Use q(writer_.insert_pack);
+        q.bind(1, std::int64_t{output_number});
+        q.bind(2, now_seconds());
+        if (q.step() != SQLITE_DONE)
+          return sql_failure(db, "cannot index pack");
+      }
+      for (const Row& row : rows) {
+        if (row.new_pos < 0)
+          continue;
+        KeyedUse q(writer_.move_share, row.user, row.id);
+        q.bind(3, std::int64_t{output_number});
+        q.bind(4, row.new_pos);
+        q.bind(5, std::int64_t{victim});
+        q.bind(6, row.pos);
+        if (q.step() != SQLITE_DONE)
+          return sql_failure(db, "cannot move shares");
+        ++out.records_moved;
+      }
+      if (tx.commit() != SQLITE_DONE)
+        return sql_failure(db, "cannot commit compaction");
+    }
+    out.bytes_moved += moved;
+    ++out.packs_rewritten;
+    input.reset();
+    if (auto ec = delete_pack(victim))
+      return ec;
+    ++out.packs_deleted;
+  }
+  return {};
+}
+
+std::error_code StoreImpl::record_compaction(const CompactionReport& r) {
+  std::lock_guard lock(write_mu_);
+  sqlite3* db = wdb_.get();
+  sql::Stmt insert;
+  sql::Stmt trim;
+  if (sql::prepare(db,
+                   "INSERT INTO compactions (started, finished, grace, garbage_shares, "
+                   "garbage_bytes, packs_rewritten, packs_deleted, records_moved, bytes_moved, "
+                   "disk_before, disk_after, trigger) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                   insert) != SQLITE_OK ||
+      sql::prepare(db, "DELETE FROM compactions WHERE id <= (SELECT max(id) FROM compactions) - ?1",
+                   trim) != SQLITE_OK) {
+    return sql_failure(db, "cannot prepare the compaction record");
+  }
+  sql::Transaction tx(writer_.begin, writer_.commit, writer_.rollback);
+  if (tx.begin_rc() != SQLITE_DONE)
+    return sql_failure(db, "cannot begin the compaction record");
+  {
+    sql::Use q(insert);
+    const std::int64_t values[] = {r.started,
+                                   r.finished,
+                                   r.grace_seconds,
+                                   static_cast<std::int64_t>(r.garbage_shares),
+                                   static_cast<std::int64_t>(r.garbage_bytes),
+                                   static_cast<std::int64_t>(r.packs_rewritten),
+                                   static_cast<std::int64_t>(r.packs_deleted),
+                                   static_cast<std::int64_t>(r.records_moved),
+                                   static_cast<std::int64_t>(r.bytes_moved),
+                                   static_cast<std::int64_t>(r.disk_bytes_before),
+                                   static_cast<std::int64_t>(r.disk_bytes_after)};
+    for (std::size_t i = 0; i < std::size(values); ++i)
+      q.bind(static_cast<int>(i + 1), values[i]);
+    q.bind(static_cast<int>(std::size(values) + 1), std::string_view(r.trigger));
+    if (q.step() != SQLITE_DONE)
+      return sql_failure(db, "cannot record the compaction");
+  }
+  {
+    sql::Use q(trim);
+    q.bind(1, std::int64_t{detail::kCompactionHistory});
+    if (q.step() != SQLITE_DONE)
+      return sql_failure(db, "cannot trim the compaction history");
+  }
+  if (tx.commit() != SQLITE_DONE)
+    return sql_failure(db, "cannot commit the compaction record");
+  return {};
+}
+
+std::error_code StoreImpl::compact(const CompactOptions& options, CompactionReport& out) {
+  out = {};
+  std::lock_guard compacting(compact_mu_);
+  // A check running from another process (the operator's, beside this server) goes first.
+  const auto lock = detail::MaintenanceLock::acquire(dir_, true, kMaintenanceWait);
+  if (!lock) {
+    log_failure("compaction skipped", "the store is being checked");
+    return Errc::busy;
+  }
+  const std::chrono::seconds grace = options.grace.value_or(options_.garbage_grace);
+  const auto stopping = [&] { return options.stop && options.stop->load(); };
+  out.trigger = options.trigger;
+  out.started = now_seconds();
+  out.grace_seconds = grace.count();
+  out.disk_bytes_before = disk_bytes();
+  if (auto ec = drop_garbage(out.started - grace.count(), out))
+    return ec;
+
+  // Packs below `limit` other than the current one take no new records, so only compaction
+  // (this one) changes what they hold, and measuring them needs no lock. A current pack that is
+  // mostly dead is retired first, so that it can be compacted too.
+  std::uint32_t current = 0;
+  std::uint32_t limit = 0;
+  {
+    std::lock_guard lock_writer(write_mu_);
+    if (pack_ && pack_size_ > 0) {
+      sql::Use q(writer_.pack_usage);
+      q.bind(1, std::int64_t{pack_number_});
+      if (q.step() != SQLITE_ROW)
+        return sql_failure(wdb_.get(), "cannot measure the current pack");
+      const std::uint64_t used = pack::kFileHeaderSize + static_cast<std::uint64_t>(q.int64(1)) +
+                                 static_cast<std::uint64_t>(q.int64(0)) * pack::kRecordHeaderSize;
+      if (static_cast<double>(used) <=
+          (1.0 - options_.rewrite_dead_fraction) * static_cast<double>(pack_size_)) {
+        pack_.reset();
+      }
+    }
+    current = pack_ ? pack_number_ : 0;
+    limit = next_pack_;
+  }
+  std::map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> live;  // records, bytes
+  {
+    Lease reader = borrow_reader();
+    if (!reader)
+      return Errc::io;
+    sql::Stmt stmt;
+    if (sql::prepare(reader->db.get(),
+                     "SELECT pack, count(*), coalesce(sum(size), 0) FROM shares GROUP BY pack",
+                     stmt) != SQLITE_OK) {
+      return reader.failed("cannot prepare compaction");
+    }
+    sql::Use q(stmt);
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      if (q.int64(0) >= 1 && q.int64(0) <= pack::kMaxNumber) {
+        const std::uint64_t records = static_cast<std::uint64_t>(q.int64(1));
+        live[static_cast<std::uint32_t>(q.int64(0))] = {
+            records, static_cast<std::uint64_t>(q.int64(2)) + records * pack::kRecordHeaderSize};
+      }
+    }
+    if (rc != SQLITE_DONE)
+      return reader.failed("cannot measure packs");
+  }
+
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> packs;
+  if (auto ec = detail::list_packs(dir_, packs))
+    return io_failure("cannot list packs", ec.message());
+  std::vector<std::uint32_t> victims;
+  for (const auto& [number, size] : packs) {
+    if (number >= limit || number == current)
+      continue;
+    const auto it = live.find(number);
+    if (it == live.end() || it->second.first == 0) {
+      if (auto ec = delete_pack(number))
+        return ec;
+      ++out.packs_deleted;
+      continue;
+    }
+    const std::uint64_t used = pack::kFileHeaderSize + it->second.second;
+    if (static_cast<double>(used) <=
+        (1.0 - options_.rewrite_dead_fraction) * static_cast<double>(size)) {
+      victims.push_back(number);
+    }
+  }
+  if (auto ec = rewrite_packs(victims, stopping, out))
+    return ec;
+
+  {
+    // Freed index pages go back to the disk and the log shrinks; a busy log is left for later.
+    std::lock_guard lock_writer(write_mu_);
+    sql::exec(wdb_.get(), "PRAGMA incremental_vacuum");
+    sql::exec(wdb_.get(), "PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+  out.finished = now_seconds();
+  out.disk_bytes_after = disk_bytes();
+  return record_compaction(out);
 }
 
 }  // namespace

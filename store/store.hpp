@@ -10,11 +10,21 @@
 // never served. Every method is safe to call from several threads at once; reads never wait for
 // writes. A store directory (index.sqlite, packs/, LOCK) is open in at most one process: open()
 // fails while another holds it.
+//
+// Space: a share is held once per user however many files reference it (deduplication), and is
+// kept while referenced. Unreferenced shares survive Options::garbage_grace, since an upload's
+// shares stay unreferenced until its commit; after that, compact() drops them and rewrites packs
+// that are mostly dead (copy live records to a new pack, fsync it, move their index rows in one
+// short transaction, then unlink the old pack), so a crash at any point loses no committed share.
+// check() verifies the index against the packs, every record's checksum and every refcount.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -33,6 +43,7 @@ enum class Errc {
   corrupt,         // a pack record failed its checksum or lies outside its pack
   io,              // the disk failed us (details logged by the store, not returned)
   too_large,       // a share exceeds the store's own size bound (far above the protocol's)
+  busy,            // maintenance could not start: another task holds the store
 };
 const std::error_category& store_category();
 std::error_code make_error_code(Errc e);
@@ -74,6 +85,78 @@ struct FileInfo {
 
 struct Options {
   std::uint64_t pack_target_bytes = 64u << 20;  // start a new pack file past this size
+  // How long an unreferenced share survives compaction, counted from its upload or from the loss
+  // of its last reference. has_shares() calls such a share absent once half of it has passed, so
+  // a client that finds a share held has at least the other half to commit a reference to it.
+  std::chrono::seconds garbage_grace{3600};
+  // Compaction rewrites a pack once at least this fraction of its bytes is dead.
+  double rewrite_dead_fraction = 0.5;
+};
+
+// What one user occupies on a server (Store::usage), or all users together (StoreStats::total).
+// Logical sizes count whole 1 KiB chunks (a file's short last chunk counts as full).
+struct Usage {
+  std::uint64_t files = 0;
+  std::uint64_t logical_bytes = 0;        // the files' data, as many times as files hold it
+  std::uint64_t referenced_bytes = 0;     // stored bytes of the files' shares, per reference
+  std::uint64_t shares = 0;               // distinct referenced shares
+  std::uint64_t share_logical_bytes = 0;  // their data before compression
+  std::uint64_t share_bytes = 0;          // their stored (compressed, encrypted) bytes
+  std::uint64_t garbage_shares = 0;       // unreferenced shares awaiting compaction
+  std::uint64_t garbage_bytes = 0;
+  std::uint64_t disk_bytes = 0;  // pack records (headers included) and file records
+
+  // logical_bytes / share_logical_bytes: what deduplication saves (1 when it saves nothing).
+  double dedup_ratio() const;
+  // share_logical_bytes / share_bytes: what compression saves (just under 1 for random data).
+  double compression_ratio() const;
+};
+
+struct CompactionReport {
+  std::string trigger;       // what asked for it (CompactOptions::trigger)
+  std::int64_t started = 0;  // Unix seconds
+  std::int64_t finished = 0;
+  std::int64_t grace_seconds = 0;
+  std::uint64_t garbage_shares = 0;  // unreferenced shares dropped
+  std::uint64_t garbage_bytes = 0;
+  std::uint64_t packs_rewritten = 0;
+  std::uint64_t packs_deleted = 0;  // rewritten ones included
+  std::uint64_t records_moved = 0;
+  std::uint64_t bytes_moved = 0;
+  std::uint64_t disk_bytes_before = 0;
+  std::uint64_t disk_bytes_after = 0;
+};
+
+struct StoreStats {
+  Usage total;
+  std::uint64_t users = 0;
+  std::uint64_t packs = 0;
+  std::uint64_t pack_bytes = 0;       // size of the pack files
+  std::uint64_t live_pack_bytes = 0;  // of which records the index knows
+  std::uint64_t index_bytes = 0;      // the index with its write-ahead log
+  std::uint64_t disk_bytes() const { return pack_bytes + index_bytes; }
+  std::optional<CompactionReport> last_compaction;
+};
+
+struct CheckReport {
+  static constexpr std::size_t kMaxListed = 100;
+  std::uint64_t users = 0;
+  std::uint64_t files = 0;
+  std::uint64_t shares = 0;
+  std::uint64_t packs = 0;
+  std::uint64_t bytes_verified = 0;
+  std::uint64_t problem_count = 0;
+  std::vector<std::string> problems;  // the first kMaxListed
+  std::vector<std::string> notes;     // harmless findings, such as garbage awaiting compaction
+  bool ok() const { return problem_count == 0; }
+  void problem(std::string text);
+};
+
+struct CompactOptions {
+  std::optional<std::chrono::seconds> grace;  // Options::garbage_grace when empty
+  std::string trigger;                        // recorded with the run, e.g. "periodic"
+  // Checked between steps: once set, the compaction ends early, leaving the store consistent.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 class Store {
@@ -98,7 +181,40 @@ class Store {
   // Drops the file and its references. not_found if absent.
   virtual std::error_code remove_file(std::string_view user, const Id& file) = 0;
   virtual std::error_code file_info(std::string_view user, const Id& file, FileInfo& out) = 0;
+
+  // Maintenance and accounting. A backend that cannot do one answers io.
+  virtual std::error_code usage(std::string_view user, Usage& out) {
+    static_cast<void>(user);
+    out = {};
+    return make_error_code(Errc::io);
+  }
+  virtual std::error_code stats(StoreStats& out) {
+    out = {};
+    return make_error_code(Errc::io);
+  }
+  // Reclaims space (see the top of this file). One compaction runs at a time; stores, fetches and
+  // commits go on meanwhile, waiting at most for one short index transaction.
+  virtual std::error_code compact(const CompactOptions& options, CompactionReport& out) {
+    static_cast<void>(options);
+    out = {};
+    return make_error_code(Errc::io);
+  }
+  // Verifies everything and reads every record; problems go to `out`, the error code only says
+  // whether the check could run.
+  virtual std::error_code check(CheckReport& out) {
+    out = {};
+    return make_error_code(Errc::io);
+  }
 };
+
+// Operator commands on a store that a running server holds open: read-only views that take no
+// part in the server's work. True if another process holds `dir` open.
+bool in_use(const std::filesystem::path& dir);
+std::error_code inspect_stats(const std::filesystem::path& dir, StoreStats& out);
+// Waits (up to `wait`) for a running compaction to finish, and keeps the next one from starting
+// until the check is done.
+std::error_code inspect_check(const std::filesystem::path& dir, CheckReport& out,
+                              std::chrono::seconds wait = std::chrono::seconds(600));
 
 }  // namespace splitfs::store
 

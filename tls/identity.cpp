@@ -9,6 +9,7 @@
 #include <array>
 #include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string_view>
@@ -32,7 +33,10 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view kFingerprintPrefix = "SHA256:";
-constexpr const char* kCommonName = "splitfs server";
+constexpr const char* kServerCommonName = "splitfs server";
+constexpr const char* kClientCommonName = "splitfs client";
+// A client certificate chain larger than this is refused before it is parsed.
+constexpr long kMaxPeerCertificateBytes = 16 * 1024;
 constexpr long kValidityDays = 3653;     // ten years, leap days included
 constexpr long kBackdateSeconds = 3600;  // tolerate clients whose clock runs a little behind
 
@@ -224,7 +228,10 @@ void add_subject_alt_names(X509* cert, const std::vector<SubjectName>& names) {
   }
 }
 
-X509Ptr make_certificate(EVP_PKEY* key, const std::vector<SubjectName>& names) {
+enum class Role { server, client };
+
+// A server certificate carries the names it is reached by; a client certificate none.
+X509Ptr make_certificate(EVP_PKEY* key, Role role, const std::vector<SubjectName>& names) {
   X509Ptr cert(X509_new());
   if (!cert)
     fail("out of memory");
@@ -250,8 +257,9 @@ X509Ptr make_certificate(EVP_PKEY* key, const std::vector<SubjectName>& names) {
     fail("cannot set the public key");
 
   X509_NAME* subject = X509_get_subject_name(cert.get());
+  const char* common_name = role == Role::server ? kServerCommonName : kClientCommonName;
   if (X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
-                                 reinterpret_cast<const unsigned char*>(kCommonName), -1, -1,
+                                 reinterpret_cast<const unsigned char*>(common_name), -1, -1,
                                  0) != 1 ||
       X509_set_issuer_name(cert.get(), subject) != 1) {
     fail("cannot set the subject name");
@@ -259,9 +267,10 @@ X509Ptr make_certificate(EVP_PKEY* key, const std::vector<SubjectName>& names) {
 
   add_extension(cert.get(), NID_basic_constraints, "critical,CA:FALSE");
   add_extension(cert.get(), NID_key_usage, "critical,digitalSignature");
-  add_extension(cert.get(), NID_ext_key_usage, "serverAuth");
+  add_extension(cert.get(), NID_ext_key_usage, role == Role::server ? "serverAuth" : "clientAuth");
   add_extension(cert.get(), NID_subject_key_identifier, "hash");
-  add_subject_alt_names(cert.get(), names);
+  if (role == Role::server)
+    add_subject_alt_names(cert.get(), names);
 
   if (X509_sign(cert.get(), key, EVP_sha256()) <= 0)
     fail("cannot sign the certificate");
@@ -369,17 +378,6 @@ std::string fingerprint_noexcept(X509* cert) noexcept {
   }
 }
 
-// "SHA256:" followed by the hex digits in lowercase, as fingerprints are printed.
-std::string normalized_fingerprint(std::string_view text) {
-  std::string out(text);
-  if (out.size() > kFingerprintPrefix.size()) {
-    std::transform(out.begin() + static_cast<std::ptrdiff_t>(kFingerprintPrefix.size()), out.end(),
-                   out.begin() + static_cast<std::ptrdiff_t>(kFingerprintPrefix.size()),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  }
-  return out;
-}
-
 int verify_pinned(X509_STORE_CTX* store, void* arg) {
   auto* pin = static_cast<Pin*>(arg);
   try {
@@ -405,14 +403,18 @@ int verify_pinned(X509_STORE_CTX* store, void* arg) {
   }
 }
 
-}  // namespace
+// Any certificate will do at the TLS level: the handshake has already proven that the peer holds
+// its key, and the server decides per request whether that fingerprint is an enrolled user.
+int accept_any_client(X509_STORE_CTX* store, void*) {
+  return X509_STORE_CTX_get0_cert(store) != nullptr ? 1 : 0;
+}
 
-Identity load_or_create_identity(const fs::path& dir, const std::vector<std::string>& extra_names) {
-  const std::vector<SubjectName> names = subject_names(extra_names);
-  const fs::path tls_dir = dir / "tls";
-  ensure_private_directory(tls_dir);
-
-  Identity identity{tls_dir / "key.pem", tls_dir / "cert.pem", {}};
+// The identity in `files_dir` (key.pem, cert.pem), created when absent. A server's certificate must
+// name every entry of `names`; a client's names nothing.
+Identity load_or_create(const fs::path& files_dir, Role role,
+                        const std::vector<SubjectName>& names) {
+  ensure_private_directory(files_dir);
+  Identity identity{files_dir / "key.pem", files_dir / "cert.pem", {}};
   std::error_code ec;
   const bool have_key = fs::exists(identity.key_file, ec);
   const bool have_cert = fs::exists(identity.cert_file, ec);
@@ -420,8 +422,8 @@ Identity load_or_create_identity(const fs::path& dir, const std::vector<std::str
   if (have_cert) {
     if (!have_key) {
       throw TlsError("certificate " + identity.cert_file.string() +
-                     " has no private key next to it; restore key.pem or remove the tls folder to "
-                     "create a new identity");
+                     " has no private key next to it; restore key.pem or remove " +
+                     files_dir.string() + " to create a new identity");
     }
     PkeyPtr key = read_key(identity.key_file);
     X509Ptr cert = read_certificate(identity.cert_file);
@@ -431,7 +433,7 @@ Identity load_or_create_identity(const fs::path& dir, const std::vector<std::str
     }
     for (const auto& name : names) {
       if (!certificate_names(cert.get(), name)) {
-        throw TlsError("the certificate in " + tls_dir.string() + " does not name " + name.text +
+        throw TlsError("the certificate in " + files_dir.string() + " does not name " + name.text +
                        "; remove that folder to create a new identity (clients must then pin the "
                        "new fingerprint)");
       }
@@ -444,7 +446,7 @@ Identity load_or_create_identity(const fs::path& dir, const std::vector<std::str
   // can have pinned anything, so a fresh pair replaces it. The key goes first: a certificate on
   // disk always has its key.
   PkeyPtr key = generate_key();
-  X509Ptr cert = make_certificate(key.get(), names);
+  X509Ptr cert = make_certificate(key.get(), role, names);
   std::string key_pem = to_pem(
       [&](BIO* bio) {
         return PEM_write_bio_PrivateKey(bio, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
@@ -454,6 +456,32 @@ Identity load_or_create_identity(const fs::path& dir, const std::vector<std::str
       to_pem([&](BIO* bio) { return PEM_write_bio_X509(bio, cert.get()); }, "certificate");
   write_atomically(identity.key_file, key_pem, 0600);
   write_atomically(identity.cert_file, cert_pem, 0644);
+  identity.fingerprint = certificate_fingerprint(cert.get());
+  return identity;
+}
+
+}  // namespace
+
+Identity load_or_create_identity(const fs::path& dir, const std::vector<std::string>& extra_names) {
+  return load_or_create(dir / "tls", Role::server, subject_names(extra_names));
+}
+
+Identity load_or_create_client_identity(const fs::path& dir) {
+  return load_or_create(dir, Role::client, {});
+}
+
+Identity load_client_identity(const fs::path& dir) {
+  Identity identity{dir / "key.pem", dir / "cert.pem", {}};
+  std::error_code ec;
+  if (!fs::exists(identity.cert_file, ec) || !fs::exists(identity.key_file, ec)) {
+    throw TlsError("no client identity in " + dir.string());
+  }
+  PkeyPtr key = read_key(identity.key_file);
+  X509Ptr cert = read_certificate(identity.cert_file);
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    fail("the private key in " + identity.key_file.string() + " does not match " +
+         identity.cert_file.string());
+  }
   identity.fingerprint = certificate_fingerprint(cert.get());
   return identity;
 }
@@ -470,6 +498,30 @@ std::string certificate_fingerprint(X509* certificate) {
   return std::string(kFingerprintPrefix) + to_hex(ByteView(digest.data(), length));
 }
 
+bool valid_fingerprint(std::string_view text) {
+  if (text.size() != kFingerprintPrefix.size() + 64 || !text.starts_with(kFingerprintPrefix))
+    return false;
+  const std::string_view hex = text.substr(kFingerprintPrefix.size());
+  return std::all_of(hex.begin(), hex.end(), [](unsigned char c) { return std::isxdigit(c) != 0; });
+}
+
+std::string normalized_fingerprint(std::string_view text) {
+  std::string out(text);
+  if (out.size() > kFingerprintPrefix.size()) {
+    std::transform(out.begin() + static_cast<std::ptrdiff_t>(kFingerprintPrefix.size()), out.end(),
+                   out.begin() + static_cast<std::ptrdiff_t>(kFingerprintPrefix.size()),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  }
+  return out;
+}
+
+std::string peer_fingerprint(SSL* ssl) {
+  if (ssl == nullptr)
+    return {};
+  X509* peer = SSL_get0_peer_certificate(ssl);
+  return peer != nullptr ? fingerprint_noexcept(peer) : std::string();
+}
+
 void pin_server_certificate(SSL_CTX* ctx, Pin* pin) {
   if (ctx == nullptr || pin == nullptr)
     throw TlsError("pin_server_certificate: null argument");
@@ -477,6 +529,24 @@ void pin_server_certificate(SSL_CTX* ctx, Pin* pin) {
     fail("cannot require TLS 1.3");
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_cert_verify_callback(ctx, verify_pinned, pin);
+  if (const char* dir = std::getenv(kIdentityEnvironment); dir != nullptr && *dir != '\0') {
+    const fs::path folder(dir);
+    present_client_certificate(ctx, folder / "cert.pem", folder / "key.pem");
+  }
+}
+
+void present_client_certificate(SSL_CTX* ctx, const fs::path& cert_file, const fs::path& key_file) {
+  if (ctx == nullptr)
+    throw TlsError("present_client_certificate: null context");
+  // The same checks as for a server's key: a key others can read is refused.
+  PkeyPtr key = read_key(key_file);
+  X509Ptr cert = read_certificate(cert_file);
+  if (SSL_CTX_use_certificate(ctx, cert.get()) != 1)
+    fail("cannot use the client certificate " + cert_file.string());
+  if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1)
+    fail("cannot use the client key " + key_file.string());
+  if (SSL_CTX_check_private_key(ctx) != 1)
+    fail("the client key " + key_file.string() + " does not match " + cert_file.string());
 }
 
 void configure_server_context(SSL_CTX* ctx, const Identity& identity) {
@@ -493,6 +563,15 @@ void configure_server_context(SSL_CTX* ctx, const Identity& identity) {
   if (SSL_CTX_check_private_key(ctx) != 1) {
     fail("the private key does not match the certificate");
   }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_cert_verify_callback(ctx, accept_any_client, nullptr);
+  SSL_CTX_set_max_cert_list(ctx, kMaxPeerCertificateBytes);
+  // A resumed session would skip the client's proof of its key: every connection does a full
+  // handshake.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  if (SSL_CTX_set_num_tickets(ctx, 0) != 1)
+    fail("cannot disable session tickets");
 }
 
 }  // namespace splitfs::tls

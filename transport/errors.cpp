@@ -56,6 +56,17 @@ void throw_reply_too_large(std::string_view kind, std::string_view address) {
                     std::to_string(protocol::kMaxMessageBytes) + " bytes");
 }
 
+bool refused_client_certificate(std::string_view detail) {
+  return detail.find("alert certificate required") != std::string_view::npos ||
+         detail.find("alert bad certificate") != std::string_view::npos;
+}
+
+void throw_client_certificate_refused(std::string_view kind, std::string_view address) {
+  throw AuthError(server_label(kind, address) +
+                  " refused the connection because this client presented no usable certificate; "
+                  "run 'splitfs id' to create this client's identity and have it enrolled");
+}
+
 void throw_bad_reply(std::string_view kind, std::string_view address, std::string_view detail) {
   throw ServerError(server_label(kind, address) + " sent a reply that could not be read (" +
                     std::string(detail) + ")");

@@ -32,5 +32,8 @@ std::string server_label(std::string_view kind, std::string_view address);
 [[noreturn]] void throw_reply_too_large(std::string_view kind, std::string_view address);
 [[noreturn]] void throw_bad_reply(std::string_view kind, std::string_view address,
                                   std::string_view detail);
+// Whether a TLS failure's text is the server refusing the client's certificate (a TLS alert).
+bool refused_client_certificate(std::string_view detail);
+[[noreturn]] void throw_client_certificate_refused(std::string_view kind, std::string_view address);
 
 }  // namespace splitfs::transport::detail

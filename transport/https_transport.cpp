@@ -1,6 +1,7 @@
 // HTTPS transport: one libcurl easy handle per transport, so curl keeps the connection alive
 // between calls and transparently reconnects when a kept connection turned out to be dead. Peer and
-// host verification stay on; the pinned fingerprint replaces trust in a CA.
+// host verification stay on; the pinned fingerprint replaces trust in a CA. The client certificate
+// is installed on curl's SSL context, like the pin.
 #include <curl/curl.h>
 
 #include <cerrno>
@@ -57,8 +58,9 @@ using CurlList = std::unique_ptr<curl_slist, SlistDeleter>;
 
 class HttpsTransport final : public Transport {
  public:
-  HttpsTransport(const Endpoint& endpoint, const Timeouts& timeouts)
-      : endpoint_(endpoint), address_(endpoint.address()), timeouts_(timeouts) {
+  HttpsTransport(const Endpoint& endpoint, const Timeouts& timeouts,
+                 const ClientCertificate& client)
+      : endpoint_(endpoint), address_(endpoint.address()), timeouts_(timeouts), client_(client) {
     if (endpoint_.fingerprint.empty()) {
       throw ConfigError("no certificate fingerprint is pinned for the " +
                         detail::server_label(endpoint_.kind, address_) +
@@ -167,7 +169,7 @@ class HttpsTransport final : public Transport {
     // A resumed session skips the certificate, and with it the pin check: always do a full one.
     set(CURLOPT_SSL_SESSIONID_CACHE, 0L);
     set(CURLOPT_SSL_CTX_FUNCTION, &HttpsTransport::on_ssl_ctx);
-    set(CURLOPT_SSL_CTX_DATA, static_cast<void*>(&pin_));
+    set(CURLOPT_SSL_CTX_DATA, static_cast<void*>(this));
 
     set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeouts_.connect.count()));
     set(CURLOPT_NOPROGRESS, 0L);
@@ -178,11 +180,16 @@ class HttpsTransport final : public Transport {
     set(CURLOPT_WRITEDATA, static_cast<void*>(this));
   }
 
-  static CURLcode on_ssl_ctx(CURL*, void* ssl_ctx, void* pin) {
+  static CURLcode on_ssl_ctx(CURL*, void* ssl_ctx, void* self_ptr) {
+    auto* self = static_cast<HttpsTransport*>(self_ptr);
     try {
-      tls::pin_server_certificate(static_cast<SSL_CTX*>(ssl_ctx), static_cast<tls::Pin*>(pin));
+      auto* ctx = static_cast<SSL_CTX*>(ssl_ctx);
+      tls::pin_server_certificate(ctx, &self->pin_);
+      if (!self->client_.cert_file.empty())
+        tls::present_client_certificate(ctx, self->client_.cert_file, self->client_.key_file);
       return CURLE_OK;
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
+      self->certificate_problem_ = e.what();
       return CURLE_SSL_CERTPROBLEM;
     }
   }
@@ -239,6 +246,12 @@ class HttpsTransport final : public Transport {
     if (!pin_.presented.empty() && pin_.presented != pin_.expected) {
       detail::throw_pin_mismatch(kind, address_, pin_.presented, pin_.expected);
     }
+    if (code == CURLE_SSL_CERTPROBLEM && !certificate_problem_.empty()) {
+      throw ConfigError("cannot use this client's certificate: " + certificate_problem_);
+    }
+    if (detail::refused_client_certificate(detail)) {
+      detail::throw_client_certificate_refused(kind, address_);
+    }
     if (too_large_ || code == CURLE_FILESIZE_EXCEEDED) {
       detail::throw_reply_too_large(kind, address_);
     }
@@ -283,6 +296,8 @@ class HttpsTransport final : public Transport {
   Endpoint endpoint_;
   std::string address_;
   Timeouts timeouts_;
+  ClientCertificate client_;
+  std::string certificate_problem_;
   tls::Pin pin_;
   CurlList headers_;
   CurlHandle curl_;
@@ -298,9 +313,9 @@ class HttpsTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_https_transport(const Endpoint& endpoint,
-                                                const Timeouts& timeouts) {
-  return std::make_unique<HttpsTransport>(endpoint, timeouts);
+std::unique_ptr<Transport> make_https_transport(const Endpoint& endpoint, const Timeouts& timeouts,
+                                                const ClientCertificate& client) {
+  return std::make_unique<HttpsTransport>(endpoint, timeouts, client);
 }
 
 }  // namespace splitfs::transport

@@ -57,7 +57,8 @@ std::string describe(const error_code& ec) {
 // One TLS connection to a server, opened and used under deadlines.
 class TlsChannel {
  public:
-  TlsChannel(std::string kind, std::string host, std::uint16_t port, std::string expected_pin)
+  TlsChannel(std::string kind, std::string host, std::uint16_t port, std::string expected_pin,
+             const ClientCertificate& client = {})
       : kind_(std::move(kind)),
         host_(detail::strip_brackets(host)),
         port_(port),
@@ -65,6 +66,13 @@ class TlsChannel {
         ctx_(ssl::context::tls_client) {
     pin_.expected = std::move(expected_pin);
     tls::pin_server_certificate(ctx_.native_handle(), &pin_);
+    if (!client.cert_file.empty()) {
+      try {
+        tls::present_client_certificate(ctx_.native_handle(), client.cert_file, client.key_file);
+      } catch (const tls::TlsError& e) {
+        throw ConfigError(std::string("cannot use this client's certificate: ") + e.what());
+      }
+    }
   }
 
   TlsChannel(const TlsChannel&) = delete;
@@ -235,7 +243,11 @@ class TlsChannel {
     }
     if (pending->ec) {
       close();
-      detail::throw_connection_lost(kind_, address_, describe(pending->ec));
+      const std::string why = describe(pending->ec);
+      // TLS 1.3 clients learn that their certificate was refused only at their first read.
+      if (detail::refused_client_certificate(why))
+        detail::throw_client_certificate_refused(kind_, address_);
+      detail::throw_connection_lost(kind_, address_, why);
     }
   }
 
@@ -300,10 +312,10 @@ class TlsChannel {
 
 class TcpTransport final : public Transport {
  public:
-  TcpTransport(const Endpoint& endpoint, const Timeouts& timeouts)
+  TcpTransport(const Endpoint& endpoint, const Timeouts& timeouts, const ClientCertificate& client)
       : endpoint_(endpoint),
         timeouts_(timeouts),
-        channel_(endpoint.kind, endpoint.host, endpoint.port, endpoint.fingerprint),
+        channel_(endpoint.kind, endpoint.host, endpoint.port, endpoint.fingerprint, client),
         buffer_(kReadChunk) {
     if (endpoint_.fingerprint.empty()) {
       throw ConfigError("no certificate fingerprint is pinned for the " +
@@ -359,8 +371,13 @@ class TcpTransport final : public Transport {
     }
     if (const auto* error = std::get_if<protocol::ErrorReply>(&reply)) {
       channel_.close();
-      throw ServerError(detail::server_label(endpoint_.kind, channel_.address()) +
-                        " refused the session: " + error->message);
+      const std::string refused =
+          detail::server_label(endpoint_.kind, channel_.address()) + " refused the session: ";
+      if (error->status == protocol::Status::unauthorized)
+        throw AuthError(refused + error->message);
+      if (error->status == protocol::Status::busy)
+        throw ServerUnavailable(endpoint_.kind, channel_.address(), refused + error->message);
+      throw ServerError(refused + error->message);
     }
   }
 
@@ -404,8 +421,9 @@ class TcpTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_tcp_transport(const Endpoint& endpoint, const Timeouts& timeouts) {
-  return std::make_unique<TcpTransport>(endpoint, timeouts);
+std::unique_ptr<Transport> make_tcp_transport(const Endpoint& endpoint, const Timeouts& timeouts,
+                                              const ClientCertificate& client) {
+  return std::make_unique<TcpTransport>(endpoint, timeouts, client);
 }
 
 std::string probe_fingerprint(const std::string& kind, const std::string& host, std::uint16_t port,

@@ -2,8 +2,9 @@
 // (libcurl) and the TCP transport (Boost.Asio + OpenSSL) implement the same interface over the same
 // protocol messages, so the library above never knows which door it talks to.
 //
-// Both verify the server by its pinned certificate fingerprint on every connection, keep one
-// connection alive between calls, and bound every call in time.
+// Both verify the server by its pinned certificate fingerprint on every connection, present the
+// client's own certificate (the server maps it to an enrolled user), keep one connection alive
+// between calls, and bound every call in time.
 #pragma once
 
 #include <chrono>
@@ -33,19 +34,29 @@ struct Timeouts {
   std::chrono::milliseconds idle{15000};
 };
 
+// The client's TLS identity (PEM files; the key readable by its owner only). Empty: the identity
+// $SPLITFS_IDENTITY names, if any (tls/identity.hpp).
+struct ClientCertificate {
+  std::string cert_file;
+  std::string key_file;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
   // Sends one request and returns the reply; a server-reported failure is an ErrorReply, not an
   // exception. Throws splitfs::ServerUnavailable (connect failure, timeout, connection lost),
-  // splitfs::AuthError (certificate does not match the pin; the message shows both fingerprints)
-  // and splitfs::ServerError (a reply that does not decode). Not thread-safe: one caller at a time.
+  // splitfs::AuthError (certificate does not match the pin, the message showing both fingerprints;
+  // or the server refused this client's certificate) and splitfs::ServerError (a reply that does
+  // not decode). Not thread-safe: one caller at a time.
   virtual protocol::Reply call(const protocol::Request& request) = 0;
   virtual const Endpoint& endpoint() const = 0;
 };
 
-std::unique_ptr<Transport> make_https_transport(const Endpoint& endpoint, const Timeouts& timeouts);
-std::unique_ptr<Transport> make_tcp_transport(const Endpoint& endpoint, const Timeouts& timeouts);
+std::unique_ptr<Transport> make_https_transport(const Endpoint& endpoint, const Timeouts& timeouts,
+                                                const ClientCertificate& client = {});
+std::unique_ptr<Transport> make_tcp_transport(const Endpoint& endpoint, const Timeouts& timeouts,
+                                              const ClientCertificate& client = {});
 
 // Connects, completes a TLS handshake accepting any certificate, and returns its fingerprint. Only
 // for explicit trust-on-first-use at init. Throws splitfs::ServerUnavailable.

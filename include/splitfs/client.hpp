@@ -3,8 +3,9 @@
 // this machine, and fetches them back byte for byte or not at all.
 //
 // Configuration lives in a client home folder (init() writes it; default ~/.config/splitfs or
-// $SPLITFS_HOME): the two servers' addresses and pinned certificate fingerprints, and the content
-// key. Every failure is a splitfs::Error subclass (errors.hpp).
+// $SPLITFS_HOME): the two servers' addresses and pinned certificate fingerprints, the content key
+// (optionally protected by a passphrase) and the client's own TLS identity, which each server's
+// operator enrols. Every failure is a splitfs::Error subclass (errors.hpp).
 #pragma once
 
 #include <array>
@@ -29,6 +30,11 @@ struct InitOptions {
   // Replace an existing configuration. The content key is kept unless new_key is set.
   bool force = false;
   bool new_key = false;
+  // The servers are the problem statement's original ones (plain HTTP upload/download and the raw
+  // TCP protocol): no TLS, so no fingerprints. https may be given as "http://HOST:PORT".
+  bool legacy = false;
+  // Non-empty: protect a newly created content key with this passphrase.
+  std::string key_passphrase;
 };
 
 // What init() pinned.
@@ -37,10 +43,39 @@ struct InitResult {
   std::string https_fingerprint;
   std::string tcp_fingerprint;
   bool key_created = false;
+  // Non-empty when some guarantees do not hold for this configuration (legacy servers): show it.
+  std::string warning;
+  // This client's certificate fingerprint, for each server's operator to enrol (`users add`).
+  std::string client_fingerprint;
 };
 
-// Writes a client configuration and, if absent, a new 256-bit content key (mode 0600) into home.
+// Writes a client configuration and, if absent, a new 256-bit content key (mode 0600) and a client
+// identity (a P-256 key and certificate in home/identity, or in $SPLITFS_IDENTITY) into home.
 InitResult init(const std::filesystem::path& home, const InitOptions& options);
+
+// ---- The client's identity and content key (SECURITY.md) ----
+//
+// Losing the content key loses the data: every copy of it on the servers is ciphertext only that
+// key opens. Keep an exported copy somewhere safe.
+
+// This client's certificate fingerprint ("SHA256:<hex>"), creating the identity if there is none.
+std::string client_fingerprint(const std::filesystem::path& home);
+// Whether the content key in home is protected by a passphrase.
+bool key_is_protected(const std::filesystem::path& home);
+// Protects the content key in home with new_passphrase, replacing any earlier protection; an empty
+// new_passphrase removes the protection. A protected key is opened first (read_passphrase).
+void set_key_passphrase(const std::filesystem::path& home, const std::string& new_passphrase);
+// Writes the content key to file (a new file, mode 0600), always protected by passphrase.
+void export_key(const std::filesystem::path& home, const std::filesystem::path& file,
+                const std::string& passphrase);
+// Installs the key exported to file into home, once passphrase opens it: kept protected by that
+// passphrase, or in clear if !keep_protected. An existing, different key is replaced only with
+// replace (it is kept as key.old).
+void import_key(const std::filesystem::path& home, const std::filesystem::path& file,
+                const std::string& passphrase, bool keep_protected, bool replace);
+// A passphrase from $SPLITFS_PASSPHRASE (for a new one $SPLITFS_NEW_PASSPHRASE first), else typed
+// on the terminal without echo (twice when new). Throws ConfigError if neither is available.
+std::string read_passphrase(const std::string& prompt, bool new_one);
 
 struct ListEntry {
   std::string name;
@@ -65,6 +100,29 @@ struct FileStat {
   std::int64_t mtime_ns = 0;
   std::uint32_t segment_bytes = 0;
   std::vector<ServerPlacement> servers;
+};
+
+// What this user occupies on one server, as the server counts it (Client::df). Logical sizes
+// count whole 1024-byte chunks; files include the mount's objects.
+struct ServerUsage {
+  std::string server;   // "HTTPS" or "TCP"
+  std::string address;  // "host:port"
+  std::uint64_t files = 0;
+  std::uint64_t logical_bytes = 0;         // the files' data, as many times as files hold it
+  std::uint64_t unique_logical_bytes = 0;  // the distinct data, after deduplication
+  std::uint64_t stored_bytes = 0;          // the distinct data as stored: compressed, encrypted
+  std::uint64_t garbage_bytes = 0;         // no longer referenced, until the server compacts
+  std::uint64_t disk_bytes = 0;            // everything of this user on the server's disk
+  double dedup_ratio() const {
+    return unique_logical_bytes == 0
+               ? 1.0
+               : static_cast<double>(logical_bytes) / static_cast<double>(unique_logical_bytes);
+  }
+  double compression_ratio() const {
+    return stored_bytes == 0
+               ? 1.0
+               : static_cast<double>(unique_logical_bytes) / static_cast<double>(stored_bytes);
+  }
 };
 
 // ---- Objects: the lower-level storage the mount (fs/) builds on ----
@@ -134,6 +192,9 @@ class Client {
   std::vector<ListEntry> list();
   void remove(const std::string& name);
   FileStat stat(const std::string& name);
+  // What this user occupies on each server (HTTPS first). Throws ServerError where a server
+  // cannot count (the problem statement's original servers).
+  std::vector<ServerUsage> df();
 
   // ---- Objects (see above). Keys are 1 to 1024 bytes without NUL. ----
 

@@ -69,4 +69,11 @@ class LocalIoError : public Error {
   using Error::Error;
 };
 
+// A server refused to store more for this user: its quota there would be exceeded. What was stored
+// before is intact.
+class QuotaExceeded : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace splitfs

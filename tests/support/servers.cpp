@@ -8,11 +8,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <mutex>
 #include <regex>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <utility>
+
+#include "tls/identity.hpp"
 
 #ifndef SPLITFS_BIN_DIR
 #error "SPLITFS_BIN_DIR must name the folder of the built server binaries"
@@ -28,6 +32,8 @@ namespace {
 constexpr int kRestartAttempts = 5;
 constexpr auto kRestartPause = std::chrono::milliseconds(200);
 constexpr std::size_t kMaxLineBytes = 4096;
+constexpr auto kCommandDeadline = std::chrono::seconds(20);
+constexpr std::size_t kMaxCommandOutput = 1 << 20;
 
 std::string errno_text() {
   return std::generic_category().message(errno);
@@ -41,44 +47,13 @@ int decode_status(int status) {
   return -1;
 }
 
-}  // namespace
-
-TempDir::TempDir(const std::string& prefix) {
-  std::string pattern = "/tmp/" + prefix + "-XXXXXX";
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    throw std::runtime_error("mkdtemp failed: " + errno_text());
-  }
-  path_ = pattern;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
-ServerProcess::ServerProcess(std::string binary, fs::path data_dir,
-                             std::vector<std::string> extra_args)
-    : binary_(binary.find('/') == std::string::npos ? std::string(SPLITFS_BIN_DIR) + "/" + binary
-                                                    : std::move(binary)),
-      data_dir_(std::move(data_dir)),
-      extra_args_(std::move(extra_args)) {
-  if (!start(0))
-    throw std::runtime_error(binary_ + " exited before listening");
-}
-
-ServerProcess::~ServerProcess() {
-  stop();
-}
-
-bool ServerProcess::start(std::uint16_t port) {
-  std::vector<std::string> args{binary_, "--data", data_dir_.string(), "--port",
-                                std::to_string(port)};
-  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+// Execs `args` with stdout (and stderr when `with_stderr`) into the write end of a pipe; the
+// child dies with the test. Returns the child's pid and the read end.
+std::pair<pid_t, int> spawn(std::vector<std::string> args, bool with_stderr) {
   std::vector<char*> argv;
   for (auto& arg : args)
     argv.push_back(arg.data());
   argv.push_back(nullptr);
-
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0)
     throw std::runtime_error("pipe failed: " + errno_text());
@@ -96,13 +71,119 @@ bool ServerProcess::start(std::uint16_t port) {
       ::_exit(127);
     if (::dup2(fds[1], STDOUT_FILENO) < 0)
       ::_exit(127);
+    if (with_stderr && ::dup2(fds[1], STDERR_FILENO) < 0)
+      ::_exit(127);
     ::syscall(SYS_close_range, 3U, ~0U, 0U);  // no test sockets or pipes leak into the server
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
   ::close(fds[1]);
+  return {pid, fds[0]};
+}
+
+std::string binary_path(std::string binary) {
+  return binary.find('/') == std::string::npos ? std::string(SPLITFS_BIN_DIR) + "/" + binary
+                                               : std::move(binary);
+}
+
+}  // namespace
+
+std::string test_client_fingerprint() {
+  // Lives as long as the test process; removed at exit.
+  static const TempDir folder("splitfs-test-client");
+  static std::once_flag once;
+  static std::string fingerprint;
+  std::call_once(once, [] {
+    fingerprint = tls::load_or_create_client_identity(folder.path() / "identity").fingerprint;
+    ::setenv(tls::kIdentityEnvironment, (folder.path() / "identity").c_str(), 1);
+  });
+  return fingerprint;
+}
+
+CommandResult run_server_command(const std::string& binary, const fs::path& data_dir,
+                                 const std::vector<std::string>& args) {
+  std::vector<std::string> argv{binary_path(binary), "--data", data_dir.string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string what;
+  for (const auto& arg : argv)
+    what += (what.empty() ? "" : " ") + arg;
+  auto [pid, fd] = spawn(std::move(argv), true);
+  CommandResult result;
+  const auto deadline = Clock::now() + kCommandDeadline;
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0)
+      break;
+    pollfd pfd{fd, POLLIN, 0};
+    const int ready = ::poll(&pfd, 1, static_cast<int>(left));
+    if (ready < 0 && errno == EINTR)
+      continue;
+    if (ready <= 0)
+      break;
+    char buffer[4096];
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    if (result.output.size() < kMaxCommandOutput)
+      result.output.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  int status = 0;
+  pid_t done = 0;
+  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    throw std::runtime_error(what + " did not finish within " +
+                             std::to_string(kCommandDeadline.count()) + " s");
+  }
+  result.status = decode_status(status);
+  return result;
+}
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string pattern = "/tmp/" + prefix + "-XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    throw std::runtime_error("mkdtemp failed: " + errno_text());
+  }
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+ServerProcess::ServerProcess(std::string binary, fs::path data_dir,
+                             std::vector<std::string> extra_args, Enrol enrol)
+    : binary_(binary_path(std::move(binary))),
+      data_dir_(std::move(data_dir)),
+      extra_args_(std::move(extra_args)) {
+  if (enrol == Enrol::test_client) {
+    const CommandResult added = command({"users", "add", kTestUser, test_client_fingerprint()});
+    if (added.status != 0)
+      throw std::runtime_error(binary_ + " could not enrol the test client: " + added.output);
+  }
+  if (!start(0))
+    throw std::runtime_error(binary_ + " exited before listening");
+}
+
+ServerProcess::~ServerProcess() {
+  stop();
+}
+
+bool ServerProcess::start(std::uint16_t port) {
+  std::vector<std::string> args{binary_, "--data", data_dir_.string(), "--port",
+                                std::to_string(port)};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+  const auto [pid, fd] = spawn(std::move(args), false);
   pid_ = pid;
-  stdout_fd_ = fds[0];
+  stdout_fd_ = fd;
 
   // Read the listening line, byte by byte so nothing after it is consumed.
   std::string line;
@@ -209,9 +290,9 @@ void ServerProcess::restart() {
     throw std::runtime_error(binary_ + " did not restart");
 }
 
-TestServers::TestServers(const std::vector<std::string>& extra_args)
+TestServers::TestServers(const std::vector<std::string>& extra_args, Enrol enrol)
     : root("splitfs-servers"),
-      https("splitfs-https-server", root / "https", extra_args),
-      tcp("splitfs-tcp-server", root / "tcp", extra_args) {}
+      https("splitfs-https-server", root / "https", extra_args, enrol),
+      tcp("splitfs-tcp-server", root / "tcp", extra_args, enrol) {}
 
 }  // namespace splitfs::testing

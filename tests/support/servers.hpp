@@ -2,6 +2,12 @@
 // scratch data folder, learn its port and fingerprint from its listening line, and always stop it
 // (SIGTERM, then SIGKILL after a deadline) when the test is done. A server also dies with the
 // thread that started it, so a crashed test leaves no server behind.
+//
+// Servers admit enrolled clients only. Unless told otherwise, every server a test starts has the
+// test client enrolled (as user "local"): one identity per test process, which every client in the
+// process presents because $SPLITFS_IDENTITY names it (tls/identity.hpp), the splitfs library and
+// CLI subprocesses included. Tests of authentication pass Enrol::none and give each client an
+// identity of its own.
 #pragma once
 
 #include <sys/types.h>
@@ -14,6 +20,24 @@
 #include <vector>
 
 namespace splitfs::testing {
+
+enum class Enrol { test_client, none };
+
+// The user name the test client is enrolled as.
+inline constexpr const char* kTestUser = "local";
+
+// The test process's client identity folder (key.pem, cert.pem), created on first use, when
+// $SPLITFS_IDENTITY is also set to it. Returns its fingerprint.
+std::string test_client_fingerprint();
+
+// What a server's operator command printed and returned.
+struct CommandResult {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+// Runs `binary --data data_dir args...` (e.g. users add NAME FPR) to its end, within a deadline.
+CommandResult run_server_command(const std::string& binary, const std::filesystem::path& data_dir,
+                                 const std::vector<std::string>& args);
 
 // A fresh folder under /tmp, removed with its content on destruction.
 class TempDir {
@@ -37,9 +61,10 @@ class ServerProcess {
   static constexpr std::chrono::seconds kStopDeadline{10};
 
   // `binary` is a file name in SPLITFS_BIN_DIR (e.g. "splitfs-tcp-server") or a path with a '/'.
-  // Runs `binary --data data_dir --port 0 extra_args...` and waits for its listening line.
+  // Enrols the test client (unless Enrol::none), then runs
+  // `binary --data data_dir --port 0 extra_args...` and waits for its listening line.
   ServerProcess(std::string binary, std::filesystem::path data_dir,
-                std::vector<std::string> extra_args = {});
+                std::vector<std::string> extra_args = {}, Enrol enrol = Enrol::test_client);
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
@@ -61,6 +86,11 @@ class ServerProcess {
   std::string address() const { return host_ + ":" + std::to_string(port_); }
   const std::string& fingerprint() const { return fingerprint_; }
   const std::filesystem::path& data_dir() const { return data_dir_; }
+  const std::string& binary() const { return binary_; }
+  // An operator command on this server's data folder (see run_server_command).
+  CommandResult command(const std::vector<std::string>& args) const {
+    return run_server_command(binary_, data_dir_, args);
+  }
   // The listening line as printed.
   const std::string& listening_line() const { return line_; }
 
@@ -82,7 +112,8 @@ class ServerProcess {
 
 // An HTTPS and a TCP server side by side in one scratch folder (root/https and root/tcp).
 struct TestServers {
-  explicit TestServers(const std::vector<std::string>& extra_args = {});
+  explicit TestServers(const std::vector<std::string>& extra_args = {},
+                       Enrol enrol = Enrol::test_client);
 
   TempDir root;
   ServerProcess https;

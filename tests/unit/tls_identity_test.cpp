@@ -61,14 +61,33 @@ bool is_lower_hex(const std::string& s) {
 
 enum class Outcome { accepted, refused };
 
-// Runs a TLS handshake between a pinned client and a server over an in-memory BIO pair.
-Outcome handshake(const Identity& server_identity, Pin& pin) {
+// A client identity shared by the handshakes of this test program.
+const Identity& client_identity() {
+  static ScratchDir dir;
+  static const Identity identity = splitfs::tls::load_or_create_client_identity(dir.path / "id");
+  return identity;
+}
+
+struct Handshake {
+  Outcome outcome = Outcome::refused;
+  bool client_done = false;    // the client finished its side (in TLS 1.3, before the server)
+  std::string seen_by_server;  // the client fingerprint the server saw
+  bool resumable = false;      // whether the client got a session it could resume
+};
+
+// Runs a TLS handshake between a pinned client presenting `presented` (nothing if null) and a
+// server, over an in-memory BIO pair.
+Handshake run_handshake(const Identity& server_identity, Pin& pin, const Identity* presented) {
   SslCtxPtr server_ctx(SSL_CTX_new(TLS_server_method()));
   SslCtxPtr client_ctx(SSL_CTX_new(TLS_client_method()));
   REQUIRE(server_ctx);
   REQUIRE(client_ctx);
   splitfs::tls::configure_server_context(server_ctx.get(), server_identity);
   splitfs::tls::pin_server_certificate(client_ctx.get(), &pin);
+  if (presented != nullptr) {
+    splitfs::tls::present_client_certificate(client_ctx.get(), presented->cert_file,
+                                             presented->key_file);
+  }
 
   SslPtr server(SSL_new(server_ctx.get()));
   SslPtr client(SSL_new(client_ctx.get()));
@@ -80,16 +99,16 @@ Outcome handshake(const Identity& server_identity, Pin& pin) {
   SSL_set_connect_state(client.get());
   SSL_set_accept_state(server.get());
 
-  bool client_done = false;
+  Handshake result;
   bool server_done = false;
-  for (int round = 0; round < 20 && !(client_done && server_done); ++round) {
-    if (!client_done) {
+  for (int round = 0; round < 20 && !(result.client_done && server_done); ++round) {
+    if (!result.client_done) {
       int rc = SSL_do_handshake(client.get());
       if (rc == 1) {
-        client_done = true;
+        result.client_done = true;
       } else if (SSL_get_error(client.get(), rc) != SSL_ERROR_WANT_READ) {
         ERR_clear_error();
-        return Outcome::refused;
+        return result;
       }
     }
     if (!server_done) {
@@ -98,14 +117,25 @@ Outcome handshake(const Identity& server_identity, Pin& pin) {
         server_done = true;
       } else if (SSL_get_error(server.get(), rc) != SSL_ERROR_WANT_READ) {
         ERR_clear_error();
-        return Outcome::refused;
+        return result;
       }
     }
   }
-  REQUIRE(client_done);
+  REQUIRE(result.client_done);
   REQUIRE(server_done);
   CHECK(SSL_version(client.get()) == TLS1_3_VERSION);
-  return Outcome::accepted;
+  // Let the client read whatever the server sent after its Finished (session tickets, if any).
+  char byte = 0;
+  SSL_read(client.get(), &byte, 1);
+  ERR_clear_error();
+  result.resumable = SSL_SESSION_is_resumable(SSL_get_session(client.get())) == 1;
+  result.seen_by_server = splitfs::tls::peer_fingerprint(server.get());
+  result.outcome = Outcome::accepted;
+  return result;
+}
+
+Outcome handshake(const Identity& server_identity, Pin& pin) {
+  return run_handshake(server_identity, pin, &client_identity()).outcome;
 }
 
 }  // namespace
@@ -247,4 +277,106 @@ TEST_CASE("a pinned client accepts the matching server and refuses another") {
     CHECK(handshake(impostor, pin) == Outcome::accepted);
     CHECK(pin.presented == impostor.fingerprint);
   }
+}
+
+TEST_CASE("a client identity is created once, names no host and serves client authentication") {
+  ScratchDir dir;
+  Identity first = splitfs::tls::load_or_create_client_identity(dir.path / "identity");
+  CHECK(first.key_file == dir.path / "identity" / "key.pem");
+  Identity again = splitfs::tls::load_or_create_client_identity(dir.path / "identity");
+  CHECK(again.fingerprint == first.fingerprint);
+  CHECK(splitfs::tls::load_client_identity(dir.path / "identity").fingerprint == first.fingerprint);
+  struct stat st {};
+  REQUIRE(::stat(first.key_file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+
+  X509Ptr cert = read_cert(first.cert_file);
+  char cn[64] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()), NID_commonName, cn, sizeof(cn));
+  CHECK(std::string(cn) == "splitfs client");
+  CHECK(X509_get_ext_by_NID(cert.get(), NID_subject_alt_name, -1) < 0);
+  CHECK((X509_get_extended_key_usage(cert.get()) & XKU_SSL_CLIENT) != 0);
+  CHECK((X509_get_extended_key_usage(cert.get()) & XKU_SSL_SERVER) == 0);
+  CHECK(first.fingerprint != splitfs::tls::load_or_create_identity(dir.path).fingerprint);
+}
+
+TEST_CASE("loading a client identity that does not exist is an error, not a creation") {
+  ScratchDir dir;
+  CHECK_THROWS_AS(splitfs::tls::load_client_identity(dir.path / "none"), TlsError);
+  CHECK_FALSE(fs::exists(dir.path / "none"));
+}
+
+TEST_CASE("the server requires a client certificate and reports the one it saw") {
+  ScratchDir dir;
+  Identity server = splitfs::tls::load_or_create_identity(dir.path);
+
+  SECTION("a client without a certificate is refused by the server") {
+    Pin pin{server.fingerprint, {}};
+    const Handshake result = run_handshake(server, pin, nullptr);
+    CHECK(result.outcome == Outcome::refused);
+    // TLS 1.3: the client believes it is done; the server's refusal reaches it as an alert.
+    CHECK(result.client_done);
+  }
+  SECTION("any client certificate passes TLS; the server sees its fingerprint") {
+    ScratchDir other;
+    const Identity stranger = splitfs::tls::load_or_create_client_identity(other.path / "id");
+    for (const Identity* client : {&client_identity(), &stranger}) {
+      Pin pin{server.fingerprint, {}};
+      const Handshake result = run_handshake(server, pin, client);
+      CHECK(result.outcome == Outcome::accepted);
+      CHECK(result.seen_by_server == client->fingerprint);
+    }
+  }
+  SECTION("the server issues nothing to resume: every connection proves its key again") {
+    Pin pin{server.fingerprint, {}};
+    const Handshake result = run_handshake(server, pin, &client_identity());
+    REQUIRE(result.outcome == Outcome::accepted);
+    CHECK_FALSE(result.resumable);
+  }
+}
+
+TEST_CASE("SPLITFS_IDENTITY makes every pinned context present that identity") {
+  ScratchDir dir;
+  Identity server = splitfs::tls::load_or_create_identity(dir.path);
+  const Identity env_identity =
+      splitfs::tls::load_or_create_client_identity(dir.path / "env-identity");
+  REQUIRE(::setenv(splitfs::tls::kIdentityEnvironment, (dir.path / "env-identity").c_str(), 1) ==
+          0);
+  Pin pin{server.fingerprint, {}};
+  const Handshake with_env = run_handshake(server, pin, nullptr);
+  CHECK(with_env.outcome == Outcome::accepted);
+  CHECK(with_env.seen_by_server == env_identity.fingerprint);
+  // An explicit certificate replaces it.
+  Pin again{server.fingerprint, {}};
+  CHECK(run_handshake(server, again, &client_identity()).seen_by_server ==
+        client_identity().fingerprint);
+  REQUIRE(::unsetenv(splitfs::tls::kIdentityEnvironment) == 0);
+}
+
+TEST_CASE("a client key readable by others is not presented") {
+  ScratchDir dir;
+  const Identity id = splitfs::tls::load_or_create_client_identity(dir.path / "id");
+  REQUIRE(::chmod(id.key_file.c_str(), 0640) == 0);
+  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
+  CHECK_THROWS_AS(splitfs::tls::present_client_certificate(ctx.get(), id.cert_file, id.key_file),
+                  TlsError);
+  ScratchDir other;
+  const Identity mismatched = splitfs::tls::load_or_create_client_identity(other.path / "id");
+  REQUIRE(::chmod(id.key_file.c_str(), 0600) == 0);
+  CHECK_THROWS_AS(
+      splitfs::tls::present_client_certificate(ctx.get(), id.cert_file, mismatched.key_file),
+      TlsError);
+}
+
+TEST_CASE("fingerprints are validated and normalized to lowercase") {
+  const std::string hex(64, 'a');
+  CHECK(splitfs::tls::valid_fingerprint("SHA256:" + hex));
+  CHECK(splitfs::tls::valid_fingerprint("SHA256:" + std::string(64, 'F')));
+  CHECK_FALSE(splitfs::tls::valid_fingerprint("SHA256:" + hex.substr(1)));
+  CHECK_FALSE(splitfs::tls::valid_fingerprint("SHA256:" + hex + "0"));
+  CHECK_FALSE(splitfs::tls::valid_fingerprint("sha256:" + hex));
+  CHECK_FALSE(splitfs::tls::valid_fingerprint("SHA256:" + std::string(63, 'a') + "g"));
+  CHECK_FALSE(splitfs::tls::valid_fingerprint(""));
+  CHECK(splitfs::tls::normalized_fingerprint("SHA256:" + std::string(64, 'F')) ==
+        "SHA256:" + std::string(64, 'f'));
 }

@@ -1,0 +1,2417 @@
+// The FUSE front of the mount (see mount.hpp for the contract).
+//
+// Locks, always taken in this order and never the other way round:
+//   FileData::mutex (one file's data: its write-back file and committed base; may be held across
+//   network calls) -> tree_mutex_ (the namespace and every inode's attributes; never held across
+//   a network call) -> the leaf locks (handles_mutex_, inflight_mutex_, commit_mutex_, the
+//   client pool's, the log's).
+// The committer thread takes tree_mutex_ only, so a slow upload never blocks namespace changes,
+// and a handler never waits for a commit while holding a lock. No thread waits for a FileData
+// mutex while holding a pooled client. Kernel notifications (after merging another mount's
+// changes) go out from a thread of their own: they can wait for kernel inode locks that a handler
+// waiting for the committer holds.
+#define FUSE_USE_VERSION 312
+
+#include "fs/mount.hpp"
+
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <shared_mutex>
+#include <splitfs/client.hpp>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include "cache/segment_cache.hpp"
+#include "fs/namespace.hpp"
+#include "fs/remote.hpp"
+#include "fs/tree.hpp"
+#include "fs/writeback.hpp"
+
+namespace splitfs::fs {
+
+namespace fsys = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Inode numbers of the virtual control directory and its stats file: far above anything the
+// tree hands out.
+constexpr fuse_ino_t kControlIno = ~fuse_ino_t{0} - 1;
+constexpr fuse_ino_t kStatsIno = ~fuse_ino_t{0} - 2;
+// Inode numbers a mount reserves at a time.
+constexpr std::uint64_t kInodeBlock = 1u << 16;
+// Segments uploaded or downloaded per library call.
+constexpr std::size_t kSegmentsPerBatch = 32;
+constexpr std::size_t kClients = 6;
+constexpr std::size_t kReadaheadWorkers = 2;
+constexpr std::size_t kReadaheadQueue = 16;
+// Write-behind: a file's bytes written but not uploaded yet stay below this; past it, a writer
+// waits while its finished segments upload.
+constexpr std::uint64_t kMaxUnstagedBytes = 64u << 20;
+// Largest request the kernel sends (max_read, max_write).
+constexpr std::uint32_t kMaxIo = 1u << 20;
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+timespec to_timespec(std::int64_t ns) {
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+  ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  if (ts.tv_nsec < 0) {
+    ts.tv_nsec += 1'000'000'000;
+    ts.tv_sec -= 1;
+  }
+  return ts;
+}
+
+std::int64_t from_timespec(const timespec& ts) {
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::string cache_key(const SegmentRef& ref) {
+  std::string key;
+  key.reserve(68);
+  for (const auto& id : ref.shares)
+    key.append(reinterpret_cast<const char*>(id.data()), id.size());
+  for (int i = 3; i >= 0; --i)
+    key.push_back(static_cast<char>(ref.length >> (8 * i)));
+  return key;
+}
+
+// The errno a failure of the layers below means to a program.
+int errno_of(const std::exception& e) {
+  if (const auto* local = dynamic_cast<const WriteBackError*>(&e))
+    return local->code() ? local->code() : EIO;
+  if (dynamic_cast<const std::bad_alloc*>(&e))
+    return ENOMEM;
+  return EIO;
+}
+
+// Appends timestamped lines to the mount's log file (and stderr in the foreground).
+class Log {
+ public:
+  Log(const fsys::path& file, bool to_stderr) : to_stderr_(to_stderr) {
+    file_ = std::fopen(file.c_str(), "a");
+  }
+  ~Log() {
+    if (file_)
+      std::fclose(file_);
+  }
+  Log(const Log&) = delete;
+  Log& operator=(const Log&) = delete;
+
+  void line(const std::string& text) {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+    std::lock_guard lock(mutex_);
+    if (file_) {
+      std::fprintf(file_, "%s [%d] %s\n", stamp, static_cast<int>(::getpid()), text.c_str());
+      std::fflush(file_);
+    }
+    if (to_stderr_)
+      std::fprintf(stderr, "splitfs: %s\n", text.c_str());
+  }
+
+ private:
+  std::mutex mutex_;
+  std::FILE* file_ = nullptr;
+  bool to_stderr_;
+};
+
+// Clients for concurrent network calls: each Client runs one call at a time.
+class ClientPool {
+ public:
+  ClientPool(const fsys::path& home, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      clients_.push_back(std::make_unique<Client>(home));
+      free_.push_back(clients_.back().get());
+    }
+  }
+
+  class Lease {
+   public:
+    Lease(ClientPool& pool, Client* client) : pool_(pool), client_(client) {}
+    ~Lease() { pool_.give_back(client_); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    Client* operator->() const { return client_; }
+    Client& operator*() const { return *client_; }
+
+   private:
+    ClientPool& pool_;
+    Client* client_;
+  };
+
+  Lease acquire() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return !free_.empty(); });
+    Client* c = free_.back();
+    free_.pop_back();
+    return Lease(*this, c);
+  }
+
+  TransferCounters counters() const {
+    TransferCounters total;
+    for (const auto& c : clients_) {
+      const auto t = c->counters();
+      total.bytes_sent += t.bytes_sent;
+      total.shares_sent += t.shares_sent;
+      total.shares_skipped += t.shares_skipped;
+      total.bytes_received += t.bytes_received;
+      total.commits += t.commits;
+    }
+    return total;
+  }
+
+ private:
+  void give_back(Client* c) {
+    {
+      std::lock_guard lock(mutex_);
+      free_.push_back(c);
+    }
+    cv_.notify_one();
+  }
+
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<Client*> free_;
+};
+
+// One regular file's data state.
+struct FileData {
+  std::mutex mutex;
+  std::optional<StoredObject> base;  // the committed content this mount works from
+  bool loaded = false;               // base matches the tree's content version (or is newer)
+  std::unique_ptr<WriteBack> wb;     // created on the first change
+  // Read without the mutex (under tree_mutex_): the committed content version, and the version
+  // the kernel's page cache holds for this file.
+  std::atomic<std::uint64_t> base_version{0};
+  std::atomic<std::uint64_t> page_cache_version{0};
+  // Write-behind (under mutex): where the last write ended, and whether an upload is queued.
+  std::uint64_t last_write_end = 0;
+  bool staging = false;
+  // What the write-back file holds on disk, for the stats (read without the mutex).
+  std::atomic<std::uint64_t> local_bytes{0};
+};
+
+struct OpenFile {
+  fuse_ino_t ino = 0;
+  bool writable = false;
+  std::string text;  // the stats file's content
+  // Sequential-read detection for read-ahead.
+  std::mutex mutex;
+  std::uint64_t next_offset = 0;
+  std::uint64_t readahead_until = 0;  // segments below this were queued
+};
+
+struct DirItem {
+  std::string name;
+  fuse_ino_t ino = 0;
+  std::uint32_t mode = 0;
+};
+
+struct DirHandle {
+  std::mutex mutex;
+  std::vector<DirItem> items;
+};
+
+class Fs {
+ public:
+  explicit Fs(const MountOptions& options)
+      : options_(options),
+        log_(options.log_file.empty() ? options.home / "mount.log" : options.log_file,
+             options.foreground || options.debug),
+        pool_(options.home, kClients),
+        cache_(options.cache_bytes),
+        writeback_dir_(options.home / "writeback") {
+    fsys::create_directories(writeback_dir_);
+    fsys::permissions(writeback_dir_, fsys::perms::owner_all, fsys::perm_options::replace);
+    auto client = pool_.acquire();
+    segment_bytes_ = client->segment_bytes();
+  }
+
+  Log& log() { return log_; }
+  const MountOptions& options() const { return options_; }
+
+  // Loads (or creates) the tree and reserves inode numbers; before serving.
+  void load() {
+    auto client = pool_.acquire();
+    std::optional<RemoteTree> remote = load_tree(*client);
+    if (!remote) {
+      Tree fresh = make_empty_tree(0755, ::getuid(), ::getgid(), now_ns());
+      try {
+        const StoredObject created = save_tree(*client, fresh, 0);
+        remote = RemoteTree{std::move(fresh), created.version};
+      } catch (const ConflictError&) {
+        remote = load_tree(*client);  // another mount created it at the same moment
+        if (!remote)
+          throw;
+      }
+    }
+    base_tree_ = remote->tree;
+    tree_version_ = remote->version;
+    ns_.emplace(std::move(remote->tree));
+    reserve_inodes_now(*client);
+    log_.line("mounted " + options_.mountpoint.string() + " (tree version " +
+              std::to_string(tree_version_) + ")");
+  }
+
+  void start(fuse_session* se) {
+    se_ = se;
+    committer_ = std::thread([this] { commit_loop(); });
+    for (std::size_t i = 0; i < kReadaheadWorkers; ++i)
+      readahead_workers_.emplace_back([this] { readahead_loop(); });
+    stager_ = std::thread([this] { stage_loop(); });
+    notifier_ = std::thread([this] { notify_loop(); });
+  }
+
+  // After the session ends: commits what is pending; returns whether everything made it.
+  bool stop() {
+    bool ok = true;
+    std::vector<std::pair<fuse_ino_t, std::shared_ptr<FileData>>> files;
+    {
+      std::shared_lock lock(tree_mutex_);
+      files.assign(files_.begin(), files_.end());
+    }
+    for (const auto& [ino, data] : files) {
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        if (commit_file(ino) == 0)
+          break;
+        if (attempt == 2) {
+          ok = false;
+          log_.line("could not store the changes of inode " + std::to_string(ino));
+        }
+      }
+    }
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      if (sync_tree() == 0)
+        break;
+      if (attempt == 2)
+        ok = false;
+    }
+    {
+      std::lock_guard lock(commit_mutex_);
+      stopping_ = true;
+    }
+    commit_cv_.notify_all();
+    {
+      std::lock_guard lock(readahead_mutex_);
+      readahead_stop_ = true;
+    }
+    readahead_cv_.notify_all();
+    {
+      std::lock_guard lock(stage_mutex_);
+      stage_stop_ = true;
+    }
+    stage_cv_.notify_all();
+    if (stager_.joinable())
+      stager_.join();
+    {
+      std::lock_guard lock(notify_mutex_);
+      notify_stop_ = true;
+    }
+    notify_cv_.notify_all();
+    if (notifier_.joinable())
+      notifier_.join();
+    if (committer_.joinable())
+      committer_.join();
+    for (auto& t : readahead_workers_)
+      t.join();
+    log_.line(ok ? "unmounted, everything stored" : "unmounted with changes NOT stored");
+    return ok;
+  }
+
+  // ---- FUSE operations ----
+
+  void init(fuse_conn_info* conn) {
+    conn->max_write = kMaxIo;
+    conn->max_read = kMaxIo;
+    conn->max_readahead = kMaxIo;
+    if (conn->capable & FUSE_CAP_SPLICE_READ)
+      conn->want |= FUSE_CAP_SPLICE_READ;
+    // Locks are the kernel's, within this mount: no POSIX or flock lock handlers.
+    conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_WRITEBACK_CACHE |
+                    FUSE_CAP_ATOMIC_O_TRUNC);
+    if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+      conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  }
+
+  void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    if (parent == kRootIno && std::strcmp(name, kControlDir) == 0)
+      return reply_virtual_entry(req, kControlIno);
+    if (parent == kControlIno) {
+      if (std::strcmp(name, kStatsFile) == 0)
+        return reply_virtual_entry(req, kStatsIno);
+      fuse_reply_err(req, ENOENT);
+      return;
+    }
+    fuse_entry_param e{};
+    {
+      std::unique_lock lock(tree_mutex_);
+      std::uint64_t ino = 0;
+      if (int err = ns_->lookup(parent, name, ino)) {
+        lock.unlock();
+        fuse_reply_err(req, err);
+        return;
+      }
+      fill_entry(ino, e);
+      ns_->add_lookup(ino);
+    }
+    fuse_reply_entry(req, &e);
+  }
+
+  void forget(fuse_ino_t ino, std::uint64_t n) {
+    if (is_virtual(ino))
+      return;
+    std::unique_lock lock(tree_mutex_);
+    ns_->forget(ino, n);
+    collect_gone();
+  }
+
+  void getattr(fuse_req_t req, fuse_ino_t ino) {
+    struct stat st {};
+    if (is_virtual(ino)) {
+      virtual_attr(ino, st);
+    } else {
+      std::shared_lock lock(tree_mutex_);
+      if (!ns_->find(ino)) {
+        lock.unlock();
+        fuse_reply_err(req, ENOENT);
+        return;
+      }
+      fill_attr(ino, st);
+    }
+    fuse_reply_attr(req, &st, options_.attr_timeout);
+  }
+
+  void setattr(fuse_req_t req, fuse_ino_t ino, const struct stat* attr, int to_set) {
+    if (is_virtual(ino)) {
+      fuse_reply_err(req, EPERM);
+      return;
+    }
+    const std::int64_t now = now_ns();
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+      std::uint32_t mode = 0;
+      {
+        std::shared_lock lock(tree_mutex_);
+        const InodeRecord* rec = ns_->find(ino);
+        mode = rec ? rec->mode : 0;
+      }
+      if (mode == 0 || !S_ISREG(mode)) {
+        fuse_reply_err(req, mode == 0 ? ENOENT : S_ISDIR(mode) ? EISDIR : EINVAL);
+        return;
+      }
+      if (int err = truncate(ino, static_cast<std::uint64_t>(attr->st_size), now)) {
+        fuse_reply_err(req, err);
+        return;
+      }
+    }
+    struct stat st {};
+    {
+      std::unique_lock lock(tree_mutex_);
+      InodeRecord* rec = ns_->find_mut(ino);
+      if (!rec) {
+        lock.unlock();
+        fuse_reply_err(req, ENOENT);
+        return;
+      }
+      if (to_set & FUSE_SET_ATTR_MODE)
+        rec->mode = (rec->mode & S_IFMT) | (attr->st_mode & 07777);
+      if (to_set & FUSE_SET_ATTR_UID)
+        rec->uid = attr->st_uid;
+      if (to_set & FUSE_SET_ATTR_GID)
+        rec->gid = attr->st_gid;
+      if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+        rec->atime_ns = now;
+      else if (to_set & FUSE_SET_ATTR_ATIME)
+        rec->atime_ns = from_timespec(attr->st_atim);
+      if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+        rec->mtime_ns = now;
+      else if (to_set & FUSE_SET_ATTR_MTIME)
+        rec->mtime_ns = from_timespec(attr->st_mtim);
+      rec->ctime_ns = now;
+      ns_->changed();
+      fill_attr(ino, st);
+    }
+    fuse_reply_attr(req, &st, options_.attr_timeout);
+  }
+
+  void readlink(fuse_req_t req, fuse_ino_t ino) {
+    std::string target;
+    {
+      std::shared_lock lock(tree_mutex_);
+      const InodeRecord* rec = is_virtual(ino) ? nullptr : ns_->find(ino);
+      if (!rec || !S_ISLNK(rec->mode)) {
+        lock.unlock();
+        fuse_reply_err(req, rec ? EINVAL : ENOENT);
+        return;
+      }
+      target = rec->target;
+    }
+    fuse_reply_readlink(req, target.c_str());
+  }
+
+  // mknod, mkdir, symlink and create all come here.
+  void make(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
+            const std::string& target, fuse_file_info* fi) {
+    if (is_virtual(parent) || (parent == kRootIno && std::strcmp(name, kControlDir) == 0)) {
+      fuse_reply_err(req, is_virtual(parent) ? EPERM : EEXIST);
+      return;
+    }
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    const Caller caller{ctx->uid, ctx->gid};
+    fuse_entry_param e{};
+    for (int attempt = 0;; ++attempt) {
+      std::unique_lock lock(tree_mutex_);
+      std::uint64_t ino = 0;
+      const int err = ns_->create(parent, name, mode, rdev, target, caller, now_ns(), ino);
+      if (err == Namespace::kNeedInodes && attempt == 0) {
+        lock.unlock();
+        if (int r = reserve_inodes()) {
+          fuse_reply_err(req, r);
+          return;
+        }
+        continue;
+      }
+      if (err) {
+        lock.unlock();
+        fuse_reply_err(req, err == Namespace::kNeedInodes ? ENOSPC : err);
+        return;
+      }
+      ns_->add_lookup(ino);
+      if (fi) {
+        ns_->add_open(ino);
+        auto data = file_data_locked(ino);
+        data->loaded = true;  // new: no content yet
+      }
+      fill_entry(ino, e);
+      break;
+    }
+    if (!fi) {
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    auto handle = std::make_shared<OpenFile>();
+    handle->ino = e.ino;
+    handle->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+    fi->fh = add_handle(std::move(handle));
+    fuse_reply_create(req, &e, fi);
+  }
+
+  void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+    if (is_virtual(ino) || is_virtual(parent) ||
+        (parent == kRootIno && std::strcmp(name, kControlDir) == 0)) {
+      fuse_reply_err(req, is_virtual(ino) || is_virtual(parent) ? EPERM : EEXIST);
+      return;
+    }
+    fuse_entry_param e{};
+    {
+      std::unique_lock lock(tree_mutex_);
+      if (int err = ns_->link(ino, parent, name, now_ns())) {
+        lock.unlock();
+        fuse_reply_err(req, err);
+        return;
+      }
+      ns_->add_lookup(ino);
+      fill_entry(ino, e);
+    }
+    fuse_reply_entry(req, &e);
+  }
+
+  void unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
+    if (is_virtual(parent) || (parent == kRootIno && std::strcmp(name, kControlDir) == 0)) {
+      fuse_reply_err(req, EPERM);
+      return;
+    }
+    int err = 0;
+    {
+      std::unique_lock lock(tree_mutex_);
+      std::uint64_t ino = 0;
+      err =
+          dir ? ns_->rmdir(parent, name, now_ns(), ino) : ns_->unlink(parent, name, now_ns(), ino);
+      collect_gone();
+    }
+    fuse_reply_err(req, err);
+  }
+
+  void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+              const char* new_name, unsigned flags) {
+    if (is_virtual(parent) || is_virtual(new_parent) ||
+        (parent == kRootIno && std::strcmp(name, kControlDir) == 0) ||
+        (new_parent == kRootIno && std::strcmp(new_name, kControlDir) == 0)) {
+      fuse_reply_err(req, EPERM);
+      return;
+    }
+    int err = 0;
+    {
+      std::unique_lock lock(tree_mutex_);
+      std::uint64_t replaced = 0;
+      err = ns_->rename(parent, name, new_parent, new_name, flags, now_ns(), replaced);
+      collect_gone();
+    }
+    fuse_reply_err(req, err);
+  }
+
+  void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    auto handle = std::make_shared<OpenFile>();
+    handle->ino = ino;
+    handle->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+    if (ino == kStatsIno) {
+      if (handle->writable) {
+        fuse_reply_err(req, EACCES);
+        return;
+      }
+      handle->text = stats_text();
+      fi->direct_io = 1;
+      fi->fh = add_handle(std::move(handle));
+      fuse_reply_open(req, fi);
+      return;
+    }
+    if (is_virtual(ino)) {
+      fuse_reply_err(req, EISDIR);
+      return;
+    }
+    {
+      std::unique_lock lock(tree_mutex_);
+      const InodeRecord* rec = ns_->find(ino);
+      if (!rec) {
+        lock.unlock();
+        fuse_reply_err(req, ENOENT);
+        return;
+      }
+      ns_->add_open(ino);
+      auto data = file_data_locked(ino);
+      const std::uint64_t version = rec->content_version;
+      fi->keep_cache = data->page_cache_version.load() == version;
+      data->page_cache_version = version;
+    }
+    fi->noflush = !handle->writable;
+    fi->fh = add_handle(std::move(handle));
+    fuse_reply_open(req, fi);
+  }
+
+  void read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi) {
+    const auto handle = find_handle(fi->fh);
+    if (!handle) {
+      fuse_reply_err(req, EBADF);
+      return;
+    }
+    if (ino == kStatsIno) {
+      const std::string& text = handle->text;
+      const std::size_t from = std::min<std::size_t>(static_cast<std::size_t>(off), text.size());
+      fuse_reply_buf(req, text.data() + from, std::min(size, text.size() - from));
+      return;
+    }
+    Bytes out;
+    try {
+      read_data(ino, static_cast<std::uint64_t>(off), size, *handle, out);
+    } catch (const std::exception& e) {
+      log_.line("read of inode " + std::to_string(ino) + " failed: " + e.what());
+      fuse_reply_err(req, errno_of(e));
+      return;
+    }
+    reads_.fetch_add(1, std::memory_order_relaxed);
+    bytes_read_.fetch_add(out.size(), std::memory_order_relaxed);
+    fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), out.size());
+  }
+
+  void write(fuse_req_t req, fuse_ino_t ino, const char* buf, std::size_t size, off_t off) {
+    if (is_virtual(ino)) {
+      fuse_reply_err(req, EBADF);
+      return;
+    }
+    const int err = write_data(ino, static_cast<std::uint64_t>(off),
+                               ByteView(reinterpret_cast<const std::uint8_t*>(buf), size));
+    if (err) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    writes_.fetch_add(1, std::memory_order_relaxed);
+    bytes_written_.fetch_add(size, std::memory_order_relaxed);
+    fuse_reply_write(req, size);
+  }
+
+  void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    const auto handle = find_handle(fi->fh);
+    int err = 0;
+    if (handle && handle->writable && !is_virtual(ino)) {
+      err = commit_file(ino);
+      if (err == 0)
+        err = sync_tree();
+    }
+    fuse_reply_err(req, err);
+  }
+
+  void fsync(fuse_req_t req, fuse_ino_t ino) {
+    int err = is_virtual(ino) ? 0 : commit_file(ino);
+    if (err == 0)
+      err = sync_tree();
+    fuse_reply_err(req, err);
+  }
+
+  void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    const auto handle = take_handle(fi->fh);
+    if (!is_virtual(ino)) {
+      // Changes that arrived after the last flush (writes through a shared mapping).
+      if (handle && handle->writable && commit_file(ino) != 0)
+        log_.line("inode " + std::to_string(ino) + ": changes kept, will retry at the next commit");
+      std::unique_lock lock(tree_mutex_);
+      ns_->release_open(ino);
+      collect_gone();
+    }
+    fuse_reply_err(req, 0);
+  }
+
+  void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    auto dir = std::make_shared<DirHandle>();
+    if (ino == kControlIno) {
+      dir->items = {
+          {".", kControlIno, S_IFDIR}, {"..", kRootIno, S_IFDIR}, {kStatsFile, kStatsIno, S_IFREG}};
+    } else {
+      std::shared_lock lock(tree_mutex_);
+      if (int err = list_dir(ino, dir->items)) {
+        lock.unlock();
+        fuse_reply_err(req, err);
+        return;
+      }
+    }
+    std::lock_guard lock(handles_mutex_);
+    const std::uint64_t id = next_handle_++;
+    dirs_.emplace(id, std::move(dir));
+    fi->fh = id;
+    fuse_reply_open(req, fi);
+  }
+
+  void readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi,
+               bool plus) {
+    std::shared_ptr<DirHandle> dir;
+    {
+      std::lock_guard lock(handles_mutex_);
+      const auto it = dirs_.find(fi->fh);
+      if (it != dirs_.end())
+        dir = it->second;
+    }
+    if (!dir) {
+      fuse_reply_err(req, EBADF);
+      return;
+    }
+    std::lock_guard dir_lock(dir->mutex);
+    if (off == 0 && ino != kControlIno) {
+      std::shared_lock lock(tree_mutex_);
+      dir->items.clear();
+      list_dir(ino, dir->items);  // rewinddir() sees changes
+    }
+    std::vector<char> buf(size);
+    std::size_t used = 0;
+    std::unique_lock lock(tree_mutex_, std::defer_lock);
+    if (plus)
+      lock.lock();
+    for (std::size_t i = static_cast<std::size_t>(off); i < dir->items.size(); ++i) {
+      const DirItem& item = dir->items[i];
+      std::size_t n = 0;
+      const bool dots = item.name == "." || item.name == "..";
+      if (plus) {
+        fuse_entry_param e{};
+        if (is_virtual(item.ino)) {
+          virtual_attr(item.ino, e.attr);
+          e.ino = item.ino;
+        } else if (dots || !ns_->find(item.ino)) {
+          e.attr.st_ino = item.ino;
+          e.attr.st_mode = item.mode;
+        } else {
+          fill_entry(item.ino, e);
+        }
+        n = fuse_add_direntry_plus(req, buf.data() + used, size - used, item.name.c_str(), &e,
+                                   static_cast<off_t>(i + 1));
+        if (n > size - used)
+          break;
+        if (e.ino != 0 && !dots && !is_virtual(item.ino))
+          ns_->add_lookup(item.ino);
+      } else {
+        struct stat st {};
+        st.st_ino = item.ino;
+        st.st_mode = item.mode;
+        n = fuse_add_direntry(req, buf.data() + used, size - used, item.name.c_str(), &st,
+                              static_cast<off_t>(i + 1));
+        if (n > size - used)
+          break;
+      }
+      used += n;
+    }
+    if (plus)
+      lock.unlock();
+    fuse_reply_buf(req, buf.data(), used);
+  }
+
+  void releasedir(fuse_req_t req, fuse_file_info* fi) {
+    {
+      std::lock_guard lock(handles_mutex_);
+      dirs_.erase(fi->fh);
+    }
+    fuse_reply_err(req, 0);
+  }
+
+  void fsyncdir(fuse_req_t req) { fuse_reply_err(req, sync_tree()); }
+
+  void statfs(fuse_req_t req) {
+    struct statvfs st {};
+    st.f_bsize = segment_bytes_;
+    st.f_frsize = 4096;
+    st.f_blocks = 1ull << 40;  // the servers do not report capacity: a large, honest "unknown"
+    st.f_bfree = st.f_bavail = 1ull << 40;
+    st.f_files = kMaxInodes;
+    {
+      std::shared_lock lock(tree_mutex_);
+      const std::uint64_t used = ns_->named_count();
+      st.f_ffree = st.f_favail = kMaxInodes > used ? kMaxInodes - used : 0;
+    }
+    st.f_namemax = kMaxNameBytes;
+    fuse_reply_statfs(req, &st);
+  }
+
+  void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                std::size_t size, int flags) {
+    const int err = [&] {
+      if (is_virtual(ino))
+        return EPERM;
+      const std::string key(name);
+      if (key.starts_with("system.posix_acl_"))
+        return EOPNOTSUPP;  // ACLs would not be enforced
+      if (key.size() > kMaxXattrNameBytes)
+        return ERANGE;
+      if (size > kMaxXattrValueBytes)
+        return E2BIG;
+      std::unique_lock lock(tree_mutex_);
+      InodeRecord* rec = ns_->find_mut(ino);
+      if (!rec)
+        return ENOENT;
+      const auto it = rec->xattrs.find(key);
+      if ((flags & XATTR_CREATE) && it != rec->xattrs.end())
+        return EEXIST;
+      if ((flags & XATTR_REPLACE) && it == rec->xattrs.end())
+        return ENODATA;
+      std::size_t total = key.size() + size;
+      for (const auto& [n, v] : rec->xattrs) {
+        if (n != key)
+          total += n.size() + v.size();
+      }
+      if (total > kMaxXattrTotalBytes)
+        return ENOSPC;
+      rec->xattrs[key].assign(value, size);
+      rec->ctime_ns = now_ns();
+      ns_->changed();
+      return 0;
+    }();
+    fuse_reply_err(req, err);
+  }
+
+  void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, std::size_t size) {
+    std::string value;
+    int err = 0;
+    if (is_virtual(ino)) {
+      err = ENODATA;
+    } else {
+      std::shared_lock lock(tree_mutex_);
+      const InodeRecord* rec = ns_->find(ino);
+      if (!rec) {
+        err = ENOENT;
+      } else if (const auto it = rec->xattrs.find(name); it == rec->xattrs.end()) {
+        err = ENODATA;
+      } else {
+        value = it->second;
+      }
+    }
+    if (err)
+      fuse_reply_err(req, err);
+    else
+      reply_sized(req, value, size);
+  }
+
+  void listxattr(fuse_req_t req, fuse_ino_t ino, std::size_t size) {
+    std::string names;
+    if (!is_virtual(ino)) {
+      std::shared_lock lock(tree_mutex_);
+      const InodeRecord* rec = ns_->find(ino);
+      if (!rec) {
+        lock.unlock();
+        fuse_reply_err(req, ENOENT);
+        return;
+      }
+      for (const auto& [n, v] : rec->xattrs) {
+        names += n;
+        names.push_back('\0');
+      }
+    }
+    reply_sized(req, names, size);
+  }
+
+  void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+    int err = 0;
+    if (is_virtual(ino)) {
+      err = EPERM;
+    } else {
+      std::unique_lock lock(tree_mutex_);
+      InodeRecord* rec = ns_->find_mut(ino);
+      if (!rec) {
+        err = ENOENT;
+      } else if (rec->xattrs.erase(name) == 0) {
+        err = ENODATA;
+      } else {
+        rec->ctime_ns = now_ns();
+        ns_->changed();
+      }
+    }
+    fuse_reply_err(req, err);
+  }
+
+ private:
+  // ---- attributes ----
+
+  static bool is_virtual(fuse_ino_t ino) { return ino == kControlIno || ino == kStatsIno; }
+
+  void virtual_attr(fuse_ino_t ino, struct stat& st) const {
+    st.st_ino = ino;
+    st.st_mode = ino == kControlIno ? (S_IFDIR | 0555) : (S_IFREG | 0444);
+    st.st_nlink = ino == kControlIno ? 2 : 1;
+    st.st_uid = ::getuid();
+    st.st_gid = ::getgid();
+    st.st_blksize = 4096;
+  }
+
+  void reply_virtual_entry(fuse_req_t req, fuse_ino_t ino) {
+    fuse_entry_param e{};
+    e.ino = ino;
+    e.generation = 1;
+    virtual_attr(ino, e.attr);
+    e.attr_timeout = e.entry_timeout = options_.attr_timeout;
+    fuse_reply_entry(req, &e);
+  }
+
+  // Under tree_mutex_.
+  void fill_attr(std::uint64_t ino, struct stat& st) const {
+    const InodeRecord& r = *ns_->find(ino);
+    st.st_ino = ino;
+    st.st_mode = r.mode;
+    st.st_nlink = ns_->nlink(ino);
+    st.st_uid = r.uid;
+    st.st_gid = r.gid;
+    st.st_rdev = static_cast<dev_t>(r.rdev);
+    st.st_size = static_cast<off_t>(S_ISDIR(r.mode) ? 4096 : r.size);
+    st.st_blksize = static_cast<blksize_t>(segment_bytes_);
+    st.st_blocks = static_cast<blkcnt_t>((st.st_size + 511) / 512);
+    st.st_atim = to_timespec(r.atime_ns);
+    st.st_mtim = to_timespec(r.mtime_ns);
+    st.st_ctim = to_timespec(r.ctime_ns);
+  }
+
+  void fill_entry(std::uint64_t ino, fuse_entry_param& e) const {
+    e.ino = ino;
+    e.generation = 1;
+    fill_attr(ino, e.attr);
+    e.attr_timeout = options_.attr_timeout;
+    e.entry_timeout = options_.entry_timeout;
+  }
+
+  // Under tree_mutex_.
+  int list_dir(fuse_ino_t ino, std::vector<DirItem>& items) const {
+    const InodeRecord* rec = ns_->find(ino);
+    if (!rec)
+      return ENOENT;
+    if (!S_ISDIR(rec->mode))
+      return ENOTDIR;
+    items.push_back({".", ino, S_IFDIR});
+    items.push_back({"..", ns_->parent(ino), S_IFDIR});
+    for (const auto& [name, child] : rec->entries) {
+      const InodeRecord* c = ns_->find(child);
+      items.push_back({name, child, c ? c->mode : 0});
+    }
+    return 0;
+  }
+
+  static void reply_sized(fuse_req_t req, const std::string& value, std::size_t size) {
+    if (size == 0)
+      fuse_reply_xattr(req, value.size());
+    else if (size < value.size())
+      fuse_reply_err(req, ERANGE);
+    else
+      fuse_reply_buf(req, value.data(), value.size());
+  }
+
+  // ---- handles ----
+
+  std::uint64_t add_handle(std::shared_ptr<OpenFile> handle) {
+    std::lock_guard lock(handles_mutex_);
+    const std::uint64_t id = next_handle_++;
+    files_open_.emplace(id, std::move(handle));
+    return id;
+  }
+
+  std::shared_ptr<OpenFile> find_handle(std::uint64_t id) {
+    std::lock_guard lock(handles_mutex_);
+    const auto it = files_open_.find(id);
+    return it == files_open_.end() ? nullptr : it->second;
+  }
+
+  std::shared_ptr<OpenFile> take_handle(std::uint64_t id) {
+    std::lock_guard lock(handles_mutex_);
+    const auto it = files_open_.find(id);
+    if (it == files_open_.end())
+      return nullptr;
+    auto handle = std::move(it->second);
+    files_open_.erase(it);
+    return handle;
+  }
+
+  // ---- file data ----
+
+  // Under tree_mutex_ (exclusive).
+  std::shared_ptr<FileData> file_data_locked(std::uint64_t ino) {
+    auto& slot = files_[ino];
+    if (!slot) {
+      slot = std::make_shared<FileData>();
+      const InodeRecord* rec = ns_->find(ino);
+      slot->page_cache_version = rec ? rec->content_version : 0;
+    }
+    return slot;
+  }
+
+  std::shared_ptr<FileData> file_data(std::uint64_t ino) {
+    std::unique_lock lock(tree_mutex_);
+    if (!ns_->find(ino))
+      return nullptr;
+    return file_data_locked(ino);
+  }
+
+  // Under data->mutex: makes data->base the content the tree names (or newer), unless this mount
+  // has changes of its own on top of an older base (those commit, or conflict, first).
+  void ensure_base(std::uint64_t ino, FileData& data) {
+    std::uint64_t wanted = 0;
+    {
+      std::shared_lock lock(tree_mutex_);
+      const InodeRecord* rec = ns_->find(ino);
+      wanted = rec ? rec->content_version : 0;
+    }
+    const bool changed = data.wb && data.wb->dirty();
+    if (data.loaded && (changed || data.base_version.load() >= wanted))
+      return;
+    if (wanted == 0) {
+      data.base.reset();
+    } else {
+      auto client = pool_.acquire();
+      data.base = client->open_object(content_key(ino), wanted);
+    }
+    data.base_version = data.base ? data.base->version : 0;
+    data.loaded = true;
+    if (data.wb)
+      data.wb->reset(data.base ? data.base->size : 0);
+    if (data.base) {
+      std::unique_lock lock(tree_mutex_);
+      if (InodeRecord* rec = ns_->find_mut(ino); rec && !dirty_content_.contains(ino)) {
+        rec->size = data.base->size;
+        rec->content_version = std::max(rec->content_version, data.base->version);
+      }
+    }
+  }
+
+  void ensure_writeback(FileData& data) {
+    if (!data.wb)
+      data.wb = std::make_unique<WriteBack>(writeback_dir_, segment_bytes_,
+                                            data.base ? data.base->size : 0);
+  }
+
+  // Segments by ref, from the cache or the servers (one batch); concurrent fetches of one
+  // segment share the download.
+  std::vector<cache::SegmentCache::Handle> get_segments(const std::vector<SegmentRef>& refs) {
+    std::vector<cache::SegmentCache::Handle> out(refs.size());
+    std::vector<std::size_t> fetch;
+    std::vector<std::pair<std::size_t, std::shared_future<void>>> wait;
+    std::vector<std::promise<void>> promises;
+    std::vector<std::string> keys(refs.size());
+    for (std::size_t i = 0; i < refs.size(); ++i) {
+      keys[i] = cache_key(refs[i]);
+      out[i] = cache_.lookup(keys[i]);
+    }
+    {
+      std::lock_guard lock(inflight_mutex_);
+      for (std::size_t i = 0; i < refs.size(); ++i) {
+        if (out[i])
+          continue;
+        if (const auto it = inflight_.find(keys[i]); it != inflight_.end()) {
+          wait.emplace_back(i, it->second);
+          continue;
+        }
+        promises.emplace_back();
+        inflight_.emplace(keys[i], promises.back().get_future().share());
+        fetch.push_back(i);
+      }
+    }
+    if (!fetch.empty()) {
+      std::vector<SegmentRef> wanted;
+      wanted.reserve(fetch.size());
+      for (const std::size_t i : fetch)
+        wanted.push_back(refs[i]);
+      std::exception_ptr failure;
+      try {
+        auto client = pool_.acquire();
+        auto data = client->read_segments(wanted);
+        for (std::size_t k = 0; k < fetch.size(); ++k)
+          out[fetch[k]] = cache_.insert(keys[fetch[k]], std::move(data[k]));
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      {
+        std::lock_guard lock(inflight_mutex_);
+        for (const std::size_t i : fetch)
+          inflight_.erase(keys[i]);
+      }
+      for (auto& p : promises) {
+        if (failure)
+          p.set_exception(failure);
+        else
+          p.set_value();
+      }
+      if (failure)
+        std::rethrow_exception(failure);
+    }
+    for (auto& [i, future] : wait) {
+      future.get();
+      out[i] = cache_.lookup(keys[i], false);
+      if (!out[i]) {  // evicted already (a tiny cache): fetch it alone
+        auto client = pool_.acquire();
+        auto data = client->read_segments(std::vector<SegmentRef>{refs[i]});
+        out[i] = cache_.insert(keys[i], std::move(data[0]));
+      }
+    }
+    return out;
+  }
+
+  void read_data(std::uint64_t ino, std::uint64_t offset, std::size_t size, OpenFile& handle,
+                 Bytes& out) {
+    const auto data = file_data(ino);
+    if (!data)
+      throw NotFound("inode gone");
+    std::vector<SegmentRef> refs;        // base segments still to get
+    std::vector<std::size_t> ref_spans;  // which span each ref serves
+    std::vector<WriteBack::Span> spans;
+    std::vector<SegmentRef> ahead;  // base segments to read ahead
+    {
+      std::lock_guard lock(data->mutex);
+      ensure_base(ino, *data);
+      const std::uint64_t base_size = data->base ? data->base->size : 0;
+      if (data->wb) {
+        spans = data->wb->plan(offset, size);
+      } else {
+        const std::uint64_t end =
+            offset + std::min<std::uint64_t>(size, base_size > offset ? base_size - offset : 0);
+        for (std::uint64_t at = offset; at < end;) {
+          const std::uint64_t stop = std::min(end, (at / segment_bytes_ + 1) * segment_bytes_);
+          spans.push_back({at, static_cast<std::size_t>(stop - at), WriteBack::Source::base});
+          at = stop;
+        }
+      }
+      std::size_t total = 0;
+      for (const auto& s : spans)
+        total += s.length;
+      out.assign(total, 0);
+      std::size_t at = 0;
+      for (std::size_t i = 0; i < spans.size(); ++i) {
+        const auto& s = spans[i];
+        if (s.source == WriteBack::Source::local) {
+          data->wb->read_local(s.offset, MutableByteView(out.data() + at, s.length));
+        } else if (s.source == WriteBack::Source::base) {
+          refs.push_back(data->base->segments[s.offset / segment_bytes_]);
+          ref_spans.push_back(i);
+        } else if (s.source == WriteBack::Source::staged) {
+          refs.push_back(*data->wb->staged(s.offset / segment_bytes_));
+          ref_spans.push_back(i);
+        }
+        at += s.length;
+      }
+      // Read-ahead on sequential reads of committed data.
+      std::lock_guard hlock(handle.mutex);
+      const bool sequential = offset == handle.next_offset;
+      handle.next_offset = offset + out.size();
+      if (sequential && data->base && !(data->wb && data->wb->dirty()) &&
+          options_.readahead_segments > 0 && !out.empty()) {
+        const std::uint64_t next = (offset + out.size() - 1) / segment_bytes_ + 1;
+        const std::uint64_t last = std::min<std::uint64_t>(data->base->segments.size(),
+                                                           next + options_.readahead_segments);
+        // Queue in steps of half a window, so the fetches stay ahead of the reader.
+        if (handle.readahead_until < next + options_.readahead_segments / 2) {
+          for (std::uint64_t s = std::max(next, handle.readahead_until); s < last; ++s)
+            ahead.push_back(data->base->segments[s]);
+          handle.readahead_until = std::max(handle.readahead_until, last);
+        }
+      } else if (!sequential) {
+        handle.readahead_until = 0;
+      }
+    }
+    if (!ahead.empty())
+      queue_readahead(std::move(ahead));
+    if (!refs.empty()) {
+      const auto got = get_segments(refs);
+      std::vector<std::size_t> starts(spans.size());
+      std::size_t at = 0;
+      for (std::size_t i = 0; i < spans.size(); ++i) {
+        starts[i] = at;
+        at += spans[i].length;
+      }
+      for (std::size_t k = 0; k < refs.size(); ++k) {
+        const auto& s = spans[ref_spans[k]];
+        const ByteView segment = got[k].bytes();
+        const std::size_t from = static_cast<std::size_t>(s.offset % segment_bytes_);
+        if (from + s.length > segment.size())
+          throw IntegrityError("a segment is shorter than its file says");
+        std::memcpy(out.data() + starts[ref_spans[k]], segment.data() + from, s.length);
+      }
+    }
+    // relatime: record an access only when the last one is older than the last change or a day.
+    std::unique_lock lock(tree_mutex_);
+    if (InodeRecord* rec = ns_->find_mut(ino)) {
+      const std::int64_t now = now_ns();
+      if (rec->atime_ns <= rec->mtime_ns || rec->atime_ns <= rec->ctime_ns ||
+          now - rec->atime_ns > 86'400'000'000'000) {
+        rec->atime_ns = now;
+      }
+    }
+  }
+
+  // Under data.mutex: brings the bytes of segments a change needs into the write-back file, from
+  // their staged upload or from the base.
+  void fill_segments(FileData& data, const std::vector<std::uint64_t>& segments) {
+    if (segments.empty())
+      return;
+    std::vector<SegmentRef> refs;
+    for (const auto s : segments) {
+      const SegmentRef* staged = data.wb->staged(s);
+      refs.push_back(staged ? *staged : data.base->segments[s]);
+    }
+    const auto got = get_segments(refs);
+    for (std::size_t k = 0; k < segments.size(); ++k)
+      data.wb->fill(segments[k], got[k].bytes());
+  }
+
+  // Under data.mutex, after a write of [offset, end): uploads finished segments ahead of the
+  // commit. A sequential writer's segments go in the background; a writer past kMaxUnstagedBytes
+  // waits while some go now, which bounds the local write-back file.
+  void write_behind(std::uint64_t ino, FileData& data, std::uint64_t offset, std::uint64_t end) {
+    const bool sequential = offset == data.last_write_end;
+    data.last_write_end = end;
+    const std::uint64_t finished = end / segment_bytes_;  // segments wholly before the write end
+    if (data.wb->unstaged_bytes() > kMaxUnstagedBytes) {
+      stage_some(data, data.wb->segment_count(), kSegmentsPerBatch);
+      return;
+    }
+    if (sequential && !data.staging && !data.wb->stageable(finished, 1).empty()) {
+      data.staging = true;
+      {
+        std::lock_guard lock(stage_mutex_);
+        stage_queue_.push_back(ino);
+      }
+      stage_cv_.notify_one();
+    }
+  }
+
+  // Under data.mutex: uploads up to max stageable segments below `below`, holding the lock (the
+  // caller waits). Returns how many were staged.
+  std::size_t stage_some(FileData& data, std::uint64_t below, std::size_t max) {
+    const auto picks = data.wb->stageable(below, max);
+    if (picks.empty())
+      return 0;
+    std::vector<Bytes> bytes(picks.size());
+    std::vector<std::uint64_t> versions;
+    for (std::size_t k = 0; k < picks.size(); ++k) {
+      data.wb->build(picks[k], {}, bytes[k]);
+      versions.push_back(data.wb->version(picks[k]));
+    }
+    std::vector<ByteView> views(bytes.begin(), bytes.end());
+    std::vector<SegmentRef> refs;
+    {
+      auto client = pool_.acquire();
+      refs = client->stage_segments(views);
+    }
+    std::size_t staged = 0;
+    for (std::size_t k = 0; k < picks.size(); ++k) {
+      if (data.wb->stage(picks[k], versions[k], refs[k])) {
+        cache_.insert(cache_key(refs[k]), std::move(bytes[k]));
+        ++staged;
+      }
+    }
+    segments_staged_.fetch_add(staged, std::memory_order_relaxed);
+    return staged;
+  }
+
+  // The write-behind worker: uploads a sequential writer's finished segments, without holding
+  // the file's lock while they travel.
+  void stage_loop() {
+    for (;;) {
+      std::uint64_t ino = 0;
+      {
+        std::unique_lock lock(stage_mutex_);
+        stage_cv_.wait(lock, [this] { return stage_stop_ || !stage_queue_.empty(); });
+        if (stage_stop_)
+          return;
+        ino = stage_queue_.front();
+        stage_queue_.pop_front();
+      }
+      std::shared_ptr<FileData> data;
+      {
+        std::shared_lock lock(tree_mutex_);
+        const auto it = files_.find(ino);
+        if (it != files_.end())
+          data = it->second;
+      }
+      if (!data)
+        continue;
+      try {
+        stage_in_background(*data);
+      } catch (const std::exception& e) {
+        log_.line("uploading ahead for inode " + std::to_string(ino) + " failed (the commit " +
+                  "will try again): " + e.what());
+      }
+      std::lock_guard lock(data->mutex);
+      data->staging = false;
+    }
+  }
+
+  void stage_in_background(FileData& data) {
+    for (;;) {
+      std::vector<std::uint64_t> picks;
+      std::vector<std::uint64_t> versions;
+      std::vector<Bytes> bytes;
+      {
+        std::lock_guard lock(data.mutex);
+        if (!data.wb)
+          return;
+        picks = data.wb->stageable(data.last_write_end / segment_bytes_, kSegmentsPerBatch);
+        if (picks.empty())
+          return;
+        bytes.resize(picks.size());
+        for (std::size_t k = 0; k < picks.size(); ++k) {
+          data.wb->build(picks[k], {}, bytes[k]);
+          versions.push_back(data.wb->version(picks[k]));
+        }
+      }
+      std::vector<ByteView> views(bytes.begin(), bytes.end());
+      std::vector<SegmentRef> refs;
+      {
+        auto client = pool_.acquire();
+        refs = client->stage_segments(views);
+      }
+      std::lock_guard lock(data.mutex);
+      if (!data.wb)
+        return;
+      std::size_t staged = 0;
+      for (std::size_t k = 0; k < picks.size(); ++k) {
+        if (data.wb->stage(picks[k], versions[k], refs[k])) {
+          cache_.insert(cache_key(refs[k]), std::move(bytes[k]));
+          ++staged;
+        }
+      }
+      segments_staged_.fetch_add(staged, std::memory_order_relaxed);
+      data.local_bytes = data.wb->local_bytes();
+    }
+  }
+
+  // Under data->mutex and tree_mutex_: remember the committed content of a file about to change.
+  void note_dirty_locked(std::uint64_t ino, const FileData& data) {
+    if (!dirty_content_.contains(ino)) {
+      dirty_content_[ino] = {data.base ? data.base->size : 0, data.base_version.load()};
+    }
+  }
+
+  int write_data(std::uint64_t ino, std::uint64_t offset, ByteView bytes) {
+    const auto data = file_data(ino);
+    if (!data)
+      return ENOENT;
+    try {
+      std::lock_guard lock(data->mutex);
+      ensure_base(ino, *data);
+      ensure_writeback(*data);
+      fill_segments(*data, data->wb->base_needed(offset, bytes.size()));
+      data->wb->write(offset, bytes);
+      write_behind(ino, *data, offset, offset + bytes.size());
+      data->local_bytes = data->wb->local_bytes();
+      std::unique_lock tlock(tree_mutex_);
+      note_dirty_locked(ino, *data);
+      if (InodeRecord* rec = ns_->find_mut(ino)) {
+        rec->size = data->wb->size();
+        rec->mtime_ns = rec->ctime_ns = now_ns();
+      }
+      return 0;
+    } catch (const std::exception& e) {
+      log_.line("write to inode " + std::to_string(ino) + " failed: " + e.what());
+      return errno_of(e);
+    }
+  }
+
+  int truncate(std::uint64_t ino, std::uint64_t size, std::int64_t now) {
+    const auto data = file_data(ino);
+    if (!data)
+      return ENOENT;
+    try {
+      std::lock_guard lock(data->mutex);
+      ensure_base(ino, *data);
+      ensure_writeback(*data);
+      if (size == data->wb->size())
+        return 0;
+      fill_segments(*data, data->wb->truncate_needs(size));
+      data->wb->truncate(size);
+      data->local_bytes = data->wb->local_bytes();
+      std::unique_lock tlock(tree_mutex_);
+      note_dirty_locked(ino, *data);
+      if (InodeRecord* rec = ns_->find_mut(ino)) {
+        rec->size = size;
+        rec->mtime_ns = rec->ctime_ns = now;
+      }
+      return 0;
+    } catch (const std::exception& e) {
+      log_.line("truncate of inode " + std::to_string(ino) + " failed: " + e.what());
+      return errno_of(e);
+    }
+  }
+
+  // Stores a file's changed segments and commits its new version. 0 or an errno.
+  int commit_file(std::uint64_t ino) {
+    const auto start = Clock::now();
+    const int result = commit_file_timed(ino);
+    file_commit_us_.fetch_add(elapsed_us(start), std::memory_order_relaxed);
+    return result;
+  }
+
+  static std::uint64_t elapsed_us(Clock::time_point start) {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+  }
+
+  int commit_file_timed(std::uint64_t ino) {
+    std::shared_ptr<FileData> data;
+    {
+      std::shared_lock lock(tree_mutex_);
+      const auto it = files_.find(ino);
+      if (it == files_.end())
+        return 0;
+      data = it->second;
+    }
+    std::unique_lock lock(data->mutex);
+    if (!data->wb || !data->wb->dirty())
+      return 0;
+    std::uint32_t mode = 0;
+    std::int64_t mtime = 0;
+    {
+      std::shared_lock tlock(tree_mutex_);
+      const InodeRecord* rec = ns_->find(ino);
+      if (!rec || ns_->is_orphan(ino))
+        return 0;  // nobody can name it again: its content goes with it
+      mode = rec->mode & 07777;
+      mtime = rec->mtime_ns;
+    }
+    WriteBack& wb = *data->wb;
+    std::vector<SegmentRef> refs;
+    try {
+      refs = stage_file(*data);
+    } catch (const std::exception& e) {
+      log_.line("storing inode " + std::to_string(ino) + " failed: " + e.what());
+      return file_failed(ino, e);
+    }
+    ObjectAttributes attributes{wb.size(), segment_bytes_, mode, mtime};
+    StoredObject committed;
+    try {
+      auto client = pool_.acquire();
+      try {
+        committed = client->commit_object(content_key(ino), data->base_version, attributes, refs);
+      } catch (const ConflictError&) {
+        // A newer version exists. If it holds exactly these bytes (refs name content), it is
+        // this mount's own earlier attempt that reached the HTTPS server only: commit again on
+        // top of it, which brings both servers to one version. Anything else is another writer.
+        const StoredObject current = client->open_object(content_key(ino), data->base_version);
+        if (current.size != attributes.size || current.segments != refs)
+          throw;
+        committed = client->commit_object(content_key(ino), current.version, attributes, refs);
+      }
+    } catch (const ConflictError&) {
+      return keep_conflict_copy(ino, *data, attributes, std::move(refs));
+    } catch (const std::exception& e) {
+      log_.line("committing inode " + std::to_string(ino) + " failed: " + e.what());
+      return file_failed(ino, e);
+    }
+    files_committed_.fetch_add(1, std::memory_order_relaxed);
+    data->base = std::move(committed);
+    data->base_version = data->base->version;
+    data->page_cache_version = data->base->version;
+    wb.reset(data->base->size);
+    data->local_bytes = 0;
+    std::unique_lock tlock(tree_mutex_);
+    dirty_content_.erase(ino);
+    if (InodeRecord* rec = ns_->find_mut(ino)) {
+      rec->content_version = data->base->version;
+      rec->size = data->base->size;
+    }
+    ns_->changed();
+    return 0;
+  }
+
+  // A file whose changes could not be stored: the committer tries again.
+  int file_failed(std::uint64_t ino, const std::exception& e) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    {
+      std::unique_lock lock(tree_mutex_);
+      retry_files_.insert(ino);
+    }
+    return errno_of(e);
+  }
+
+  // In the committer: stores the files whose last attempt failed.
+  void retry_failed_files() {
+    std::set<std::uint64_t> files;
+    {
+      std::unique_lock lock(tree_mutex_);
+      files.swap(retry_files_);
+    }
+    for (const auto ino : files) {
+      if (commit_file(ino) == 0)
+        log_.line("inode " + std::to_string(ino) + ": stored on a later attempt");
+    }
+  }
+
+  // Under data.mutex: uploads the segments that changed; returns the refs of all segments.
+  std::vector<SegmentRef> stage_file(FileData& data) {
+    const WriteBack& wb = *data.wb;
+    const std::uint64_t count = wb.segment_count();
+    std::vector<SegmentRef> refs(count);
+    std::vector<std::uint64_t> todo;
+    for (std::uint64_t s = 0; s < count; ++s) {
+      if (const SegmentRef* staged = wb.staged(s))
+        refs[s] = *staged;
+      else if (wb.reusable(s))
+        refs[s] = data.base->segments[s];
+      else
+        todo.push_back(s);
+    }
+    // Build the next batch while the current one uploads.
+    auto build = [&](std::size_t first) {
+      const std::size_t n = std::min(kSegmentsPerBatch, todo.size() - first);
+      std::vector<SegmentRef> base_refs;
+      std::vector<std::size_t> base_of;
+      for (std::size_t k = 0; k < n; ++k) {
+        if (wb.build_needs_base(todo[first + k])) {
+          base_refs.push_back(data.base->segments[todo[first + k]]);
+          base_of.push_back(k);
+        }
+      }
+      const auto bases =
+          base_refs.empty() ? std::vector<cache::SegmentCache::Handle>() : get_segments(base_refs);
+      std::vector<Bytes> batch(n);
+      std::size_t b = 0;
+      for (std::size_t k = 0; k < n; ++k) {
+        const bool with_base = b < base_of.size() && base_of[b] == k;
+        wb.build(todo[first + k], with_base ? bases[b++].bytes() : ByteView(), batch[k]);
+      }
+      return batch;
+    };
+    auto upload = [this](std::vector<Bytes> batch) {
+      std::vector<ByteView> views(batch.begin(), batch.end());
+      auto client = pool_.acquire();
+      auto staged = client->stage_segments(views);
+      // What was just written is what will most likely be read next.
+      for (std::size_t k = 0; k < batch.size(); ++k)
+        cache_.insert(cache_key(staged[k]), std::move(batch[k]));
+      return staged;
+    };
+    std::future<std::vector<SegmentRef>> inflight;
+    std::size_t inflight_first = 0;
+    for (std::size_t first = 0; first < todo.size(); first += kSegmentsPerBatch) {
+      auto batch = build(first);
+      if (inflight.valid()) {
+        const auto staged = inflight.get();
+        for (std::size_t k = 0; k < staged.size(); ++k)
+          refs[todo[inflight_first + k]] = staged[k];
+      }
+      inflight = std::async(std::launch::async, upload, std::move(batch));
+      inflight_first = first;
+    }
+    if (inflight.valid()) {
+      const auto staged = inflight.get();
+      for (std::size_t k = 0; k < staged.size(); ++k)
+        refs[todo[inflight_first + k]] = staged[k];
+    }
+    return refs;
+  }
+
+  // Another mount committed this file since this mount read it. This mount's bytes go to a new
+  // file beside it; the file itself now shows the other version.
+  int keep_conflict_copy(std::uint64_t ino, FileData& data, const ObjectAttributes& attributes,
+                         std::vector<SegmentRef> refs) {
+    conflicts_.fetch_add(1, std::memory_order_relaxed);
+    std::uint64_t copy = 0;
+    std::string copy_name;
+    {
+      std::unique_lock tlock(tree_mutex_);
+      std::uint64_t parent = 0;
+      std::string name;
+      for (const auto& [dir_ino, dir] : ns_->snapshot().inodes) {
+        for (const auto& [n, child] : dir.entries) {
+          if (child == ino && parent == 0) {
+            parent = dir_ino;
+            name = n;
+          }
+        }
+      }
+      char host[64] = "host";
+      ::gethostname(host, sizeof host - 1);
+      const InodeRecord* rec = ns_->find(ino);
+      for (int n = 1; parent != 0 && rec && copy == 0 && n < 1000; ++n) {
+        copy_name = name.substr(0, 160) + ".conflict-" + host + "-" + std::to_string(::getpid()) +
+                    "-" + std::to_string(n);
+        const int err = ns_->create(parent, copy_name, rec->mode, 0, {}, Caller{rec->uid, rec->gid},
+                                    now_ns(), copy);
+        if (err != 0 && err != EEXIST)
+          break;
+      }
+    }
+    if (copy == 0) {
+      log_.line("inode " + std::to_string(ino) +
+                " was changed by another mount and no conflict copy could be made");
+      return EIO;
+    }
+    try {
+      auto client = pool_.acquire();
+      const StoredObject stored =
+          client->commit_object(content_key(copy), 0, attributes, std::move(refs));
+      std::unique_lock tlock(tree_mutex_);
+      if (InodeRecord* rec = ns_->find_mut(copy)) {
+        rec->content_version = stored.version;
+        rec->size = stored.size;
+        rec->mtime_ns = attributes.mtime_ns;
+      }
+      dirty_content_.erase(ino);
+      ns_->changed();
+    } catch (const std::exception& e) {
+      log_.line("storing the conflict copy of inode " + std::to_string(ino) +
+                " failed: " + e.what());
+      return errno_of(e);
+    }
+    log_.line("inode " + std::to_string(ino) + " was changed by another mount; this mount's " +
+              "version is kept as " + copy_name);
+    // The next open drops the kernel's pages of this mount's version.
+    data.loaded = false;
+    data.wb->reset(0);
+    data.page_cache_version = 0;
+    return 0;
+  }
+
+  // ---- read-ahead ----
+
+  void queue_readahead(std::vector<SegmentRef> refs) {
+    {
+      std::lock_guard lock(readahead_mutex_);
+      if (readahead_queue_.size() >= kReadaheadQueue)
+        return;  // the workers are behind: reading ahead further would only evict
+      readahead_queue_.push_back(std::move(refs));
+    }
+    readahead_cv_.notify_one();
+  }
+
+  void readahead_loop() {
+    for (;;) {
+      std::vector<SegmentRef> refs;
+      {
+        std::unique_lock lock(readahead_mutex_);
+        readahead_cv_.wait(lock, [this] { return readahead_stop_ || !readahead_queue_.empty(); });
+        if (readahead_stop_)
+          return;
+        refs = std::move(readahead_queue_.front());
+        readahead_queue_.pop_front();
+      }
+      std::vector<SegmentRef> missing;
+      for (const auto& ref : refs) {
+        if (!cache_.contains(cache_key(ref)))
+          missing.push_back(ref);
+      }
+      if (missing.empty())
+        continue;
+      try {
+        for (std::size_t first = 0; first < missing.size(); first += kSegmentsPerBatch / 4) {
+          const std::size_t n = std::min(kSegmentsPerBatch / 4, missing.size() - first);
+          get_segments(
+              std::vector<SegmentRef>(missing.begin() + static_cast<std::ptrdiff_t>(first),
+                                      missing.begin() + static_cast<std::ptrdiff_t>(first + n)));
+          readahead_segments_.fetch_add(n, std::memory_order_relaxed);
+        }
+      } catch (const std::exception& e) {
+        log_.line(std::string("read-ahead failed: ") + e.what());
+      }
+    }
+  }
+
+  // ---- the tree: committing, merging, refreshing ----
+
+  // Under tree_mutex_: inodes gone for good; their content is removed after the next commit.
+  void collect_gone() {
+    for (const std::uint64_t ino : ns_->take_gone()) {
+      const auto it = files_.find(ino);
+      const bool had_content =
+          (it != files_.end() && it->second->base_version.load() > 0) ||
+          (base_tree_.inodes.contains(ino) && base_tree_.inodes.at(ino).content_version > 0);
+      if (it != files_.end())
+        files_.erase(it);
+      dirty_content_.erase(ino);
+      if (had_content)
+        pending_removal_.insert(ino);
+    }
+  }
+
+  // Under tree_mutex_: the tree as committed content goes (files being written show their last
+  // committed size and version).
+  Tree committed_snapshot() const {
+    Tree t = ns_->snapshot();
+    for (const auto& [ino, committed] : dirty_content_) {
+      const auto it = t.inodes.find(ino);
+      if (it != t.inodes.end()) {
+        it->second.size = committed.first;
+        it->second.content_version = committed.second;
+      }
+    }
+    return t;
+  }
+
+  void reserve_inodes_now(Client& client) {
+    ns_->reserve_block(kInodeBlock);
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      const Tree snapshot = committed_snapshot();
+      try {
+        const StoredObject done = save_tree(client, snapshot, tree_version_);
+        tree_version_ = done.version;
+        base_tree_ = snapshot;
+        committed_generation_ = ns_->generation();
+        return;
+      } catch (const ConflictError&) {
+        auto remote = load_tree(client, tree_version_);
+        if (!remote)
+          throw;
+        rebase(*remote, nullptr);
+      }
+    }
+    throw ConflictError("the tree keeps changing under this mount; try again");
+  }
+
+  // Reserves inode numbers through the committer (a commit must carry them before use).
+  int reserve_inodes() {
+    {
+      std::unique_lock lock(tree_mutex_);
+      if (ns_->inodes_left() > 0)
+        return 0;
+      ns_->reserve_block(kInodeBlock);
+    }
+    return sync_tree();
+  }
+
+  // Waits until every change made before the call is committed. 0 or EIO.
+  int sync_tree() {
+    const auto start = Clock::now();
+    const int result = sync_tree_untimed();
+    sync_wait_us_.fetch_add(elapsed_us(start), std::memory_order_relaxed);
+    return result;
+  }
+
+  int sync_tree_untimed() {
+    std::uint64_t target = 0;
+    {
+      std::shared_lock lock(tree_mutex_);
+      target = ns_->generation();
+    }
+    std::unique_lock lock(commit_mutex_);
+    if (committed_generation_ >= target)
+      return 0;
+    const std::uint64_t failures = commit_failures_;
+    ++sync_waiters_;
+    commit_cv_.notify_all();
+    commit_cv_.wait(lock, [&] {
+      return committed_generation_ >= target || commit_failures_ != failures || stopped_;
+    });
+    --sync_waiters_;
+    return committed_generation_ >= target ? 0 : EIO;
+  }
+
+  void commit_loop() {
+    auto next_refresh = Clock::now() + options_.refresh;
+    auto next_retry = Clock::now() + std::chrono::seconds(5);
+    bool dirty = false;
+    Clock::time_point dirty_since{};
+    Clock::time_point retry_at{};  // after a failure, no new attempt before this
+    auto backoff = std::chrono::milliseconds(0);
+    for (;;) {
+      bool sync = false;
+      {
+        std::unique_lock lock(commit_mutex_);
+        commit_cv_.wait_for(lock, std::chrono::milliseconds(50),
+                            [this] { return stopping_ || sync_waiters_ > 0; });
+        if (stopping_)
+          break;
+        sync = sync_waiters_ > 0;
+      }
+      const auto now = Clock::now();
+      std::uint64_t generation = 0;
+      {
+        std::shared_lock lock(tree_mutex_);
+        generation = ns_->generation();
+      }
+      std::uint64_t committed = 0;
+      {
+        std::lock_guard lock(commit_mutex_);
+        committed = committed_generation_;
+      }
+      if (generation > committed) {
+        if (!dirty) {
+          dirty = true;
+          dirty_since = now;
+        }
+        const bool due = sync || now - dirty_since >= options_.commit_delay;
+        if (due && (sync || now >= retry_at)) {
+          if (commit_tree()) {
+            dirty = false;
+            backoff = std::chrono::milliseconds(0);
+            retry_at = now;
+          } else {
+            backoff = std::min<std::chrono::milliseconds>(
+                std::chrono::milliseconds(30000),
+                backoff.count() ? backoff * 2 : std::chrono::milliseconds(500));
+            retry_at = now + backoff;
+          }
+        }
+      } else {
+        dirty = false;
+      }
+      if (now >= next_refresh) {
+        refresh();
+        next_refresh = Clock::now() + options_.refresh;
+      }
+      if (now >= next_retry) {
+        retry_failed_files();
+        next_retry = Clock::now() + std::chrono::seconds(5);
+      }
+    }
+    std::lock_guard lock(commit_mutex_);
+    stopped_ = true;
+    commit_cv_.notify_all();
+  }
+
+  // One commit of the tree (merging first when another mount committed). True on success.
+  bool commit_tree() {
+    const auto start = Clock::now();
+    const bool ok = commit_tree_timed();
+    tree_commit_us_.fetch_add(elapsed_us(start), std::memory_order_relaxed);
+    return ok;
+  }
+
+  bool commit_tree_timed() {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      Tree snapshot;
+      std::uint64_t generation = 0;
+      std::set<std::uint64_t> removals;
+      {
+        std::shared_lock lock(tree_mutex_);
+        snapshot = committed_snapshot();
+        generation = ns_->generation();
+        removals = pending_removal_;
+      }
+      try {
+        auto client = pool_.acquire();
+        const StoredObject done = save_tree(*client, snapshot, tree_version_);
+        tree_version_ = done.version;
+        tree_commits_.fetch_add(1, std::memory_order_relaxed);
+        {
+          std::unique_lock lock(tree_mutex_);
+          base_tree_ = snapshot;
+          for (const auto ino : removals)
+            pending_removal_.erase(ino);
+        }
+        {
+          std::lock_guard lock(commit_mutex_);
+          committed_generation_ = std::max(committed_generation_, generation);
+        }
+        commit_cv_.notify_all();
+        remove_contents(*client, removals, snapshot);
+        return true;
+      } catch (const ConflictError&) {
+        try {
+          auto client = pool_.acquire();
+          auto remote = load_tree(*client, tree_version_);
+          if (!remote)
+            throw IntegrityError("the tree vanished from the servers");
+          rebase(*remote, se_);
+        } catch (const std::exception& e) {
+          return commit_failed(e);
+        }
+      } catch (const std::exception& e) {
+        return commit_failed(e);
+      }
+    }
+    return commit_failed(ConflictError("the tree keeps changing; will retry"));
+  }
+
+  bool commit_failed(const std::exception& e) {
+    log_.line(std::string("committing the tree failed (will retry): ") + e.what());
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    {
+      std::lock_guard lock(commit_mutex_);
+      ++commit_failures_;
+    }
+    commit_cv_.notify_all();
+    return false;
+  }
+
+  void remove_contents(Client& client, const std::set<std::uint64_t>& inodes,
+                       const Tree& committed) {
+    for (const auto ino : inodes) {
+      if (committed.inodes.contains(ino))
+        continue;  // brought back by a merge
+      try {
+        client.remove_object(content_key(ino));
+      } catch (const NotFound&) {
+      } catch (const std::exception& e) {
+        log_.line("removing the content of inode " + std::to_string(ino) + " failed: " + e.what());
+      }
+    }
+  }
+
+  // Polls the tree's version; merges in what another mount committed.
+  void refresh() {
+    try {
+      auto client = pool_.acquire();
+      const std::uint64_t version = client->object_version(kTreeKey);
+      if (version <= tree_version_)
+        return;
+      auto remote = load_tree(*client, tree_version_);
+      if (remote && remote->version > tree_version_)
+        rebase(*remote, se_);
+    } catch (const std::exception& e) {
+      log_.line(std::string("checking for changes from other mounts failed: ") + e.what());
+    }
+  }
+
+  // Merges a newer remote tree into this mount's state and tells the kernel what changed.
+  void rebase(const RemoteTree& remote, fuse_session* se) {
+    std::vector<std::pair<fuse_ino_t, std::string>> stale_entries;
+    std::vector<fuse_ino_t> stale_inodes;
+    {
+      std::unique_lock lock(tree_mutex_);
+      const Tree before = ns_->snapshot();
+      const Tree local = committed_snapshot();
+      std::map<std::uint64_t, std::uint64_t> live_sizes;
+      for (const auto& [ino, committed] : dirty_content_) {
+        if (const InodeRecord* rec = ns_->find(ino))
+          live_sizes[ino] = rec->size;
+      }
+      MergeResult merged = merge_trees(base_tree_, local, remote.tree);
+      const bool nothing_local = merged.tree == remote.tree;
+      ns_->adopt(std::move(merged.tree));
+      for (const auto& [ino, size] : live_sizes) {
+        if (InodeRecord* rec = ns_->find_mut(ino))
+          rec->size = size;
+      }
+      collect_gone();
+      base_tree_ = remote.tree;
+      tree_version_ = remote.version;
+      if (nothing_local) {
+        std::lock_guard clock(commit_mutex_);
+        committed_generation_ = ns_->generation();
+      }
+      const Tree after = ns_->snapshot();
+      for (const auto& [ino, rec] : before.inodes) {
+        const auto it = after.inodes.find(ino);
+        if (it == after.inodes.end() || !(it->second == rec))
+          stale_inodes.push_back(ino);
+        for (const auto& [name, child] : rec.entries) {
+          if (it == after.inodes.end() || !it->second.entries.contains(name) ||
+              it->second.entries.at(name) != child) {
+            stale_entries.emplace_back(ino, name);
+          }
+        }
+      }
+    }
+    remote_merges_.fetch_add(1, std::memory_order_relaxed);
+    if (!se)
+      return;
+    // Telling the kernel can wait for its inode locks, which a handler waiting for this thread
+    // may hold: the notifier thread does it.
+    {
+      std::lock_guard lock(notify_mutex_);
+      for (auto& [parent, name] : stale_entries)
+        notify_entries_.emplace_back(parent, std::move(name));
+      notify_inodes_.insert(notify_inodes_.end(), stale_inodes.begin(), stale_inodes.end());
+    }
+    notify_cv_.notify_one();
+  }
+
+  void notify_loop() {
+    for (;;) {
+      std::vector<std::pair<fuse_ino_t, std::string>> entries;
+      std::vector<fuse_ino_t> inodes;
+      {
+        std::unique_lock lock(notify_mutex_);
+        notify_cv_.wait(lock, [this] {
+          return notify_stop_ || !notify_entries_.empty() || !notify_inodes_.empty();
+        });
+        if (notify_stop_)
+          return;
+        entries.swap(notify_entries_);
+        inodes.swap(notify_inodes_);
+      }
+      for (const auto& [parent, name] : entries)
+        fuse_lowlevel_notify_inval_entry(se_, parent, name.c_str(), name.size());
+      for (const auto ino : inodes)
+        fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+    }
+  }
+
+  // ---- stats ----
+
+  std::string stats_text() {
+    const auto c = cache_.stats();
+    const auto t = pool_.counters();
+    std::uint64_t pending = 0;
+    std::uint64_t inodes = 0;
+    std::uint64_t generation = 0;
+    std::uint64_t writeback = 0;
+    {
+      std::shared_lock lock(tree_mutex_);
+      pending = dirty_content_.size();
+      for (const auto& [ino, data] : files_)
+        writeback += data->local_bytes.load();
+      inodes = ns_->named_count();
+      generation = ns_->generation();
+    }
+    std::uint64_t committed = 0;
+    {
+      std::lock_guard lock(commit_mutex_);
+      committed = committed_generation_;
+    }
+    std::ostringstream out;
+    out << "pid: " << ::getpid() << "\n"
+        << "mountpoint: " << options_.mountpoint.string() << "\n"
+        << "tree_version: " << tree_version_ << "\n"
+        << "inodes: " << inodes << "\n"
+        << "cache_hits: " << c.hits << "\n"
+        << "cache_misses: " << c.misses << "\n"
+        << "cache_bytes: " << c.usage << "\n"
+        << "cache_capacity: " << c.capacity << "\n"
+        << "cache_entries: " << c.entries << "\n"
+        << "cache_evictions: " << c.evictions << "\n"
+        << "cache_pinned_bytes: " << c.pinned_bytes << "\n"
+        << "readahead_segments: " << readahead_segments_.load() << "\n"
+        << "segments_uploaded_ahead: " << segments_staged_.load() << "\n"
+        << "reads: " << reads_.load() << "\n"
+        << "bytes_read: " << bytes_read_.load() << "\n"
+        << "writes: " << writes_.load() << "\n"
+        << "bytes_written: " << bytes_written_.load() << "\n"
+        << "bytes_sent: " << t.bytes_sent << "\n"
+        << "bytes_received: " << t.bytes_received << "\n"
+        << "shares_sent: " << t.shares_sent << "\n"
+        << "shares_skipped: " << t.shares_skipped << "\n"
+        << "object_commits: " << t.commits << "\n"
+        << "files_committed: " << files_committed_.load() << "\n"
+        << "tree_commits: " << tree_commits_.load() << "\n"
+        << "file_commit_us: " << file_commit_us_.load() << "\n"
+        << "tree_commit_us: " << tree_commit_us_.load() << "\n"
+        << "sync_wait_us: " << sync_wait_us_.load() << "\n"
+        << "remote_merges: " << remote_merges_.load() << "\n"
+        << "conflicts: " << conflicts_.load() << "\n"
+        << "errors: " << errors_.load() << "\n"
+        << "files_pending: " << pending << "\n"
+        << "writeback_bytes: " << writeback << "\n"
+        << "tree_pending: " << (generation > committed ? 1 : 0) << "\n";
+    return out.str();
+  }
+
+  MountOptions options_;
+  Log log_;
+  ClientPool pool_;
+  cache::SegmentCache cache_;
+  fsys::path writeback_dir_;
+  std::uint32_t segment_bytes_ = 0;
+  fuse_session* se_ = nullptr;
+
+  std::shared_mutex tree_mutex_;
+  std::optional<Namespace> ns_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<FileData>> files_;
+  // Files with uncommitted changes: their committed (size, content version).
+  std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> dirty_content_;
+  std::set<std::uint64_t> pending_removal_;
+  std::set<std::uint64_t> retry_files_;  // files whose changes could not be stored yet
+  Tree base_tree_;                       // the tree as last committed or merged (the merge base)
+
+  // Written by the committer thread (and load() before it starts).
+  std::atomic<std::uint64_t> tree_version_{0};
+  std::thread committer_;
+
+  std::mutex commit_mutex_;
+  std::condition_variable commit_cv_;
+  std::uint64_t committed_generation_ = 0;
+  std::uint64_t commit_failures_ = 0;
+  int sync_waiters_ = 0;
+  bool stopping_ = false;
+  bool stopped_ = false;
+
+  std::mutex handles_mutex_;
+  std::uint64_t next_handle_ = 1;
+  std::unordered_map<std::uint64_t, std::shared_ptr<OpenFile>> files_open_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<DirHandle>> dirs_;
+
+  std::mutex inflight_mutex_;
+  std::unordered_map<std::string, std::shared_future<void>> inflight_;
+
+  std::mutex readahead_mutex_;
+  std::condition_variable readahead_cv_;
+  std::deque<std::vector<SegmentRef>> readahead_queue_;
+  bool readahead_stop_ = false;
+  std::vector<std::thread> readahead_workers_;
+
+  std::mutex notify_mutex_;
+  std::condition_variable notify_cv_;
+  std::vector<std::pair<fuse_ino_t, std::string>> notify_entries_;
+  std::vector<fuse_ino_t> notify_inodes_;
+  bool notify_stop_ = false;
+  std::thread notifier_;
+
+  std::mutex stage_mutex_;
+  std::condition_variable stage_cv_;
+  std::deque<std::uint64_t> stage_queue_;
+  bool stage_stop_ = false;
+  std::thread stager_;
+
+  std::atomic<std::uint64_t> reads_{0}, bytes_read_{0}, writes_{0}, bytes_written_{0};
+  std::atomic<std::uint64_t> readahead_segments_{0}, files_committed_{0}, tree_commits_{0};
+  std::atomic<std::uint64_t> remote_merges_{0}, conflicts_{0}, errors_{0};
+  std::atomic<std::uint64_t> file_commit_us_{0}, tree_commit_us_{0}, sync_wait_us_{0};
+  std::atomic<std::uint64_t> segments_staged_{0};
+};
+
+// ---- the C callbacks: each finds the Fs and hands over; every path replies exactly once ----
+
+Fs& fs_of(fuse_req_t req) {
+  return *static_cast<Fs*>(fuse_req_userdata(req));
+}
+
+// Runs a handler; a failure nobody caught becomes EIO instead of a dead mount.
+template <class F>
+void guarded(fuse_req_t req, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    fs_of(req).log().line(std::string("unexpected failure: ") + e.what());
+    fuse_reply_err(req, errno_of(e));
+  }
+}
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops{};
+  ops.init = [](void* userdata, fuse_conn_info* conn) { static_cast<Fs*>(userdata)->init(conn); };
+  ops.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    guarded(req, [&] { fs_of(req).lookup(req, parent, name); });
+  };
+  ops.forget = [](fuse_req_t req, fuse_ino_t ino, std::uint64_t n) {
+    try {
+      fs_of(req).forget(ino, n);
+    } catch (const std::exception& e) {
+      fs_of(req).log().line(std::string("forget failed: ") + e.what());
+    }
+    fuse_reply_none(req);
+  };
+  ops.forget_multi = [](fuse_req_t req, std::size_t count, fuse_forget_data* forgets) {
+    try {
+      for (std::size_t i = 0; i < count; ++i)
+        fs_of(req).forget(forgets[i].ino, forgets[i].nlookup);
+    } catch (const std::exception& e) {
+      fs_of(req).log().line(std::string("forget failed: ") + e.what());
+    }
+    fuse_reply_none(req);
+  };
+  ops.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+    guarded(req, [&] { fs_of(req).getattr(req, ino); });
+  };
+  ops.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+    guarded(req, [&] { fs_of(req).setattr(req, ino, attr, to_set); });
+  };
+  ops.readlink = [](fuse_req_t req, fuse_ino_t ino) {
+    guarded(req, [&] { fs_of(req).readlink(req, ino); });
+  };
+  ops.mknod = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+    guarded(req, [&] {
+      if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISCHR(mode) && !S_ISBLK(mode) &&
+          !S_ISSOCK(mode)) {
+        fuse_reply_err(req, EINVAL);
+        return;
+      }
+      fs_of(req).make(req, parent, name, mode, rdev, {}, nullptr);
+    });
+  };
+  ops.mkdir = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    guarded(req,
+            [&] { fs_of(req).make(req, parent, name, S_IFDIR | (mode & 07777), 0, {}, nullptr); });
+  };
+  ops.symlink = [](fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+    guarded(req, [&] { fs_of(req).make(req, parent, name, S_IFLNK | 0777, 0, target, nullptr); });
+  };
+  ops.create = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                  fuse_file_info* fi) {
+    guarded(req, [&] { fs_of(req).make(req, parent, name, S_IFREG | (mode & 07777), 0, {}, fi); });
+  };
+  ops.unlink = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    guarded(req, [&] { fs_of(req).unlink(req, parent, name, false); });
+  };
+  ops.rmdir = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    guarded(req, [&] { fs_of(req).unlink(req, parent, name, true); });
+  };
+  ops.rename = [](fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+                  const char* new_name, unsigned flags) {
+    guarded(req, [&] { fs_of(req).rename(req, parent, name, new_parent, new_name, flags); });
+  };
+  ops.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+    guarded(req, [&] { fs_of(req).link(req, ino, parent, name); });
+  };
+  ops.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    guarded(req, [&] { fs_of(req).open(req, ino, fi); });
+  };
+  ops.read = [](fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi) {
+    guarded(req, [&] { fs_of(req).read(req, ino, size, off, fi); });
+  };
+  ops.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, std::size_t size, off_t off,
+                 fuse_file_info*) {
+    guarded(req, [&] { fs_of(req).write(req, ino, buf, size, off); });
+  };
+  ops.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    guarded(req, [&] { fs_of(req).flush(req, ino, fi); });
+  };
+  ops.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    guarded(req, [&] { fs_of(req).release(req, ino, fi); });
+  };
+  ops.fsync = [](fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+    guarded(req, [&] { fs_of(req).fsync(req, ino); });
+  };
+  ops.opendir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    guarded(req, [&] { fs_of(req).opendir(req, ino, fi); });
+  };
+  ops.readdir = [](fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off,
+                   fuse_file_info* fi) {
+    guarded(req, [&] { fs_of(req).readdir(req, ino, size, off, fi, false); });
+  };
+  ops.readdirplus = [](fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off,
+                       fuse_file_info* fi) {
+    guarded(req, [&] { fs_of(req).readdir(req, ino, size, off, fi, true); });
+  };
+  ops.releasedir = [](fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+    guarded(req, [&] { fs_of(req).releasedir(req, fi); });
+  };
+  ops.fsyncdir = [](fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
+    guarded(req, [&] { fs_of(req).fsyncdir(req); });
+  };
+  ops.statfs = [](fuse_req_t req, fuse_ino_t) { guarded(req, [&] { fs_of(req).statfs(req); }); };
+  ops.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                    std::size_t size, int flags) {
+    guarded(req, [&] { fs_of(req).setxattr(req, ino, name, value, size, flags); });
+  };
+  ops.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, std::size_t size) {
+    guarded(req, [&] { fs_of(req).getxattr(req, ino, name, size); });
+  };
+  ops.listxattr = [](fuse_req_t req, fuse_ino_t ino, std::size_t size) {
+    guarded(req, [&] { fs_of(req).listxattr(req, ino, size); });
+  };
+  ops.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* name) {
+    guarded(req, [&] { fs_of(req).removexattr(req, ino, name); });
+  };
+  return ops;
+}();
+
+bool parse_size(std::string_view text, std::uint64_t& out) {
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{})
+    return false;
+  std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
+  int shift = 0;
+  if (unit == "" || unit == "B")
+    shift = 0;
+  else if (unit == "K" || unit == "k" || unit == "KiB")
+    shift = 10;
+  else if (unit == "M" || unit == "m" || unit == "MiB")
+    shift = 20;
+  else if (unit == "G" || unit == "g" || unit == "GiB")
+    shift = 30;
+  else
+    return false;
+  if (value > (std::uint64_t{1} << (63 - shift)))
+    return false;
+  out = value << shift;
+  return true;
+}
+
+bool parse_seconds(std::string_view text, double& out) {
+  try {
+    std::size_t used = 0;
+    out = std::stod(std::string(text), &used);
+    return used == text.size() && out >= 0 && out <= 86400;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+}
+
+}  // namespace
+
+void parse_mount_options(const std::string& list, MountOptions& options) {
+  std::stringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.empty())
+      continue;
+    const auto eq = item.find('=');
+    const std::string key = item.substr(0, eq);
+    const std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    const auto bad = [&] { throw Error("invalid mount option '" + item + "'"); };
+    double seconds = 0;
+    if (key == "cache_size") {
+      if (!parse_size(value, options.cache_bytes))
+        bad();
+    } else if (key == "readahead") {
+      std::uint64_t n = 0;
+      if (!parse_size(value, n) || n > 256)
+        bad();
+      options.readahead_segments = static_cast<std::uint32_t>(n);
+    } else if (key == "attr_timeout" || key == "entry_timeout") {
+      if (!parse_seconds(value, seconds))
+        bad();
+      (key == "attr_timeout" ? options.attr_timeout : options.entry_timeout) = seconds;
+    } else if (key == "refresh" || key == "commit_delay") {
+      if (!parse_seconds(value, seconds) || (key == "refresh" && seconds < 0.1))
+        bad();
+      (key == "refresh" ? options.refresh : options.commit_delay) = to_ms(seconds);
+    } else if (key == "log") {
+      if (value.empty())
+        bad();
+      options.log_file = value;
+    } else if (key == "home") {
+      if (value.empty())
+        bad();
+      options.home = value;
+    } else if (key == "debug") {
+      options.debug = true;
+    } else if (key == "cache_dir") {
+      throw Error("cache_dir (an on-disk cache tier) is not supported yet");
+    } else if (key == "max_read" || key == "max_write" || key == "fsname" || key == "subtype" ||
+               key == "default_permissions") {
+      continue;  // set by splitfs itself
+    } else {
+      options.fuse_options.push_back(item);
+    }
+  }
+}
+
+int run_mount(const MountOptions& given) {
+  MountOptions options = given;
+  std::error_code ec;
+  options.home = fsys::absolute(options.home, ec);
+  options.mountpoint = fsys::weakly_canonical(options.mountpoint, ec);
+  if (!options.log_file.empty())
+    options.log_file = fsys::absolute(options.log_file, ec);
+  if (!fsys::is_directory(options.mountpoint)) {
+    std::fprintf(stderr, "splitfs: %s is not a directory\n", options.mountpoint.c_str());
+    return 2;
+  }
+  if (options.debug)
+    options.foreground = true;
+
+  std::unique_ptr<Fs> fs;
+  try {
+    fs = std::make_unique<Fs>(options);
+    fs->load();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "splitfs: cannot mount: %s\n", e.what());
+    return 1;
+  }
+
+  std::string fuse_opts =
+      "default_permissions,fsname=splitfs,subtype=splitfs,max_read=" + std::to_string(kMaxIo);
+  for (const auto& o : options.fuse_options)
+    fuse_opts += "," + o;
+  std::vector<std::string> argv_text{"splitfs", "-o", fuse_opts};
+  if (options.debug)
+    argv_text.emplace_back("-d");
+  std::vector<char*> argv;
+  argv.reserve(argv_text.size());
+  for (auto& a : argv_text)
+    argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  fuse_session* se = fuse_session_new(&args, &kOps, sizeof kOps, fs.get());
+  if (!se) {
+    std::fprintf(stderr, "splitfs: cannot mount: bad FUSE options '%s'\n", fuse_opts.c_str());
+    return 2;
+  }
+  struct SessionGuard {
+    fuse_session* se;
+    bool mounted = false;
+    bool handlers = false;
+    ~SessionGuard() {
+      if (handlers)
+        fuse_remove_signal_handlers(se);
+      if (mounted)
+        fuse_session_unmount(se);
+      fuse_session_destroy(se);
+    }
+  } guard{se};
+  if (fuse_set_signal_handlers(se) != 0)
+    return 1;
+  guard.handlers = true;
+  if (fuse_session_mount(se, options.mountpoint.c_str()) != 0) {
+    std::fprintf(stderr, "splitfs: cannot mount on %s (see above)\n", options.mountpoint.c_str());
+    return 1;
+  }
+  guard.mounted = true;
+  if (fuse_daemonize(options.foreground ? 1 : 0) != 0)
+    return 1;
+  fs->start(se);
+  fuse_loop_config* config = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(config, 16);
+  fuse_loop_cfg_set_idle_threads(config, 8);
+  const int loop = fuse_session_loop_mt(se, config);
+  fuse_loop_cfg_destroy(config);
+  const bool saved = fs->stop();
+  if (loop != 0)
+    fs->log().line("the FUSE session ended with an error (" + std::to_string(loop) + ")");
+  return saved ? 0 : 1;
+}
+
+}  // namespace splitfs::fs

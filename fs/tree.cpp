@@ -1,0 +1,365 @@
+#include "fs/tree.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <deque>
+#include <optional>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "common/wire.hpp"
+
+namespace splitfs::fs {
+
+namespace {
+
+// Inodes in ascending number, each with the names that lead to it as (parent, name) pairs, so
+// that a directory's record does not grow with its entries: a new inode (the highest number yet)
+// is appended at the end and its parent only changes fixed-size fields. Committing the tree then
+// sends the segments that changed, not everything after the directory (segments are content
+// addressed).
+constexpr std::uint8_t kTreeFormat = 2;
+// The smallest encoded inode, for bounding counts before allocating.
+constexpr std::size_t kMinInodeBytes = 8 + 3 * 4 + 6 * 8 + 3 * 4;
+
+class TreeCategory : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "splitfs.tree"; }
+  std::string message(int ev) const override {
+    switch (static_cast<TreeErrc>(ev)) {
+      case TreeErrc::malformed:
+        return "the tree is malformed";
+      case TreeErrc::unsupported_format:
+        return "the tree format is not supported";
+      case TreeErrc::inconsistent:
+        return "the tree is inconsistent";
+    }
+    return "unknown tree error";
+  }
+};
+
+bool is_dir(const InodeRecord& r) {
+  return S_ISDIR(r.mode);
+}
+
+std::size_t xattr_bytes(const InodeRecord& r) {
+  std::size_t total = 0;
+  for (const auto& [name, value] : r.xattrs)
+    total += name.size() + value.size();
+  return total;
+}
+
+// Marks everything reachable from `from` in `seen`.
+void mark_reachable(const Tree& tree, std::uint64_t from, std::set<std::uint64_t>& seen) {
+  std::deque<std::uint64_t> queue{from};
+  seen.insert(from);
+  while (!queue.empty()) {
+    const auto it = tree.inodes.find(queue.front());
+    queue.pop_front();
+    if (it == tree.inodes.end())
+      continue;
+    for (const auto& [name, child] : it->second.entries) {
+      if (seen.insert(child).second)
+        queue.push_back(child);
+    }
+  }
+}
+
+}  // namespace
+
+const std::error_category& tree_category() {
+  static const TreeCategory category;
+  return category;
+}
+
+std::error_code make_error_code(TreeErrc e) {
+  return {static_cast<int>(e), tree_category()};
+}
+
+std::string content_key(std::uint64_t ino) {
+  return "ino/" + std::to_string(ino);
+}
+
+Tree make_empty_tree(std::uint32_t root_mode, std::uint32_t uid, std::uint32_t gid,
+                     std::int64_t now_ns) {
+  Tree tree;
+  InodeRecord& root = tree.inodes[kRootIno];
+  root.mode = S_IFDIR | (root_mode & 07777);
+  root.uid = uid;
+  root.gid = gid;
+  root.atime_ns = root.mtime_ns = root.ctime_ns = now_ns;
+  return tree;
+}
+
+bool valid_name(std::string_view name) {
+  return !name.empty() && name.size() <= kMaxNameBytes && name != "." && name != ".." &&
+         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+}
+
+std::map<std::uint64_t, std::uint32_t> link_counts(const Tree& tree) {
+  std::map<std::uint64_t, std::uint32_t> counts;
+  for (const auto& [ino, rec] : tree.inodes) {
+    if (is_dir(rec) && ino == kRootIno)
+      counts[ino] += 2;
+    for (const auto& [name, child] : rec.entries) {
+      const auto it = tree.inodes.find(child);
+      if (it == tree.inodes.end())
+        continue;
+      if (is_dir(it->second)) {
+        counts[child] += 2;
+        counts[ino] += 1;
+      } else {
+        counts[child] += 1;
+      }
+    }
+  }
+  return counts;
+}
+
+Bytes encode_tree(const Tree& tree) {
+  // Each name is written with the inode it names, as (parent, name): see kTreeFormat.
+  std::map<std::uint64_t, std::vector<std::pair<std::uint64_t, const std::string*>>> links;
+  for (const auto& [ino, rec] : tree.inodes) {
+    for (const auto& [name, child] : rec.entries)
+      links[child].emplace_back(ino, &name);
+  }
+  Bytes out;
+  out.reserve(64 + tree.inodes.size() * 128);
+  wire::Writer w(out);
+  w.u8(kTreeFormat);
+  w.u64(tree.next_ino);
+  w.u32(static_cast<std::uint32_t>(tree.inodes.size()));
+  for (const auto& [ino, r] : tree.inodes) {
+    w.u64(ino);
+    w.u32(r.mode);
+    w.u32(r.uid);
+    w.u32(r.gid);
+    w.u64(r.size);
+    w.u64(r.rdev);
+    w.u64(static_cast<std::uint64_t>(r.atime_ns));
+    w.u64(static_cast<std::uint64_t>(r.mtime_ns));
+    w.u64(static_cast<std::uint64_t>(r.ctime_ns));
+    w.u64(r.content_version);
+    w.text(r.target);
+    w.u32(static_cast<std::uint32_t>(r.xattrs.size()));
+    for (const auto& [name, value] : r.xattrs) {
+      w.text(name);
+      w.text(value);
+    }
+    const auto it = links.find(ino);
+    w.u32(it == links.end() ? 0 : static_cast<std::uint32_t>(it->second.size()));
+    if (it != links.end()) {
+      for (const auto& [parent, name] : it->second) {
+        w.u64(parent);
+        w.text(*name);
+      }
+    }
+  }
+  return out;
+}
+
+std::error_code decode_tree(ByteView bytes, Tree& out) {
+  wire::Reader r(bytes);
+  if (r.u8() != kTreeFormat) {
+    return r.failure() == wire::Reader::Failure::none ? TreeErrc::unsupported_format
+                                                      : TreeErrc::malformed;
+  }
+  Tree tree;
+  std::vector<std::tuple<std::uint64_t, std::string, std::uint64_t>> links;  // parent, name, child
+  tree.next_ino = r.u64();
+  const std::uint32_t count = r.count(kMaxInodes, kMinInodeBytes);
+  std::uint64_t previous = 0;
+  for (std::uint32_t i = 0; i < count && r.failure() == wire::Reader::Failure::none; ++i) {
+    const std::uint64_t ino = r.u64();
+    if (ino <= previous)
+      return TreeErrc::malformed;  // strictly ascending, no duplicates
+    previous = ino;
+    InodeRecord rec;
+    rec.mode = r.u32();
+    rec.uid = r.u32();
+    rec.gid = r.u32();
+    rec.size = r.u64();
+    rec.rdev = r.u64();
+    rec.atime_ns = static_cast<std::int64_t>(r.u64());
+    rec.mtime_ns = static_cast<std::int64_t>(r.u64());
+    rec.ctime_ns = static_cast<std::int64_t>(r.u64());
+    rec.content_version = r.u64();
+    rec.target = r.text(kMaxSymlinkBytes);
+    const std::uint32_t xattrs = r.count(kMaxXattrTotalBytes, 8);
+    for (std::uint32_t x = 0; x < xattrs; ++x) {
+      std::string name = r.text(kMaxXattrNameBytes);
+      rec.xattrs[std::move(name)] = r.text(kMaxXattrValueBytes);
+    }
+    const std::uint32_t names = r.count(kMaxLinks, 8 + 4 + 1);
+    for (std::uint32_t e = 0; e < names; ++e) {
+      const std::uint64_t parent = r.u64();
+      links.emplace_back(parent, r.text(kMaxNameBytes), ino);
+    }
+    tree.inodes.emplace(ino, std::move(rec));
+  }
+  if (!r.done())
+    return TreeErrc::malformed;
+  for (auto& [parent, name, child] : links) {
+    const auto dir = tree.inodes.find(parent);
+    if (dir == tree.inodes.end() || !is_dir(dir->second))
+      return TreeErrc::inconsistent;
+    if (!dir->second.entries.emplace(std::move(name), child).second)
+      return TreeErrc::malformed;
+  }
+  if (auto ec = check_tree(tree))
+    return ec;
+  out = std::move(tree);
+  return {};
+}
+
+std::error_code check_tree(const Tree& tree) {
+  const auto root = tree.inodes.find(kRootIno);
+  if (root == tree.inodes.end() || !is_dir(root->second))
+    return TreeErrc::inconsistent;
+  std::map<std::uint64_t, int> parents;
+  for (const auto& [ino, rec] : tree.inodes) {
+    if (ino == 0 || ino >= tree.next_ino)
+      return TreeErrc::inconsistent;
+    if (!is_dir(rec) && !rec.entries.empty())
+      return TreeErrc::inconsistent;
+    if (S_ISLNK(rec.mode) != !rec.target.empty() || xattr_bytes(rec) > kMaxXattrTotalBytes)
+      return TreeErrc::inconsistent;
+    for (const auto& [name, child] : rec.entries) {
+      const auto it = tree.inodes.find(child);
+      if (!valid_name(name) || it == tree.inodes.end() || child == kRootIno)
+        return TreeErrc::inconsistent;
+      if (is_dir(it->second) && ++parents[child] > 1)
+        return TreeErrc::inconsistent;
+    }
+  }
+  std::set<std::uint64_t> reachable;
+  mark_reachable(tree, kRootIno, reachable);
+  if (reachable.size() != tree.inodes.size())
+    return TreeErrc::inconsistent;
+  return {};
+}
+
+MergeResult merge_trees(const Tree& base, const Tree& local, const Tree& remote) {
+  MergeResult result;
+  Tree& out = result.tree;
+  out.next_ino = std::max({base.next_ino, local.next_ino, remote.next_ino});
+
+  std::set<std::uint64_t> all;
+  for (const Tree* t : {&base, &local, &remote}) {
+    for (const auto& [ino, rec] : t->inodes)
+      all.insert(ino);
+  }
+  const auto find = [](const Tree& t, std::uint64_t ino) -> const InodeRecord* {
+    const auto it = t.inodes.find(ino);
+    return it == t.inodes.end() ? nullptr : &it->second;
+  };
+  const auto same = [](const InodeRecord* a, const InodeRecord* b) {
+    return a == b || (a && b && *a == *b);
+  };
+  static const std::map<std::string, std::uint64_t> kNoEntries;
+  for (const std::uint64_t ino : all) {
+    const InodeRecord* b = find(base, ino);
+    const InodeRecord* l = find(local, ino);
+    const InodeRecord* r = find(remote, ino);
+    if (same(l, b)) {
+      if (r)
+        out.inodes.emplace(ino, *r);
+      continue;
+    }
+    if (same(r, b) || !r) {
+      if (l)
+        out.inodes.emplace(ino, *l);
+      continue;
+    }
+    if (!l) {
+      out.inodes.emplace(ino, *r);
+      continue;
+    }
+    // Both sides changed a surviving inode.
+    InodeRecord merged = *l;
+    if (r->content_version > l->content_version) {
+      merged.content_version = r->content_version;
+      merged.size = r->size;
+    }
+    if (is_dir(merged)) {
+      const auto& be = b && is_dir(*b) ? b->entries : kNoEntries;
+      const auto& le = l->entries;
+      const auto& re = is_dir(*r) ? r->entries : kNoEntries;
+      std::set<std::string> names;
+      for (const auto* m : {&be, &le, &re}) {
+        for (const auto& [name, child] : *m)
+          names.insert(name);
+      }
+      const auto lookup = [](const std::map<std::string, std::uint64_t>& m,
+                             const std::string& name) -> std::optional<std::uint64_t> {
+        const auto it = m.find(name);
+        return it == m.end() ? std::nullopt : std::optional(it->second);
+      };
+      merged.entries.clear();
+      for (const auto& name : names) {
+        const auto bv = lookup(be, name);
+        const auto lv = lookup(le, name);
+        const auto rv = lookup(re, name);
+        const auto pick = lv == bv ? rv : lv;
+        if (pick)
+          merged.entries.emplace(name, *pick);
+      }
+    }
+    out.inodes.emplace(ino, std::move(merged));
+  }
+
+  // Repairs, in a fixed order so that every mount reaches the same result.
+  if (!out.inodes.contains(kRootIno) || !is_dir(out.inodes[kRootIno])) {
+    const InodeRecord* any_root =
+        find(local, kRootIno) ? find(local, kRootIno) : find(remote, kRootIno);
+    out.inodes[kRootIno] = any_root ? *any_root : make_empty_tree(0755, 0, 0, 0).inodes[kRootIno];
+    out.inodes[kRootIno].mode = S_IFDIR | (out.inodes[kRootIno].mode & 07777);
+  }
+  std::set<std::uint64_t> has_parent;
+  for (auto& [ino, rec] : out.inodes) {
+    if (!is_dir(rec)) {
+      rec.entries.clear();
+      continue;
+    }
+    for (auto it = rec.entries.begin(); it != rec.entries.end();) {
+      const auto child = out.inodes.find(it->second);
+      const bool dangling = child == out.inodes.end() || it->second == kRootIno;
+      const bool second_parent =
+          !dangling && is_dir(child->second) && !has_parent.insert(it->second).second;
+      if (dangling || second_parent)
+        it = rec.entries.erase(it);
+      else
+        ++it;
+    }
+  }
+  std::set<std::uint64_t> reachable;
+  mark_reachable(out, kRootIno, reachable);
+  for (auto& [dir_ino, rec] : out.inodes) {
+    const std::uint64_t ino = dir_ino;
+    if (!is_dir(rec) || reachable.contains(ino))
+      continue;
+    for (auto& [pino, prec] : out.inodes) {
+      std::erase_if(prec.entries, [ino](const auto& e) { return e.second == ino; });
+    }
+    std::string name = "lost+found." + std::to_string(ino);
+    for (int n = 1; out.inodes[kRootIno].entries.contains(name); ++n)
+      name = "lost+found." + std::to_string(ino) + "." + std::to_string(n);
+    out.inodes[kRootIno].entries.emplace(name, ino);
+    mark_reachable(out, ino, reachable);
+  }
+  for (auto it = out.inodes.begin(); it != out.inodes.end();) {
+    if (reachable.contains(it->first))
+      ++it;
+    else
+      it = out.inodes.erase(it);
+  }
+  for (const std::uint64_t ino : all) {
+    if (!out.inodes.contains(ino))
+      result.dropped.insert(ino);
+  }
+  return result;
+}
+
+}  // namespace splitfs::fs

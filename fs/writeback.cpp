@@ -1,0 +1,282 @@
+#include "fs/writeback.hpp"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <splitfs/errors.hpp>
+#include <string>
+
+namespace splitfs::fs {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what) {
+  const int e = errno;
+  throw WriteBackError(what + ": " + std::strerror(e), e);
+}
+
+}  // namespace
+
+WriteBack::WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes,
+                     std::uint64_t base_size)
+    : segment_bytes_(segment_bytes) {
+  fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd_ < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    // A file system without O_TMPFILE: a named file, unlinked at once.
+    std::string name = (dir / "wb-XXXXXX").string();
+    fd_ = ::mkostemp(name.data(), O_CLOEXEC);
+    if (fd_ >= 0)
+      ::unlink(name.c_str());
+  }
+  if (fd_ < 0)
+    fail("cannot create a write-back file in " + dir.string());
+  reset(base_size);
+}
+
+WriteBack::~WriteBack() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+void WriteBack::reset(std::uint64_t base_size) {
+  if (::ftruncate(fd_, 0) != 0)
+    fail("cannot empty a write-back file");
+  base_size_ = valid_base_ = size_ = base_size;
+  local_.clear();
+  staged_.clear();
+  versions_.clear();
+  dirty_ = false;
+}
+
+std::uint64_t WriteBack::local_bytes() const {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0)
+    return 0;
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+std::vector<WriteBack::Span> WriteBack::plan(std::uint64_t offset, std::uint64_t length) const {
+  std::vector<Span> out;
+  const std::uint64_t end = offset + std::min(length, size_ > offset ? size_ - offset : 0);
+  for (std::uint64_t at = offset; at < end;) {
+    const std::uint64_t s = at / segment_bytes_;
+    const std::uint64_t segment_end = std::min(end, segment_start(s + 1));
+    Span span{at, 0, Source::zero};
+    std::uint64_t stop = segment_end;
+    if (staged_.contains(s)) {
+      span.source = Source::staged;
+    } else if (is_local(s)) {
+      span.source = Source::local;
+    } else if (at < valid_base_) {
+      span.source = Source::base;
+      stop = std::min(segment_end, valid_base_);
+    }
+    span.length = static_cast<std::size_t>(stop - at);
+    out.push_back(span);
+    at = stop;
+  }
+  return out;
+}
+
+void WriteBack::read_local(std::uint64_t offset, MutableByteView out) const {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n =
+        ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      fail("cannot read a write-back file");
+    if (n == 0)
+      break;
+    done += static_cast<std::size_t>(n);
+  }
+  std::fill(out.begin() + static_cast<std::ptrdiff_t>(done), out.end(), std::uint8_t{0});
+}
+
+std::vector<std::uint64_t> WriteBack::base_needed(std::uint64_t offset, std::size_t length) const {
+  std::vector<std::uint64_t> out;
+  if (length == 0)
+    return out;
+  const std::uint64_t end = offset + length;
+  for (std::uint64_t s = offset / segment_bytes_; segment_start(s) < end; ++s) {
+    const std::uint64_t start = segment_start(s);
+    if (staged_.contains(s)) {
+      // Staged bytes are the whole segment; the write must cover it all.
+      if (!(offset <= start && end >= start + staged_.at(s).length))
+        out.push_back(s);
+      continue;
+    }
+    if (is_local(s) || start >= valid_base_)
+      continue;
+    // The segment's base bytes are [start, base_end); the write must cover them all.
+    const std::uint64_t base_end = std::min(segment_start(s + 1), valid_base_);
+    if (!(offset <= start && end >= base_end))
+      out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<std::uint64_t> WriteBack::truncate_needs(std::uint64_t size) const {
+  if (size >= size_ || size % segment_bytes_ == 0)
+    return {};
+  const std::uint64_t s = size / segment_bytes_;
+  return staged_.contains(s) ? std::vector<std::uint64_t>{s} : std::vector<std::uint64_t>{};
+}
+
+void WriteBack::fill(std::uint64_t s, ByteView bytes) {
+  const auto staged = staged_.find(s);
+  if (is_local(s) && staged == staged_.end())
+    return;
+  const std::uint64_t start = segment_start(s);
+  // The bytes that are this segment's now: the staged segment whole, or the valid base part.
+  const std::uint64_t valid_end =
+      staged != staged_.end() ? start + staged->second.length
+                              : std::max(start, std::min(segment_start(s + 1), valid_base_));
+  const std::size_t n =
+      static_cast<std::size_t>(std::min<std::uint64_t>(valid_end - start, bytes.size()));
+  for (std::size_t done = 0; done < n;) {
+    const ssize_t w =
+        ::pwrite(fd_, bytes.data() + done, n - done, static_cast<off_t>(start + done));
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      fail("cannot write a write-back file");
+    done += static_cast<std::size_t>(w);
+  }
+  if (staged != staged_.end())
+    staged_.erase(staged);
+  local_.insert(s);
+  touch(s);
+}
+
+void WriteBack::write(std::uint64_t offset, ByteView data) {
+  if (data.empty())
+    return;
+  const std::uint64_t end = offset + data.size();
+  for (std::uint64_t s = offset / segment_bytes_; segment_start(s) < end; ++s) {
+    // A staged segment written only in part must have been filled first (base_needed()).
+    assert(!staged_.contains(s) ||
+           (offset <= segment_start(s) && end >= segment_start(s) + staged_.at(s).length));
+    local_.insert(s);
+    staged_.erase(s);  // wholly overwritten (base_needed() filled a partly written one)
+    touch(s);
+  }
+  for (std::size_t done = 0; done < data.size();) {
+    const ssize_t w =
+        ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      fail("cannot write a write-back file");
+    done += static_cast<std::size_t>(w);
+  }
+  size_ = std::max(size_, end);
+  dirty_ = true;
+}
+
+void WriteBack::truncate(std::uint64_t size) {
+  if (size == size_)
+    return;
+  if (size < size_) {
+    valid_base_ = std::min(valid_base_, size);
+    const std::uint64_t first_gone = (size + segment_bytes_ - 1) / segment_bytes_;
+    for (auto it = local_.lower_bound(first_gone); it != local_.end();) {
+      staged_.erase(*it);
+      versions_.erase(*it);
+      it = local_.erase(it);
+    }
+    // A staged segment the new end cuts must have been filled first (truncate_needs()).
+    assert(size % segment_bytes_ == 0 || !staged_.contains(size / segment_bytes_));
+    if (size % segment_bytes_ != 0 && is_local(size / segment_bytes_)) {
+      // The segment the new end cuts: its tail goes (truncate_needs() unstaged it first).
+      touch(size / segment_bytes_);
+    }
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+      fail("cannot truncate a write-back file");
+  }
+  size_ = size;
+  dirty_ = true;
+}
+
+std::uint64_t WriteBack::segment_count() const {
+  return (size_ + segment_bytes_ - 1) / segment_bytes_;
+}
+
+std::size_t WriteBack::segment_length(std::uint64_t s) const {
+  return static_cast<std::size_t>(
+      std::min<std::uint64_t>(segment_bytes_, size_ - segment_start(s)));
+}
+
+std::vector<std::uint64_t> WriteBack::stageable(std::uint64_t below, std::size_t max) const {
+  std::vector<std::uint64_t> out;
+  for (auto it = local_.begin(); it != local_.end() && *it < below && out.size() < max; ++it) {
+    if (!staged_.contains(*it) && segment_start(*it + 1) <= size_)
+      out.push_back(*it);
+  }
+  return out;
+}
+
+std::uint64_t WriteBack::version(std::uint64_t s) const {
+  const auto it = versions_.find(s);
+  return it == versions_.end() ? 0 : it->second;
+}
+
+bool WriteBack::stage(std::uint64_t s, std::uint64_t version, const SegmentRef& ref) {
+  if (!is_local(s) || staged_.contains(s) || this->version(s) != version ||
+      ref.length != segment_length(s)) {
+    return false;
+  }
+  staged_[s] = ref;
+  // Release the local copy; where holes cannot be punched the bytes just stay.
+  ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(segment_start(s)),
+              static_cast<off_t>(ref.length));
+  return true;
+}
+
+const SegmentRef* WriteBack::staged(std::uint64_t s) const {
+  const auto it = staged_.find(s);
+  return it == staged_.end() ? nullptr : &it->second;
+}
+
+std::uint64_t WriteBack::unstaged_bytes() const {
+  return static_cast<std::uint64_t>(local_.size() - staged_.size()) * segment_bytes_;
+}
+
+bool WriteBack::reusable(std::uint64_t s) const {
+  if (is_local(s))
+    return false;
+  const std::uint64_t base_segments = (base_size_ + segment_bytes_ - 1) / segment_bytes_;
+  if (s >= base_segments)
+    return false;
+  if (segment_start(s + 1) <= valid_base_)
+    return true;
+  // The base's short last segment, untouched, in a file of the same size.
+  return s + 1 == base_segments && valid_base_ == base_size_ && size_ == base_size_;
+}
+
+bool WriteBack::build_needs_base(std::uint64_t s) const {
+  return !is_local(s) && segment_start(s) < valid_base_;
+}
+
+void WriteBack::build(std::uint64_t s, ByteView base_segment, Bytes& out) const {
+  const std::uint64_t start = segment_start(s);
+  out.assign(segment_length(s), 0);
+  if (is_local(s)) {
+    read_local(start, out);
+    return;
+  }
+  if (start < valid_base_) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(
+        std::min<std::uint64_t>(valid_base_ - start, out.size()), base_segment.size()));
+    std::copy_n(base_segment.begin(), n, out.begin());
+  }
+}
+
+}  // namespace splitfs::fs

@@ -1,0 +1,134 @@
+// One regular file's uncommitted changes: a local sparse file (under the client home's
+// writeback/ folder, unlinked from birth so nothing outlives the mount process) holding the
+// segments that were written, over the file's committed content (the "base").
+//
+// A byte at offset o < size() is, for segment s = o / segment_bytes:
+//   - in the local file, if s is local (written since the base, or filled from the base first);
+//   - else the base's byte, if o < valid_base() (the base bytes no truncation has cut off);
+//   - else zero (a hole, or bytes a truncation cut off and an extension brought back).
+// The local file never holds a non-zero byte at or past size(), and never holds bytes of a
+// segment that is not local. A partial write into a segment that still has base bytes needs them
+// first (base_needed(), then fill()), so that the segment can be committed whole.
+//
+// For a commit, a segment is reused from the base unchanged when it is not local and all its bytes
+// are still the base's; everything else is built (build()) and uploaded. That is what makes a small
+// edit to a large file send only the segments it touched.
+//
+// Write-behind: a local segment can be uploaded before the commit (stage()); from then on it is
+// "staged": its bytes are those of its SegmentRef, its local copy is released (a hole punched), and
+// the commit takes the ref as it is. Any change to a staged segment first brings its bytes back
+// (fill()). Each local segment carries a version bumped by every change, so an upload of bytes
+// that changed meanwhile is refused. This keeps the local file no larger than what is written
+// but not yet uploaded. Not thread-safe: the mount holds the file's data lock around every call.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <splitfs/client.hpp>
+#include <splitfs/errors.hpp>
+#include <vector>
+
+#include "common/bytes.hpp"
+
+namespace splitfs::fs {
+
+// A local disk failure of the write-back file, with its errno (ENOSPC, EIO, ...).
+class WriteBackError : public LocalIoError {
+ public:
+  WriteBackError(const std::string& what, int code) : LocalIoError(what), code_(code) {}
+  int code() const { return code_; }
+
+ private:
+  int code_;
+};
+
+class WriteBack {
+ public:
+  // Creates the local file in dir. Throws WriteBackError.
+  WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes, std::uint64_t base_size);
+  ~WriteBack();
+  WriteBack(const WriteBack&) = delete;
+  WriteBack& operator=(const WriteBack&) = delete;
+
+  // Starts over, clean, from a base of base_size bytes; empties the local file.
+  void reset(std::uint64_t base_size);
+
+  std::uint64_t size() const { return size_; }
+  std::uint64_t valid_base() const { return valid_base_; }
+  std::uint64_t base_size() const { return base_size_; }
+  std::uint32_t segment_bytes() const { return segment_bytes_; }
+  bool dirty() const { return dirty_; }
+  bool is_local(std::uint64_t segment) const { return local_.contains(segment); }
+  std::size_t local_segments() const { return local_.size(); }
+  // Bytes the local file holds (its allocated blocks).
+  std::uint64_t local_bytes() const;
+
+  enum class Source { local, base, zero, staged };
+  struct Span {
+    std::uint64_t offset = 0;
+    std::size_t length = 0;
+    Source source = Source::zero;
+  };
+  // [offset, offset + length) clipped to size(), as spans each within one segment and one source.
+  std::vector<Span> plan(std::uint64_t offset, std::uint64_t length) const;
+  // Local bytes (zeros past the local file's end). Throws WriteBackError.
+  void read_local(std::uint64_t offset, MutableByteView out) const;
+
+  // Segments a write of [offset, offset + length) needs filled first: from the base, or from
+  // their staged ref (see staged()).
+  std::vector<std::uint64_t> base_needed(std::uint64_t offset, std::size_t length) const;
+  // The segment a truncation to size needs filled first (a staged segment it cuts), if any.
+  std::vector<std::uint64_t> truncate_needs(std::uint64_t size) const;
+  // Makes segment s local: for a staged segment, bytes is the whole segment (its staged content);
+  // otherwise its still-valid base bytes are copied out of bytes (the whole base segment s).
+  void fill(std::uint64_t s, ByteView bytes);
+  // Writes data at offset; base_needed() segments must have been filled. Throws WriteBackError
+  // (ENOSPC and the like: the local disk).
+  void write(std::uint64_t offset, ByteView data);
+  void truncate(std::uint64_t size);
+
+  // The segments of the current content.
+  std::uint64_t segment_count() const;
+  std::size_t segment_length(std::uint64_t s) const;
+  // Whether segment s is base segment s unchanged (commit reuses its ref).
+  bool reusable(std::uint64_t s) const;
+  // Whether building segment s needs base segment s.
+  bool build_needs_base(std::uint64_t s) const;
+
+  // ---- write-behind ----
+
+  // Local, unstaged, full-length segments below `below` (at most max of them, lowest first).
+  std::vector<std::uint64_t> stageable(std::uint64_t below, std::size_t max) const;
+  // The version of local segment s (0 if not local).
+  std::uint64_t version(std::uint64_t s) const;
+  // Records that segment s, as of version, is stored as ref, and releases its local bytes.
+  // False (nothing done) if s changed since or is not a local segment.
+  bool stage(std::uint64_t s, std::uint64_t version, const SegmentRef& ref);
+  // The ref of a staged segment, or nullptr.
+  const SegmentRef* staged(std::uint64_t s) const;
+  std::size_t staged_segments() const { return staged_.size(); }
+  // Bytes of local segments not staged yet (what the local file holds, at most).
+  std::uint64_t unstaged_bytes() const;
+  // Segment s's current bytes; base_segment is base segment s when build_needs_base(s).
+  void build(std::uint64_t s, ByteView base_segment, Bytes& out) const;
+
+ private:
+  std::uint64_t segment_start(std::uint64_t s) const { return s * segment_bytes_; }
+
+  int fd_ = -1;
+  std::uint32_t segment_bytes_;
+  std::uint64_t base_size_ = 0;
+  std::uint64_t valid_base_ = 0;
+  std::uint64_t size_ = 0;
+  void touch(std::uint64_t s) { versions_[s] = ++counter_; }
+
+  std::set<std::uint64_t> local_;
+  std::map<std::uint64_t, SegmentRef> staged_;       // local segments stored ahead of the commit
+  std::map<std::uint64_t, std::uint64_t> versions_;  // of local segments
+  std::uint64_t counter_ = 0;                        // versions never repeat, even across reset()
+  bool dirty_ = false;
+};
+
+}  // namespace splitfs::fs

@@ -1,0 +1,193 @@
+// The mount's read cache, its upload economy and its unmount: a second read is served from the
+// cache without network traffic; a small cache stays within its budget while a file many times
+// its size is read; a small edit to a 64 MiB file uploads a small fraction of it; unmounting with
+// changes still pending commits them, and no mount is left behind.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "tests/integration/mount_fixture.hpp"
+
+using splitfs::testing::Mount;
+
+namespace {
+
+void write_random(const std::filesystem::path& path, std::size_t size, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string data(size, '\0');
+  for (std::size_t i = 0; i + 8 <= size; i += 8) {
+    const std::uint64_t v = rng();
+    std::memcpy(data.data() + i, &v, 8);
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(fd >= 0);
+  for (std::size_t done = 0; done < size;) {
+    const ssize_t n = ::write(fd, data.data() + done, std::min<std::size_t>(1 << 20, size - done));
+    REQUIRE(n > 0);
+    done += static_cast<std::size_t>(n);
+  }
+  REQUIRE(::close(fd) == 0);
+}
+
+// Reads a whole file with O_DIRECT (past the kernel's page cache, so every byte is asked of the
+// mount); returns a checksum.
+std::uint64_t read_direct(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT);
+  REQUIRE(fd >= 0);
+  std::string buf(1 << 20, '\0');
+  std::uint64_t sum = 0;
+  for (ssize_t n; (n = ::read(fd, buf.data(), buf.size())) > 0;) {
+    for (ssize_t i = 0; i < n; ++i)
+      sum = sum * 131 + static_cast<unsigned char>(buf[static_cast<std::size_t>(i)]);
+  }
+  ::close(fd);
+  return sum;
+}
+
+std::uint64_t rss_kib(pid_t pid, const char* field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field, 0) == 0)
+      return std::stoull(line.substr(std::strlen(field) + 1));
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("mount: a second read is served from the cache without network traffic",
+          "[mount][cache]") {
+  Mount m;
+  write_random(m / "f", 6 << 20, 1);
+  m.remount();  // an empty cache
+  const auto before = m.stats();
+  const std::uint64_t first = read_direct(m / "f");
+  const auto after_first = m.stats();
+  CHECK(after_first.at("cache_misses") > before.at("cache_misses"));
+  CHECK(after_first.at("bytes_received") - before.at("bytes_received") >= (6u << 20));
+  const std::uint64_t second = read_direct(m / "f");
+  const auto after_second = m.stats();
+  CHECK(second == first);
+  CHECK(after_second.at("cache_hits") - after_first.at("cache_hits") >= 24);  // 6 MiB / 256 KiB
+  CHECK(after_second.at("cache_misses") == after_first.at("cache_misses"));
+  CHECK(after_second.at("bytes_received") == after_first.at("bytes_received"));
+  CHECK(after_first.at("readahead_segments") > 0);
+}
+
+TEST_CASE("mount: a small cache stays within its budget", "[mount][cache]") {
+  Mount m("cache_size=2M");
+  write_random(m / "big", 48 << 20, 2);
+  m.remount();
+  const pid_t pid = m.pid();
+  const std::uint64_t rss_before = rss_kib(pid, "VmRSS:");
+  std::uint64_t sum = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    const std::uint64_t s = read_direct(m / "big");
+    if (pass > 0)
+      CHECK(s == sum);
+    sum = s;
+    const auto st = m.stats();
+    CHECK(st.at("cache_capacity") == (2u << 20));
+    CHECK(st.at("cache_bytes") <= st.at("cache_capacity"));
+    CHECK(st.at("cache_pinned_bytes") == 0);
+  }
+  const auto st = m.stats();
+  CHECK(st.at("cache_evictions") > 0);
+  CHECK(st.at("bytes_received") >= 3 * (48u << 20));  // nothing fits, so every pass downloads
+  const std::uint64_t peak = rss_kib(pid, "VmHWM:");
+  INFO("RSS before " << rss_before << " KiB, peak " << peak << " KiB");
+  CHECK(peak < rss_before + 40 * 1024);  // far below the 144 MiB read
+}
+
+TEST_CASE("mount: a small edit to a 64 MiB file uploads a small fraction of it", "[mount][cache]") {
+  Mount m;
+  const std::size_t size = 64u << 20;
+  write_random(m / "big", size, 3);
+  const auto before = m.stats();
+  {
+    const int fd = ::open((m / "big").c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, "a small edit", 12, 30 << 20) == 12);
+    REQUIRE(::close(fd) == 0);
+  }
+  const auto after = m.stats();
+  const std::uint64_t sent = after.at("bytes_sent") - before.at("bytes_sent");
+  INFO(sent << " bytes sent for a 12-byte edit of a " << size << "-byte file");
+  CHECK(sent > 0);
+  CHECK(sent < size / 100);
+  // Storing the same bytes again under another name sends (almost) nothing: shares are
+  // addressed by content.
+  {
+    std::ifstream in(m / "big", std::ios::binary);
+    std::ofstream out(m / "copy", std::ios::binary);
+    out << in.rdbuf();
+  }
+  const auto copied = m.stats();
+  CHECK(copied.at("bytes_sent") - after.at("bytes_sent") < size / 100);
+  m.remount();
+  std::ifstream in(m / "big", std::ios::binary);
+  in.seekg(30 << 20);
+  char edit[12];
+  in.read(edit, 12);
+  CHECK(std::string(edit, 12) == "a small edit");
+}
+
+TEST_CASE("mount: a long write uploads as it goes and keeps the local write-back small",
+          "[mount][cache]") {
+  Mount m;
+  const std::size_t size = 200u << 20;
+  const int fd = ::open((m / "stream").c_str(), O_WRONLY | O_CREAT, 0644);
+  REQUIRE(fd >= 0);
+  std::string chunk(1 << 20, '\0');
+  std::mt19937_64 rng(4);
+  std::uint64_t sum = 0;
+  std::uint64_t peak = 0;
+  for (std::size_t done = 0; done < size; done += chunk.size()) {
+    for (std::size_t i = 0; i < chunk.size(); i += 8) {
+      const std::uint64_t v = rng();
+      std::memcpy(chunk.data() + i, &v, 8);
+    }
+    for (const char c : chunk)
+      sum = sum * 131 + static_cast<unsigned char>(c);
+    REQUIRE(::write(fd, chunk.data(), chunk.size()) == static_cast<ssize_t>(chunk.size()));
+    if (done % (16u << 20) == 0)
+      peak = std::max(peak, m.stats().at("writeback_bytes"));
+  }
+  const auto before_close = m.stats();
+  INFO("local write-back peaked at " << peak << " bytes");
+  CHECK(peak <= (72u << 20));  // the 64 MiB bound and a segment or two in flight
+  CHECK(before_close.at("segments_uploaded_ahead") > 400);  // most of 800 segments
+  REQUIRE(::close(fd) == 0);
+  CHECK(m.stats().at("writeback_bytes") == 0);
+  m.remount();
+  CHECK(read_direct(m / "stream") == sum);
+}
+
+TEST_CASE("mount: unmounting with pending changes commits them", "[mount][cache]") {
+  Mount m("commit_delay=60");  // namespace changes would wait a minute
+  REQUIRE(::mkdir((m / "kept").c_str(), 0700) == 0);
+  REQUIRE(::chmod((m / "kept").c_str(), 0711) == 0);
+  REQUIRE(::symlink("kept", (m / "link").c_str()) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(m.stats().at("tree_pending") == 1);
+  // The command a user runs: it returns once the mount process has committed and exited.
+  const pid_t pid = m.pid();
+  CHECK(splitfs::testing::run_program(
+            {std::string(SPLITFS_BIN_DIR) + "/splitfs", "umount", m.mountpoint.string()}) == 0);
+  CHECK_FALSE(splitfs::testing::is_mounted(m.mountpoint));
+  CHECK((::kill(pid, 0) != 0 || std::ifstream("/proc/" + std::to_string(pid) + "/stat").good()));
+  m.unmount();  // reaps the process: it must have exited cleanly
+  m.mount();
+  struct stat st {};
+  REQUIRE(::stat((m / "kept").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0711);
+  char target[16] = {};
+  CHECK(::readlink((m / "link").c_str(), target, sizeof target) == 4);
+}

@@ -1,0 +1,116 @@
+// Two mounts of one store: each sees the other's committed changes within a bounded time,
+// concurrent namespace changes are merged, and two writers to one file never mix: the first
+// close wins, the second keeps its bytes in a conflict copy beside the file.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <string>
+
+#include "tests/integration/mount_fixture.hpp"
+
+using splitfs::testing::Mount;
+
+namespace {
+
+constexpr const char* kFast = "allow_other,refresh=0.2,attr_timeout=0.2,entry_timeout=0.2";
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void put(const std::filesystem::path& p, const std::string& data) {
+  std::ofstream(p, std::ios::binary) << data;
+}
+
+// Waits up to 10 s for a condition another mount's change makes true.
+template <class F>
+bool eventually(F&& f) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (f())
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return f();
+}
+
+std::vector<std::string> names_in(const std::filesystem::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("mount: a second mount sees committed changes within a bounded time",
+          "[mount][consistency]") {
+  Mount a(kFast);
+  Mount b(a, kFast);
+  put(a / "from_a", "written by a");
+  CHECK(eventually([&] { return slurp(b / "from_a") == "written by a"; }));
+  REQUIRE(::mkdir((b / "dir_b").c_str(), 0700) == 0);
+  put(b / "dir_b" / "inner", "inner");
+  CHECK(eventually([&] { return slurp(a / "dir_b" / "inner") == "inner"; }));
+  struct stat st {};
+  REQUIRE(::stat((a / "dir_b").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0700);
+
+  // A changed file: the other mount shows the new size and bytes.
+  put(a / "from_a", "written by a, then longer");
+  CHECK(eventually([&] { return slurp(b / "from_a") == "written by a, then longer"; }));
+  REQUIRE(::stat((b / "from_a").c_str(), &st) == 0);
+  CHECK(st.st_size == 25);
+
+  // Removals and renames travel too.
+  REQUIRE(::rename((a / "from_a").c_str(), (a / "renamed").c_str()) == 0);
+  CHECK(eventually([&] {
+    return names_in(b.mountpoint) == std::vector<std::string>{"dir_b", "renamed"};
+  }));
+}
+
+TEST_CASE("mount: concurrent namespace changes of two mounts are merged", "[mount][consistency]") {
+  Mount a("allow_other,refresh=0.2,commit_delay=1");
+  Mount b(a, "allow_other,refresh=0.2,commit_delay=1");
+  // Both change the tree before either commits.
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(::mkdir((a / ("a" + std::to_string(i))).c_str(), 0755) == 0);
+    REQUIRE(::mkdir((b / ("b" + std::to_string(i))).c_str(), 0755) == 0);
+  }
+  const auto all = [&](const Mount& m) { return names_in(m.mountpoint).size() == 40; };
+  CHECK(eventually([&] { return all(a) && all(b); }));
+  a.remount();
+  CHECK(names_in(a.mountpoint).size() == 40);
+}
+
+TEST_CASE("mount: two writers to one file: the first close wins, the second gets a copy",
+          "[mount][consistency]") {
+  Mount a(kFast);
+  Mount b(a, kFast);
+  put(a / "shared", "original");
+  REQUIRE(eventually([&] { return slurp(b / "shared") == "original"; }));
+  const int fa = ::open((a / "shared").c_str(), O_WRONLY);
+  const int fb = ::open((b / "shared").c_str(), O_WRONLY);
+  REQUIRE(fa >= 0);
+  REQUIRE(fb >= 0);
+  REQUIRE(::pwrite(fa, "AAAAAAAA", 8, 0) == 8);
+  REQUIRE(::pwrite(fb, "BBBBBBBBBB", 10, 0) == 10);
+  CHECK(::close(fa) == 0);
+  CHECK(::close(fb) == 0);  // succeeds: its bytes are kept in a conflict copy
+  CHECK(b.stats().at("conflicts") == 1);
+  const auto settled = [&](const Mount& m) {
+    const auto names = names_in(m.mountpoint);
+    return names.size() == 2 && slurp(m / "shared") == "AAAAAAAA" &&
+           names[1].rfind("shared.conflict-", 0) == 0 && slurp(m / names[1]) == "BBBBBBBBBB";
+  };
+  CHECK(eventually([&] { return settled(a); }));
+  CHECK(eventually([&] { return settled(b); }));
+  b.remount();
+  CHECK(settled(b));
+}

@@ -1,0 +1,60 @@
+// The mount when a server goes away: operations that need the network fail with EIO within the
+// library's deadlines instead of hanging, what needs no network keeps working, and changes kept
+// locally are stored once the server is back.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <fstream>
+#include <string>
+
+#include "tests/integration/mount_fixture.hpp"
+
+using splitfs::testing::Mount;
+
+namespace {
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+TEST_CASE("mount: a dead server gives EIO, not a hang, and changes are stored once it is back",
+          "[mount][failure]") {
+  Mount m;
+  std::ofstream(m / "before") << "stored before the failure";
+  REQUIRE(::mkdir((m / "dir").c_str(), 0755) == 0);
+  m.servers.tcp.kill(SIGKILL);
+
+  const auto start = std::chrono::steady_clock::now();
+  const int fd = ::open((m / "during").c_str(), O_WRONLY | O_CREAT, 0644);
+  REQUIRE(fd >= 0);  // namespace changes need no network
+  REQUIRE(::write(fd, "written while the TCP server is down", 36) == 36);
+  CHECK(::close(fd) == -1);
+  CHECK(errno == EIO);
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took < std::chrono::seconds(30));
+
+  // Metadata is served from memory; cached data from the cache.
+  struct stat st {};
+  CHECK(::stat((m / "dir").c_str(), &st) == 0);
+  CHECK(::stat((m / "during").c_str(), &st) == 0);
+  CHECK(st.st_size == 36);
+  CHECK(slurp(m / "before") == "stored before the failure");
+  CHECK(m.stats().at("files_pending") == 1);
+
+  m.servers.tcp.restart();
+  // The mount tries again on its own.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (m.stats().at("files_pending") != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(m.stats().at("files_pending") == 0);
+  m.remount();
+  INFO("mount log:\n" << slurp(m.home / "mount.log"));
+  CHECK(slurp(m / "during") == "written while the TCP server is down");
+  CHECK(slurp(m / "before") == "stored before the failure");
+}

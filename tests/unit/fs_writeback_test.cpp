@@ -1,0 +1,230 @@
+// The write-back file against a plain in-memory model: random writes (with holes), truncations,
+// write-behind uploads, reads and commits; every read and every committed segment must match the
+// model, and a commit must reuse exactly the base segments nothing touched.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "fs/writeback.hpp"
+
+using namespace splitfs::fs;
+using splitfs::Bytes;
+using splitfs::ByteView;
+
+namespace {
+
+constexpr std::uint32_t kSegment = 4096;
+
+struct Model {
+  Bytes base;     // committed content
+  Bytes content;  // what the file holds now
+  // What "the servers" hold for staged segments, by the first byte of a fake ref.
+  std::map<std::uint8_t, Bytes> uploads;
+  std::uint8_t next_ref = 1;
+
+  ByteView base_segment(std::uint64_t s) const {
+    const std::size_t start = s * kSegment;
+    if (start >= base.size())
+      return {};
+    return ByteView(base).subspan(start, std::min<std::size_t>(kSegment, base.size() - start));
+  }
+  ByteView uploaded(const splitfs::SegmentRef& ref) const { return uploads.at(ref.shares[0][0]); }
+  // What fill() wants for segment s: the staged bytes, or the base segment.
+  ByteView fill_bytes(const WriteBack& wb, std::uint64_t s) const {
+    const auto* ref = wb.staged(s);
+    return ref ? uploaded(*ref) : base_segment(s);
+  }
+  // Uploads the current bytes of a segment; returns its fake ref.
+  splitfs::SegmentRef upload(const WriteBack& wb, std::uint64_t s) {
+    splitfs::SegmentRef ref;
+    ref.shares[0][0] = next_ref++;
+    ref.length = static_cast<std::uint32_t>(wb.segment_length(s));
+    Bytes bytes;
+    wb.build(s, {}, bytes);
+    uploads[ref.shares[0][0]] = bytes;
+    return ref;
+  }
+};
+
+Bytes read_through(const WriteBack& wb, const Model& m, std::uint64_t offset, std::uint64_t len) {
+  Bytes out;
+  for (const auto& span : wb.plan(offset, len)) {
+    Bytes piece(span.length, 0);
+    if (span.source == WriteBack::Source::local) {
+      wb.read_local(span.offset, piece);
+    } else if (span.source == WriteBack::Source::staged) {
+      const auto seg = m.uploaded(*wb.staged(span.offset / kSegment));
+      const std::size_t at = span.offset % kSegment;
+      REQUIRE(at + span.length <= seg.size());
+      std::copy_n(seg.begin() + static_cast<std::ptrdiff_t>(at), span.length, piece.begin());
+    } else if (span.source == WriteBack::Source::base) {
+      const auto seg = m.base_segment(span.offset / kSegment);
+      const std::size_t at = span.offset % kSegment;
+      REQUIRE(at + span.length <= seg.size());
+      std::copy_n(seg.begin() + static_cast<std::ptrdiff_t>(at), span.length, piece.begin());
+    }
+    out.insert(out.end(), piece.begin(), piece.end());
+  }
+  return out;
+}
+
+void write(WriteBack& wb, Model& m, std::uint64_t offset, const Bytes& data) {
+  for (const auto s : wb.base_needed(offset, data.size()))
+    wb.fill(s, m.fill_bytes(wb, s));
+  wb.write(offset, data);
+  if (m.content.size() < offset + data.size())
+    m.content.resize(offset + data.size(), 0);
+  std::copy(data.begin(), data.end(), m.content.begin() + static_cast<std::ptrdiff_t>(offset));
+}
+
+// Checks every segment a commit would send or reuse; returns how many it would reuse.
+std::size_t check_commit(const WriteBack& wb, const Model& m) {
+  REQUIRE(wb.size() == m.content.size());
+  std::size_t reused = 0;
+  Bytes built;
+  for (std::uint64_t s = 0; s < wb.segment_count(); ++s) {
+    const std::size_t start = s * kSegment;
+    const Bytes expected(
+        m.content.begin() + static_cast<std::ptrdiff_t>(start),
+        m.content.begin() + static_cast<std::ptrdiff_t>(start + wb.segment_length(s)));
+    if (const auto* ref = wb.staged(s)) {
+      const auto seg = m.uploaded(*ref);
+      REQUIRE(Bytes(seg.begin(), seg.end()) == expected);
+    } else if (wb.reusable(s)) {
+      const auto seg = m.base_segment(s);
+      REQUIRE(Bytes(seg.begin(), seg.end()) == expected);
+      ++reused;
+    } else {
+      wb.build(s, wb.build_needs_base(s) ? m.base_segment(s) : ByteView(), built);
+      REQUIRE(built == expected);
+    }
+  }
+  return reused;
+}
+
+}  // namespace
+
+TEST_CASE("a small edit in a large file leaves every other segment reusable") {
+  const auto dir = std::filesystem::temp_directory_path();
+  Model m;
+  m.base.assign(64 * kSegment + 100, 7);
+  m.content = m.base;
+  WriteBack wb(dir, kSegment, m.base.size());
+  CHECK_FALSE(wb.dirty());
+  write(wb, m, 10 * kSegment + 5, Bytes(3, 1));
+  CHECK(wb.dirty());
+  CHECK(wb.local_segments() == 1);
+  CHECK(check_commit(wb, m) == 64);  // 65 segments, one rebuilt
+  CHECK(read_through(wb, m, 10 * kSegment, 10) ==
+        Bytes(m.content.begin() + 10 * kSegment, m.content.begin() + 10 * kSegment + 10));
+}
+
+TEST_CASE("truncating down and extending again reads zeros, not old bytes") {
+  Model m;
+  m.base.assign(3 * kSegment, 9);
+  m.content = m.base;
+  WriteBack wb(std::filesystem::temp_directory_path(), kSegment, m.base.size());
+  write(wb, m, 2 * kSegment + 10, Bytes(10, 5));
+  wb.truncate(kSegment + 1);
+  m.content.resize(kSegment + 1);
+  wb.truncate(3 * kSegment);
+  m.content.resize(3 * kSegment, 0);
+  CHECK(read_through(wb, m, 0, 3 * kSegment) == m.content);
+  CHECK(check_commit(wb, m) == 1);  // only segment 0 is still the base's
+}
+
+TEST_CASE("random writes, truncations and commits match the model") {
+  const auto seed = std::random_device{}();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  Model m;
+  m.base.resize(rng() % (8 * kSegment));
+  for (auto& b : m.base)
+    b = static_cast<std::uint8_t>(rng());
+  m.content = m.base;
+  WriteBack wb(std::filesystem::temp_directory_path(), kSegment, m.base.size());
+  for (int i = 0; i < 2000; ++i) {
+    const std::uint64_t limit = 12 * kSegment;
+    switch (rng() % 10) {
+      case 0:
+      case 1:
+      case 2:
+      case 3: {
+        const std::uint64_t offset = rng() % limit;
+        Bytes data(1 + rng() % (2 * kSegment));
+        for (auto& b : data)
+          b = static_cast<std::uint8_t>(rng());
+        write(wb, m, offset, data);
+        break;
+      }
+      case 4: {
+        const std::uint64_t size = rng() % limit;
+        for (const auto s : wb.truncate_needs(size))
+          wb.fill(s, m.fill_bytes(wb, s));
+        wb.truncate(size);
+        m.content.resize(size, 0);
+        break;
+      }
+      case 8: {
+        // Write-behind: upload some finished segments ahead of the commit; now and then one
+        // changes between taking its bytes and recording the upload, which must be refused.
+        for (const auto s : wb.stageable(wb.segment_count(), 1 + rng() % 4)) {
+          const std::uint64_t version = wb.version(s);
+          const auto ref = m.upload(wb, s);
+          const bool meddle = rng() % 5 == 0;
+          if (meddle)
+            write(wb, m, s * kSegment + rng() % kSegment, Bytes(1, 0x5a));
+          CHECK(wb.stage(s, version, ref) == !meddle);
+        }
+        break;
+      }
+      case 5: {
+        // Commit: the built content becomes the new base.
+        check_commit(wb, m);
+        m.base = m.content;
+        wb.reset(m.base.size());
+        break;
+      }
+      default: {
+        const std::uint64_t offset = rng() % limit;
+        const std::uint64_t len = rng() % (3 * kSegment);
+        const std::uint64_t end = std::min<std::uint64_t>(offset + len, m.content.size());
+        const Bytes expected = offset >= end
+                                   ? Bytes()
+                                   : Bytes(m.content.begin() + static_cast<std::ptrdiff_t>(offset),
+                                           m.content.begin() + static_cast<std::ptrdiff_t>(end));
+        REQUIRE(read_through(wb, m, offset, len) == expected);
+      }
+    }
+    REQUIRE(wb.size() == m.content.size());
+  }
+  check_commit(wb, m);
+}
+
+TEST_CASE("write-behind: staged segments are read and committed from their refs") {
+  Model m;
+  WriteBack wb(std::filesystem::temp_directory_path(), kSegment, 0);
+  Bytes data(5 * kSegment + 10);
+  for (std::size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<std::uint8_t>(i * 7);
+  write(wb, m, 0, data);
+  const auto ready = wb.stageable(wb.segment_count(), 100);
+  CHECK(ready == std::vector<std::uint64_t>{0, 1, 2, 3, 4});  // not the short last one
+  const std::uint64_t before = wb.local_bytes();
+  for (const auto s : ready)
+    CHECK(wb.stage(s, wb.version(s), m.upload(wb, s)));
+  CHECK(wb.staged_segments() == 5);
+  CHECK(wb.unstaged_bytes() == kSegment);
+  CHECK(wb.local_bytes() < before);  // the local copies were released
+  CHECK(read_through(wb, m, 0, data.size()) == data);
+  // A partial write into a staged segment brings it back first.
+  write(wb, m, 2 * kSegment + 100, Bytes(50, 1));
+  CHECK(wb.staged(2) == nullptr);
+  CHECK(wb.staged_segments() == 4);
+  check_commit(wb, m);
+  CHECK(read_through(wb, m, 0, m.content.size()) == m.content);
+  // Cutting a staged segment needs it back too.
+  CHECK(wb.truncate_needs(3 * kSegment + 5) == std::vector<std::uint64_t>{3});
+  CHECK(wb.truncate_needs(3 * kSegment).empty());
+}
