@@ -287,7 +287,7 @@ int main(int argc, char** argv) {
   auto* mount = app.add_subcommand("mount", "mount the store as a folder (until unmounted)");
   mount->footer(
       "Example: splitfs mount ~/vault -o cache_size=512M\n"
-      "Options (-o, comma-separated): cache_size=SIZE (default 256M), readahead=SEGMENTS (16),\n"
+      "Options (-o, comma-separated): cache_size=SIZE (default 256M), readahead=SEGMENTS (32),\n"
       "attr_timeout=S (1), entry_timeout=S (1), refresh=S (3), commit_delay=S (0.5), log=FILE,\n"
       "debug; anything else goes to FUSE (allow_other, ro, ...).");
   mount->add_option("mountpoint", mountpoint, "an existing empty folder")->required();
@@ -346,6 +346,7 @@ int main(int argc, char** argv) {
     }
     if (*key) {
       if (*key_export) {
+        splitfs::unlock_key(home_dir);  // the current passphrase first, then the new one
         const std::string passphrase =
             splitfs::read_passphrase("Passphrase for the exported key: ", true);
         splitfs::export_key(home_dir, key_file, passphrase);
@@ -358,6 +359,7 @@ int main(int argc, char** argv) {
         std::cout << "imported the content key into " << home_dir.string()
                   << (key_unprotected ? " (in clear, mode 0600)\n" : " (under its passphrase)\n");
       } else if (*key_passwd) {
+        splitfs::unlock_key(home_dir);
         const std::string passphrase =
             key_remove ? std::string()
                        : splitfs::read_passphrase("New passphrase for the content key: ", true);

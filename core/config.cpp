@@ -163,9 +163,9 @@ class Terminal {
   Terminal& operator=(const Terminal&) = delete;
   bool available() const { return fd_ >= 0; }
 
-  // One line typed without echo, at most kMaxPassphraseBytes.
+  // One line typed without echo, at most kMaxPassphraseBytes. Echo goes off before the prompt
+  // shows (TCSAFLUSH drops anything typed ahead), so what is typed after it is never discarded.
   std::string ask(const std::string& prompt) {
-    write(prompt);
     termios saved{};
     const bool restore = ::tcgetattr(fd_, &saved) == 0;
     if (restore) {
@@ -174,6 +174,7 @@ class Terminal {
       quiet.c_lflag |= ECHONL;
       ::tcsetattr(fd_, TCSAFLUSH, &quiet);
     }
+    write(prompt);
     std::string line;
     char c = 0;
     bool too_long = false;

@@ -168,6 +168,11 @@ bool key_is_protected(const fs::path& home) {
   return core::is_sealed_key(core::read_key_text(home));
 }
 
+void unlock_key(const fs::path& home) {
+  KeyHolder holder;
+  holder.key = core::load_key(home);
+}
+
 void set_key_passphrase(const fs::path& home, const std::string& new_passphrase) {
   KeyHolder holder;
   holder.key = core::load_key(home);

@@ -25,6 +25,9 @@ VersionLog::VersionLog(const std::filesystem::path& file) {
       sqlite3_open_v2(file.c_str(), &raw,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   db_.reset(raw);
+  // Before anything touches the file: two clients opening a new home at once must wait, not fail.
+  if (raw != nullptr)
+    sqlite3_busy_timeout(raw, 10000);
   if (rc != SQLITE_OK ||
       sqlite3_exec(
           db_.get(),
@@ -33,7 +36,6 @@ VersionLog::VersionLog(const std::filesystem::path& file) {
           nullptr, nullptr, nullptr) != SQLITE_OK) {
     throw LocalIoError("cannot open the client state database " + file.string());
   }
-  sqlite3_busy_timeout(db_.get(), 10000);
 }
 
 VersionLog::~VersionLog() = default;

@@ -2,14 +2,15 @@
 //
 // Locks, always taken in this order and never the other way round:
 //   FileData::mutex (one file's data: its write-back file and committed base; may be held across
-//   network calls) -> tree_mutex_ (the namespace and every inode's attributes; never held across
-//   a network call) -> the leaf locks (handles_mutex_, inflight_mutex_, commit_mutex_, the
-//   client pool's, the log's).
-// The committer thread takes tree_mutex_ only, so a slow upload never blocks namespace changes,
-// and a handler never waits for a commit while holding a lock. No thread waits for a FileData
-// mutex while holding a pooled client. Kernel notifications (after merging another mount's
-// changes) go out from a thread of their own: they can wait for kernel inode locks that a handler
-// waiting for the committer holds.
+//   network calls) or commit_run_mutex_ (whoever commits the tree; never together with a
+//   FileData::mutex) -> tree_mutex_ (the namespace and every inode's attributes; never held
+//   across a network call) -> the leaf locks (handles_mutex_, inflight_mutex_, commit_mutex_,
+//   the client pool's, the log's).
+// Committing the tree takes tree_mutex_ only for a snapshot, so a slow upload never blocks
+// namespace changes, and a handler never waits for a commit while holding a lock. No thread waits
+// for a FileData mutex while holding a pooled client. Kernel notifications (after merging another
+// mount's changes) go out from a thread of their own: they can wait for kernel inode locks that a
+// handler waiting for a commit holds.
 #define FUSE_USE_VERSION 312
 
 #include "fs/mount.hpp"
@@ -396,6 +397,10 @@ class Fs {
     std::unique_lock lock(tree_mutex_);
     ns_->forget(ino, n);
     collect_gone();
+    // A file the kernel no longer knows, with nothing to store: its state can go (it is loaded
+    // again on the next lookup).
+    if (!ns_->referenced(ino) && !dirty_content_.contains(ino) && !retry_files_.contains(ino))
+      files_.erase(ino);
   }
 
   void getattr(fuse_req_t req, fuse_ino_t ino) {
@@ -927,7 +932,7 @@ class Fs {
     st.st_gid = r.gid;
     st.st_rdev = static_cast<dev_t>(r.rdev);
     st.st_size = static_cast<off_t>(S_ISDIR(r.mode) ? 4096 : r.size);
-    st.st_blksize = static_cast<blksize_t>(segment_bytes_);
+    st.st_blksize = static_cast<blksize_t>(kMaxIo);  // what cp and friends size their buffers by
     st.st_blocks = static_cast<blkcnt_t>((st.st_size + 511) / 512);
     st.st_atim = to_timespec(r.atime_ns);
     st.st_mtim = to_timespec(r.mtime_ns);
@@ -1750,6 +1755,22 @@ class Fs {
       std::shared_lock lock(tree_mutex_);
       target = ns_->generation();
     }
+    {
+      std::lock_guard lock(commit_mutex_);
+      if (committed_generation_ >= target)
+        return 0;
+    }
+    // Nobody committing: commit here, sparing a hand-over to the committer thread.
+    if (std::unique_lock run(commit_run_mutex_, std::try_to_lock); run.owns_lock()) {
+      {
+        std::lock_guard lock(commit_mutex_);
+        if (committed_generation_ >= target)
+          return 0;
+      }
+      commit_tree();
+      std::lock_guard lock(commit_mutex_);
+      return committed_generation_ >= target ? 0 : EIO;
+    }
     std::unique_lock lock(commit_mutex_);
     if (committed_generation_ >= target)
       return 0;
@@ -1798,6 +1819,7 @@ class Fs {
         }
         const bool due = sync || now - dirty_since >= options_.commit_delay;
         if (due && (sync || now >= retry_at)) {
+          std::lock_guard run(commit_run_mutex_);
           if (commit_tree()) {
             dirty = false;
             backoff = std::chrono::milliseconds(0);
@@ -1813,6 +1835,7 @@ class Fs {
         dirty = false;
       }
       if (now >= next_refresh) {
+        std::lock_guard run(commit_run_mutex_);
         refresh();
         next_refresh = Clock::now() + options_.refresh;
       }
@@ -2071,7 +2094,10 @@ class Fs {
   std::set<std::uint64_t> retry_files_;  // files whose changes could not be stored yet
   Tree base_tree_;                       // the tree as last committed or merged (the merge base)
 
-  // Written by the committer thread (and load() before it starts).
+  // Held by whichever thread commits or refreshes the tree (the committer, or a thread in
+  // sync_tree() when the committer is idle): tree_version_ changes only under it. Taken before
+  // tree_mutex_ and commit_mutex_.
+  std::mutex commit_run_mutex_;
   std::atomic<std::uint64_t> tree_version_{0};
   std::thread committer_;
 
@@ -2376,6 +2402,7 @@ int run_mount(const MountOptions& given) {
     argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   fuse_session* se = fuse_session_new(&args, &kOps, sizeof kOps, fs.get());
+  fuse_opt_free_args(&args);  // libfuse may have copied them
   if (!se) {
     std::fprintf(stderr, "splitfs: cannot mount: bad FUSE options '%s'\n", fuse_opts.c_str());
     return 2;

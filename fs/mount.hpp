@@ -44,7 +44,7 @@ struct MountOptions {
   bool foreground = false;
   bool debug = false;  // libfuse's request trace on stderr (implies foreground)
   std::uint64_t cache_bytes = 256u << 20;
-  std::uint32_t readahead_segments = 16;
+  std::uint32_t readahead_segments = 32;
   double attr_timeout = 1.0;
   double entry_timeout = 1.0;
   std::chrono::milliseconds refresh{3000};

@@ -364,6 +364,11 @@ void Namespace::release_open(std::uint64_t ino) {
   maybe_gone(ino);
 }
 
+bool Namespace::referenced(std::uint64_t ino) const {
+  const auto it = rt_.find(ino);
+  return it != rt_.end() && (it->second.lookups > 0 || it->second.opens > 0);
+}
+
 void Namespace::maybe_gone(std::uint64_t ino) {
   const auto it = rt_.find(ino);
   if (ino == kRootIno || it == rt_.end() || it->second.nlink > 0 || it->second.lookups > 0 ||

@@ -58,6 +58,8 @@ class Namespace {
   void forget(std::uint64_t ino, std::uint64_t n);
   void add_open(std::uint64_t ino);
   void release_open(std::uint64_t ino);
+  // Whether the kernel or an open file still refers to ino.
+  bool referenced(std::uint64_t ino) const;
   // Inodes gone since the last call.
   std::vector<std::uint64_t> take_gone();
 

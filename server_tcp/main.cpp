@@ -1,8 +1,9 @@
 // splitfs-tcp-server: the TCP door. The framed protocol of protocol/codec.hpp over TLS 1.3.
 //
 // The first request on a connection must be a Hello this server accepts, from an enrolled client
-// within its connection cap; anything else gets an error reply and the connection closes (bytes
-// beyond a small bound before the Hello are not even buffered). Every later request is
+// within its connection cap; anything else gets an error reply and the connection closes, as does
+// a first frame announcing more than a Hello could need or more than 1 KiB sent before the Hello
+// is answered (so nothing large is buffered for a client not yet admitted). Every later request is
 // authenticated again, so a client revoked meanwhile is refused and disconnected. Pipelined
 // requests are answered one by one, in order. A frame that announces more than
 // protocol::kMaxMessageBytes or does not decode gets an error reply, then the connection closes;
@@ -29,8 +30,8 @@ namespace beast = service::beast;
 
 constexpr std::size_t kReadChunkBytes = 64 * 1024;
 constexpr std::size_t kWriteChunkBytes = 256 * 1024;
-// What may arrive before the Hello is answered (a Hello frame is 9 bytes), and the largest length
-// the first frame may announce: nothing bigger is buffered for a client not yet admitted.
+// What may wait before the Hello is answered (a Hello frame is 9 bytes), and the largest length the
+// first frame may announce.
 constexpr std::size_t kMaxBytesBeforeHello = 1024;
 constexpr std::uint32_t kMaxFirstFrameLength = 64;
 
@@ -128,6 +129,12 @@ awaitable<void> serve_frames(service::Connection& connection, service::Service& 
     }
     if (connection.stopping())
       co_return;
+    if (!greeted && (parser.buffered() > kMaxBytesBeforeHello || first.too_long())) {
+      const protocol::ErrorReply refusal{
+          protocol::Status::bad_request, "the first request on a connection must be hello", {}};
+      co_await write_all(connection, protocol::encode_reply_frame(refusal));
+      co_return;
+    }
     // The next request's clock starts with its first byte (already here when pipelined).
     if (parser.buffered() == 0)
       connection.end_transfer();
@@ -151,12 +158,6 @@ awaitable<void> serve_frames(service::Connection& connection, service::Service& 
     }
     if (!greeted)
       first.saw(ByteView(chunk.data(), received));
-    if (!greeted && (parser.buffered() > kMaxBytesBeforeHello || first.too_long())) {
-      const protocol::ErrorReply refusal{
-          protocol::Status::bad_request, "the first request on a connection must be hello", {}};
-      co_await write_all(connection, protocol::encode_reply_frame(refusal));
-      co_return;
-    }
   }
 }
 

@@ -24,8 +24,8 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
-
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -34,7 +34,6 @@
 #include <functional>
 #include <map>
 #include <mutex>
-#include <set>
 #include <unordered_map>
 
 #include "store/inspect.hpp"

@@ -62,6 +62,9 @@ InitResult init(const std::filesystem::path& home, const InitOptions& options);
 std::string client_fingerprint(const std::filesystem::path& home);
 // Whether the content key in home is protected by a passphrase.
 bool key_is_protected(const std::filesystem::path& home);
+// Opens the content key in home now, asking for its passphrase (read_passphrase) if it is
+// protected, so that nothing later in this process asks again. Throws ConfigError.
+void unlock_key(const std::filesystem::path& home);
 // Protects the content key in home with new_passphrase, replacing any earlier protection; an empty
 // new_passphrase removes the protection. A protected key is opened first (read_passphrase).
 void set_key_passphrase(const std::filesystem::path& home, const std::string& new_passphrase);

@@ -75,7 +75,8 @@ TEST_CASE("mount: a second read is served from the cache without network traffic
   const std::uint64_t second = read_direct(m / "f");
   const auto after_second = m.stats();
   CHECK(second == first);
-  CHECK(after_second.at("cache_hits") - after_first.at("cache_hits") >= 24);  // 6 MiB / 256 KiB
+  CHECK(after_second.at("cache_hits") - after_first.at("cache_hits") >=
+        24);  // 6 MiB / 256 KiB at most
   CHECK(after_second.at("cache_misses") == after_first.at("cache_misses"));
   CHECK(after_second.at("bytes_received") == after_first.at("bytes_received"));
   CHECK(after_first.at("readahead_segments") > 0);
@@ -103,7 +104,9 @@ TEST_CASE("mount: a small cache stays within its budget", "[mount][cache]") {
   CHECK(st.at("bytes_received") >= 3 * (48u << 20));  // nothing fits, so every pass downloads
   const std::uint64_t peak = rss_kib(pid, "VmHWM:");
   INFO("RSS before " << rss_before << " KiB, peak " << peak << " KiB");
+#ifndef __SANITIZE_ADDRESS__  // AddressSanitizer keeps freed memory in quarantine on purpose
   CHECK(peak < rss_before + 40 * 1024);  // far below the 144 MiB read
+#endif
 }
 
 TEST_CASE("mount: a small edit to a 64 MiB file uploads a small fraction of it", "[mount][cache]") {

@@ -36,6 +36,11 @@ struct Fixture {
   TempDir work{"splitfs-hostile"};
 };
 
+Bytes text_bytes(std::string_view text) {
+  const ByteView view = as_bytes(text);
+  return Bytes(view.begin(), view.end());
+}
+
 Bytes frame_header(std::uint32_t length, std::uint8_t kind) {
   return {static_cast<std::uint8_t>(length >> 24), static_cast<std::uint8_t>(length >> 16),
           static_cast<std::uint8_t>(length >> 8), static_cast<std::uint8_t>(length), kind};
@@ -101,10 +106,7 @@ TEST_CASE("security: malformed frames get an error or a close; the TCP server ke
       {"an id of the wrong length", short_id, true},
       {"bytes after the payload", trailing, true},
       {"a huge first frame before hello", frame_header(64u << 20, 3), false},
-      {"HTTP spoken to the frame door",
-       Bytes(as_bytes(std::string("GET / HTTP/1.1\r\n\r\n")).begin(),
-             as_bytes(std::string("GET / HTTP/1.1\r\n\r\n")).end()),
-       false},
+      {"HTTP spoken to the frame door", text_bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), false},
       {"a path as an id",
        [] {
          Bytes b = frame_header(1 + 32, static_cast<std::uint8_t>(protocol::Op::get_file));
@@ -124,7 +126,10 @@ TEST_CASE("security: malformed frames get an error or a close; the TCP server ke
       REQUIRE(hello);
       expect<protocol::Empty>(*hello);
     }
-    REQUIRE_FALSE(client.send(c.bytes));
+    if (client.send(c.bytes)) {
+      // The server answered and closed before the whole input was sent: refused all the same.
+      continue;
+    }
     if (c.what == "a path as an id") {
       // A well-formed request for an id nobody has: not found, and the connection stays.
       auto reply = client.read_reply(protocol::Op::get_file);

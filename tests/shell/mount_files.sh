@@ -38,6 +38,7 @@ check_all() {
     grep -qE "^-rw-r--r-- 1 .* $size .* f$size\$" <<<"$listing" || fail "$when: ls -l lacks f$size: $listing"
     [ "$(stat -c %s "$mnt/f$size")" = "$size" ] || fail "$when: size of f$size"
     cmp "$work/in/f$size" "$mnt/f$size" || fail "$when: content of f$size"
+    # shellcheck disable=SC2002 # cat on purpose: read the way a user reads
     cat "$mnt/f$size" | cmp - "$work/in/f$size" || fail "$when: cat of f$size"
   done
   echo "$when: ${#sizes[@]} files with the right sizes and bytes"

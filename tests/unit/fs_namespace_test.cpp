@@ -254,3 +254,17 @@ TEST_CASE("random namespace operations keep the tree consistent") {
   }
   f.consistent();
 }
+
+TEST_CASE_METHOD(Fixture, "an inode is referenced while looked up or open") {
+  const auto a = file(kRootIno, "a");
+  CHECK_FALSE(ns.referenced(a));
+  ns.add_lookup(a, 2);
+  CHECK(ns.referenced(a));
+  ns.forget(a, 2);
+  CHECK_FALSE(ns.referenced(a));
+  ns.add_open(a);
+  CHECK(ns.referenced(a));
+  ns.release_open(a);
+  CHECK_FALSE(ns.referenced(a));
+  CHECK(ns.find(a));  // still named: not gone
+}
