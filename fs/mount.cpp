@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <linux/fs.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
@@ -31,6 +32,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <future>
 #include <map>
 #include <memory>
@@ -262,7 +264,6 @@ class Fs {
   }
 
   Log& log() { return log_; }
-  const MountOptions& options() const { return options_; }
 
   // Loads (or creates) the tree and reserves inode numbers; before serving.
   void load() {
@@ -314,11 +315,29 @@ class Fs {
         }
       }
     }
+    {
+      // The kernel will not forget anything any more: unlinked files still referenced are gone.
+      std::unique_lock lock(tree_mutex_);
+      ns_->drop_references();
+      collect_gone();
+    }
     for (int attempt = 0; attempt < 3; ++attempt) {
       if (sync_tree() == 0)
         break;
       if (attempt == 2)
         ok = false;
+    }
+    if (ok) {
+      // Gone inodes the committed tree does not name (no commit was needed to drop them).
+      std::unique_lock lock(tree_mutex_);
+      std::lock_guard queue(removal_mutex_);
+      for (const auto ino : pending_removal_) {
+        if (!base_tree_.inodes.contains(ino))
+          removal_queue_.push_back(ino);
+      }
+      pending_removal_.clear();
+    }
+    while (remove_contents(64) > 0) {
     }
     {
       std::lock_guard lock(commit_mutex_);
@@ -358,8 +377,6 @@ class Fs {
     conn->max_write = kMaxIo;
     conn->max_read = kMaxIo;
     conn->max_readahead = kMaxIo;
-    if (conn->capable & FUSE_CAP_SPLICE_READ)
-      conn->want |= FUSE_CAP_SPLICE_READ;
     // Locks are the kernel's, within this mount: no POSIX or flock lock handlers.
     conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_WRITEBACK_CACHE |
                     FUSE_CAP_ATOMIC_O_TRUNC);
@@ -1843,6 +1860,8 @@ class Fs {
         retry_failed_files();
         next_retry = Clock::now() + std::chrono::seconds(5);
       }
+      if (!sync)
+        remove_contents(16);
     }
     std::lock_guard lock(commit_mutex_);
     stopped_ = true;
@@ -1884,7 +1903,15 @@ class Fs {
           committed_generation_ = std::max(committed_generation_, generation);
         }
         commit_cv_.notify_all();
-        remove_contents(*client, removals, snapshot);
+        {
+          // Content of inodes the committed tree no longer has (a merge may have brought some
+          // back): removed in the background, a few at a time.
+          std::lock_guard lock(removal_mutex_);
+          for (const auto ino : removals) {
+            if (!snapshot.inodes.contains(ino))
+              removal_queue_.push_back(ino);
+          }
+        }
         return true;
       } catch (const ConflictError&) {
         try {
@@ -1914,18 +1941,30 @@ class Fs {
     return false;
   }
 
-  void remove_contents(Client& client, const std::set<std::uint64_t>& inodes,
-                       const Tree& committed) {
-    for (const auto ino : inodes) {
-      if (committed.inodes.contains(ino))
-        continue;  // brought back by a merge
-      try {
-        client.remove_object(content_key(ino));
-      } catch (const NotFound&) {
-      } catch (const std::exception& e) {
-        log_.line("removing the content of inode " + std::to_string(ino) + " failed: " + e.what());
+  // Removes up to max queued contents; returns how many are still queued.
+  std::size_t remove_contents(std::size_t max) {
+    std::vector<std::uint64_t> batch;
+    {
+      std::lock_guard lock(removal_mutex_);
+      while (!removal_queue_.empty() && batch.size() < max) {
+        batch.push_back(removal_queue_.front());
+        removal_queue_.pop_front();
       }
     }
+    if (!batch.empty()) {
+      auto client = pool_.acquire();
+      for (const auto ino : batch) {
+        try {
+          client->remove_object(content_key(ino));
+        } catch (const NotFound&) {
+        } catch (const std::exception& e) {
+          log_.line("removing the content of inode " + std::to_string(ino) +
+                    " failed (it stays on the servers, unreferenced): " + e.what());
+        }
+      }
+    }
+    std::lock_guard lock(removal_mutex_);
+    return removal_queue_.size();
   }
 
   // Polls the tree's version; merges in what another mount committed.
@@ -2040,6 +2079,11 @@ class Fs {
       std::lock_guard lock(commit_mutex_);
       committed = committed_generation_;
     }
+    std::uint64_t removals = 0;
+    {
+      std::lock_guard lock(removal_mutex_);
+      removals = removal_queue_.size();
+    }
     std::ostringstream out;
     out << "pid: " << ::getpid() << "\n"
         << "mountpoint: " << options_.mountpoint.string() << "\n"
@@ -2073,6 +2117,7 @@ class Fs {
         << "errors: " << errors_.load() << "\n"
         << "files_pending: " << pending << "\n"
         << "writeback_bytes: " << writeback << "\n"
+        << "removals_pending: " << removals << "\n"
         << "tree_pending: " << (generation > committed ? 1 : 0) << "\n";
     return out.str();
   }
@@ -2092,7 +2137,9 @@ class Fs {
   std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> dirty_content_;
   std::set<std::uint64_t> pending_removal_;
   std::set<std::uint64_t> retry_files_;  // files whose changes could not be stored yet
-  Tree base_tree_;                       // the tree as last committed or merged (the merge base)
+  std::mutex removal_mutex_;
+  std::deque<std::uint64_t> removal_queue_;  // contents to remove from the servers
+  Tree base_tree_;  // the tree as last committed or merged (the merge base)
 
   // Held by whichever thread commits or refreshes the tree (the committer, or a thread in
   // sync_tree() when the committer is idle): tree_version_ changes only under it. Taken before
@@ -2316,6 +2363,31 @@ std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
 }
 
+// Whether path is listed in /proc/self/mounts (where spaces and the like are octal escapes).
+bool is_mount_point(const fsys::path& path) {
+  std::string escaped;
+  for (const char c : path.string()) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\\') {
+      char code[5];
+      std::snprintf(code, sizeof code, "\\%03o", static_cast<unsigned char>(c));
+      escaped += code;
+    } else {
+      escaped += c;
+    }
+  }
+  std::ifstream mounts("/proc/self/mounts");
+  std::string line;
+  while (std::getline(mounts, line)) {
+    std::istringstream fields(line);
+    std::string device;
+    std::string where;
+    fields >> device >> where;
+    if (where == escaped)
+      return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 void parse_mount_options(const std::string& list, MountOptions& options) {
@@ -2367,6 +2439,13 @@ void parse_mount_options(const std::string& list, MountOptions& options) {
 }
 
 int run_mount(const MountOptions& given) {
+  // Segments, batches and FUSE buffers are 128 KiB to a few MiB, allocated and freed all the time:
+  // served by mmap/munmap (glibc's default above 128 KiB) each one costs page faults and TLB
+  // shootdowns, a third of the CPU a large write costs. Keep them in the heap instead, and bound
+  // what the heap may keep.
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_TRIM_THRESHOLD, 32 << 20);
+  mallopt(M_ARENA_MAX, 4);
   MountOptions options = given;
   std::error_code ec;
   options.home = fsys::absolute(options.home, ec);
@@ -2376,6 +2455,10 @@ int run_mount(const MountOptions& given) {
   if (!fsys::is_directory(options.mountpoint)) {
     std::fprintf(stderr, "splitfs: %s is not a directory\n", options.mountpoint.c_str());
     return 2;
+  }
+  if (is_mount_point(options.mountpoint)) {
+    std::fprintf(stderr, "splitfs: %s is already a mount point\n", options.mountpoint.c_str());
+    return 1;
   }
   if (options.debug)
     options.foreground = true;

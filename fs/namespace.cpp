@@ -380,6 +380,17 @@ void Namespace::maybe_gone(std::uint64_t ino) {
   gone_.push_back(ino);
 }
 
+void Namespace::drop_references() {
+  std::vector<std::uint64_t> all;
+  for (auto& [ino, r] : rt_) {
+    r.lookups = 0;
+    r.opens = 0;
+    all.push_back(ino);
+  }
+  for (const auto ino : all)
+    maybe_gone(ino);
+}
+
 std::vector<std::uint64_t> Namespace::take_gone() {
   return std::exchange(gone_, {});
 }

@@ -62,6 +62,8 @@ class Namespace {
   bool referenced(std::uint64_t ino) const;
   // Inodes gone since the last call.
   std::vector<std::uint64_t> take_gone();
+  // Drops every reference the kernel and open files hold (the mount is ending): orphans are gone.
+  void drop_references();
 
   // Inode numbers: this mount allocates from its own reserved block.
   void reserve_block(std::uint64_t count);

@@ -4,7 +4,8 @@
 //
 // A byte at offset o < size() is, for segment s = o / segment_bytes:
 //   - in the local file, if s is local (written since the base, or filled from the base first);
-//   - else the base's byte, if o < valid_base() (the base bytes no truncation has cut off);
+//   - else the base's byte, if o is below the base's size and below every size the file was
+//     truncated to since;
 //   - else zero (a hole, or bytes a truncation cut off and an extension brought back).
 // The local file never holds a non-zero byte at or past size(), and never holds bytes of a
 // segment that is not local. A partial write into a segment that still has base bytes needs them
@@ -56,8 +57,6 @@ class WriteBack {
   void reset(std::uint64_t base_size);
 
   std::uint64_t size() const { return size_; }
-  std::uint64_t valid_base() const { return valid_base_; }
-  std::uint64_t base_size() const { return base_size_; }
   std::uint32_t segment_bytes() const { return segment_bytes_; }
   bool dirty() const { return dirty_; }
   bool is_local(std::uint64_t segment) const { return local_.contains(segment); }

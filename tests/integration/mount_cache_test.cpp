@@ -178,6 +178,11 @@ TEST_CASE("mount: unmounting with pending changes commits them", "[mount][cache]
   REQUIRE(::mkdir((m / "kept").c_str(), 0700) == 0);
   REQUIRE(::chmod((m / "kept").c_str(), 0711) == 0);
   REQUIRE(::symlink("kept", (m / "link").c_str()) == 0);
+  // A stored file, then removed: its content must leave the servers too.
+  { std::ofstream(m / "doomed") << "soon gone"; }
+  struct stat doomed {};
+  REQUIRE(::stat((m / "doomed").c_str(), &doomed) == 0);
+  REQUIRE(::unlink((m / "doomed").c_str()) == 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK(m.stats().at("tree_pending") == 1);
   // The command a user runs: it returns once the mount process has committed and exited.
@@ -193,4 +198,23 @@ TEST_CASE("mount: unmounting with pending changes commits them", "[mount][cache]
   CHECK((st.st_mode & 07777) == 0711);
   char target[16] = {};
   CHECK(::readlink((m / "link").c_str(), target, sizeof target) == 4);
+  splitfs::Client client(m.home);
+  CHECK_THROWS_AS(client.open_object("ino/" + std::to_string(doomed.st_ino)), splitfs::NotFound);
+}
+
+TEST_CASE("mount: a file unlinked while open leaves the servers at unmount", "[mount][cache]") {
+  Mount m;
+  { std::ofstream(m / "open-then-unlinked") << "content on the servers"; }
+  struct stat st {};
+  REQUIRE(::stat((m / "open-then-unlinked").c_str(), &st) == 0);
+  const int fd = ::open((m / "open-then-unlinked").c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  REQUIRE(::unlink((m / "open-then-unlinked").c_str()) == 0);
+  char buf[8];
+  CHECK(::read(fd, buf, sizeof buf) == 8);  // still readable
+  ::close(fd);
+  m.unmount();
+  splitfs::Client client(m.home);
+  CHECK_THROWS_AS(client.open_object("ino/" + std::to_string(st.st_ino)), splitfs::NotFound);
+  m.mount();
 }

@@ -268,3 +268,19 @@ TEST_CASE_METHOD(Fixture, "an inode is referenced while looked up or open") {
   CHECK_FALSE(ns.referenced(a));
   CHECK(ns.find(a));  // still named: not gone
 }
+
+TEST_CASE_METHOD(Fixture, "dropping all references makes orphans gone, named inodes stay") {
+  const auto a = file(kRootIno, "a");
+  const auto b = file(kRootIno, "b");
+  ns.add_lookup(a);
+  ns.add_open(a);
+  ns.add_lookup(b);
+  std::uint64_t ino = 0;
+  REQUIRE(ns.unlink(kRootIno, "a", now, ino) == 0);
+  CHECK(ns.take_gone().empty());
+  ns.drop_references();
+  CHECK(ns.take_gone() == std::vector<std::uint64_t>{a});
+  CHECK(ns.find(b));
+  CHECK_FALSE(ns.referenced(b));
+  consistent();
+}
