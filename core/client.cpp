@@ -1054,6 +1054,10 @@ FileStat Client::stat_object(const std::string& key) {
   return impl_->stat_object(key);
 }
 
+std::array<std::uint8_t, 32> Client::local_key() const {
+  return impl_->keys.local;
+}
+
 TransferCounters Client::counters() const {
   const auto load = [](const std::atomic<std::uint64_t>& a) {
     return a.load(std::memory_order_relaxed);

@@ -296,6 +296,7 @@ KeySet KeySet::derive(const Key& content_key) {
   keys.share_nonce = hkdf(content_key, "splitfs share nonce");
   keys.file_id = hkdf(content_key, "splitfs file id");
   keys.record = hkdf(content_key, "splitfs record encryption");
+  keys.local = hkdf(content_key, "splitfs local data");
   return keys;
 }
 

@@ -33,6 +33,7 @@ struct KeySet {
   Key share_nonce{};  // derives the nonces of compressed shares
   Key file_id{};      // names files by their path
   Key record{};       // encrypts manifests and entries
+  Key local{};        // keys data kept on this machine only (the mount's disk cache)
   static KeySet derive(const Key& content_key);
 };
 

@@ -225,6 +225,9 @@ class Client {
   // Where an object's chunks are, as the servers report it (entry.name is the key).
   FileStat stat_object(const std::string& key);
   TransferCounters counters() const;
+  // A key for data this machine keeps for itself (the mount's disk cache), derived from the content
+  // key and used for nothing sent to a server.
+  std::array<std::uint8_t, 32> local_key() const;
 
  private:
   struct Impl;
