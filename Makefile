@@ -6,7 +6,8 @@ FUZZ_SECONDS ?= 600
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS = -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all deps build demo test test-release test-asan test-fuzz fuzz fuzz-build check-format format clean
+.PHONY: all deps build demo test test-release test-asan test-fuzz fuzz fuzz-build check-format format clean \
+	bench bench-peers
 
 all: build
 
@@ -45,6 +46,17 @@ test-fuzz: fuzz-build
 
 fuzz: fuzz-build
 	fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# The benchmark of issue 8 (bench/run.sh): our mount against a TLS stream and a FUSE passthrough;
+# `make bench ARGS=--peers` (or `make bench-peers`) adds rclone crypt mount and sshfs. Needs FUSE.
+BENCH_TARGETS = splitfs splitfs-https-server splitfs-tcp-server bench_tls_stream bench_passthrough
+bench: deps
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target $(BENCH_TARGETS)
+	SPLITFS_BIN_DIR=$(BUILD)/bin bench/run.sh $(ARGS)
+
+bench-peers:
+	@$(MAKE) --no-print-directory bench ARGS="--peers $(ARGS)"
 
 check-format: deps
 	@scripts/check-format.sh

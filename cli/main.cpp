@@ -1,5 +1,6 @@
 // The splitfs command: init a client home, store, fetch, list, remove and inspect files; mount
 // the store as a folder, unmount it and show a mount's counters.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -15,8 +16,15 @@
 #include <sstream>
 #include <thread>
 
+#include "core/config.hpp"
+#include "core/config_show.hpp"
+#include "core/scan_gate.hpp"
+#include "fs/journal.hpp"
 #include "fs/mount.hpp"
 #include "fs/remote.hpp"
+#include "fs/status.hpp"
+#include "scan/quarantine.hpp"
+#include "scan/scan.hpp"
 
 namespace fs = std::filesystem;
 
@@ -34,6 +42,7 @@ enum Exit : int {
   kConfig = 7,
   kConflict = 8,
   kQuota = 9,
+  kMalicious = 10,
 };
 
 std::string human_size(std::uint64_t bytes) {
@@ -74,15 +83,49 @@ std::optional<splitfs::fs::RemoteTree> mount_tree(splitfs::Client& client) {
   return splitfs::fs::load_tree(client);
 }
 
+// gate: the malware check (nullptr with --no-scan).
 bool fetch_from_mount(splitfs::Client& client, const std::string& name, const std::string& dest,
-                      fs::path& written) {
+                      fs::path& written, splitfs::core::ScanGate* gate) {
   const auto tree = mount_tree(client);
   if (!tree)
     return false;
   const auto ino = splitfs::fs::resolve_path(tree->tree, name);
   if (!ino)
     return false;
-  written = splitfs::fs::fetch_file(client, tree->tree, *ino, name, dest);
+  if (!gate) {
+    written = splitfs::fs::fetch_file(client, tree->tree, *ino, name, dest);
+    return true;
+  }
+  // Into a private folder beside the destination first: the file appears under its name only
+  // once the malware check lets it through.
+  const fs::path target =
+      fs::is_directory(dest) ? fs::path(dest) / fs::path(name).filename() : fs::path(dest);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::string staging = (dir / ".splitfs-scan-XXXXXX").string();
+  if (::mkdtemp(staging.data()) == nullptr)
+    throw splitfs::LocalIoError("cannot create a folder in " + dir.string());
+  struct Cleanup {
+    fs::path path;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  } cleanup{staging};
+  const fs::path staged =
+      splitfs::fs::fetch_file(client, tree->tree, *ino, name, cleanup.path / target.filename());
+  {
+    const int fd = ::open(staged.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      throw splitfs::LocalIoError("cannot read " + staged.string());
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};
+    gate->check_fetch(fd, name, target);
+  }
+  if (::rename(staged.c_str(), target.c_str()) != 0)
+    throw splitfs::LocalIoError("cannot write " + target.string());
+  written = target;
   return true;
 }
 
@@ -153,6 +196,10 @@ int unmount(const fs::path& mountpoint, bool lazy, int timeout_seconds) {
   pid_t pid = 0;
   if (const auto at = stats.find("pid: "); at != std::string::npos)
     pid = static_cast<pid_t>(std::stol(stats.substr(at + 5)));
+  // Where the mount journals what it could not upload, to say what is left once it is gone.
+  fs::path journal;
+  if (const auto at = stats.find("\njournal: "); at != std::string::npos)
+    journal = stats.substr(at + 10, stats.find('\n', at + 10) - (at + 10));
   std::vector<std::string> args{"fusermount3", "-u"};
   if (lazy)
     args.emplace_back("-z");
@@ -178,6 +225,110 @@ int unmount(const fs::path& mountpoint, bool lazy, int timeout_seconds) {
       told = true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!journal.empty() && fs::exists(journal)) {
+    const auto left = splitfs::fs::summarize_journal(journal);
+    if (left.files > 0 || left.tree) {
+      return report(std::to_string(left.files) + " file(s) (" + human_size(left.bytes) + ")" +
+                        (left.tree ? " and namespace changes" : "") +
+                        " could not reach the servers: they are kept in " + journal.string() +
+                        " and the next mount of this store uploads them",
+                    kUnavailable);
+    }
+  }
+  return kOk;
+}
+
+// ---- Malicious file checks ----
+
+std::string_view action_text(splitfs::scan::Action action) {
+  switch (action) {
+    case splitfs::scan::Action::block:
+      return "blocked";
+    case splitfs::scan::Action::warn:
+      return "let through with a warning";
+    case splitfs::scan::Action::allow:
+      break;
+  }
+  return "allowed";
+}
+
+// `splitfs scan FILE...`: each file's verdict under the configured policy, storing nothing.
+int scan_files(const fs::path& home, const std::vector<std::string>& files, bool json) {
+  const splitfs::core::ScanConfig config = splitfs::core::load_scan_config(home);
+  const auto scanner = splitfs::scan::Scanner::shared(config.settings);
+  for (const auto& status : scanner->status()) {
+    if (!status.unavailable.empty())
+      std::cerr << "splitfs: " << status.name << " unavailable: " << status.unavailable << "\n";
+  }
+  bool blocked = false;
+  bool failed = false;
+  std::vector<std::string> items;
+  for (const auto& file : files) {
+    splitfs::scan::Verdict verdict;
+    try {
+      splitfs::scan::FileSource source{fs::path(file)};
+      verdict = scanner->scan(source, fs::path(file).filename().string());
+    } catch (const splitfs::Error& e) {
+      report(file + ": " + e.what(), kFailure);
+      failed = true;
+      continue;
+    }
+    const auto action = config.policy.decide(verdict.severity);
+    blocked = blocked || action == splitfs::scan::Action::block;
+    if (json) {
+      items.push_back(splitfs::scan::to_json(file, verdict, action));
+      continue;
+    }
+    if (verdict.findings.empty()) {
+      std::cout << file << ": clean\n";
+    } else {
+      std::cout << file << ": " << splitfs::scan::to_string(verdict.severity) << ", "
+                << action_text(action) << "\n";
+    }
+    for (const auto& f : verdict.findings) {
+      std::cout << "  " << splitfs::scan::to_string(f.severity) << "  " << f.detector << " "
+                << f.rule << (f.where.empty() ? "" : " in " + f.where) << ": " << f.detail << "\n";
+    }
+    for (const auto& note : verdict.notes) {
+      if (note.find(" unavailable: ") == std::string::npos)
+        std::cout << "  not checked: " << note << "\n";
+    }
+  }
+  if (json) {
+    std::cout << "[";
+    for (std::size_t i = 0; i < items.size(); ++i)
+      std::cout << (i ? ",\n " : "") << items[i];
+    std::cout << "]\n";
+  }
+  return blocked ? kMalicious : failed ? kFailure : kOk;
+}
+
+// `splitfs quarantine list`: what was blocked, newest first, and where its bytes are.
+int list_quarantine(const fs::path& home, bool json) {
+  const splitfs::core::ScanConfig config = splitfs::core::load_scan_config(home);
+  const splitfs::scan::Quarantine quarantine(config.quarantine, config.quarantine_max_bytes);
+  const auto entries = quarantine.list();
+  if (json) {
+    std::cout << splitfs::scan::to_json(entries) << "\n";
+    return kOk;
+  }
+  if (entries.empty()) {
+    std::cout << "the quarantine (" << config.quarantine.string() << ") is empty\n";
+    return kOk;
+  }
+  for (const auto& e : entries) {
+    const splitfs::scan::Finding* worst = e.findings.empty() ? nullptr : &e.findings.front();
+    std::cout << e.id << "  " << local_time(e.time_ns) << "  " << e.origin << "  "
+              << splitfs::scan::to_string(e.severity) << "  "
+              << (worst ? worst->detector + " " + worst->rule : std::string("?")) << "  " << e.file
+              << "\n";
+    if (!e.data.empty()) {
+      std::cout << "    kept as " << e.data.string() << " (" << human_size(e.size) << ", sha256 "
+                << e.sha256 << ")\n";
+    } else {
+      std::cout << "    not kept: " << e.not_kept << "\n";
+    }
   }
   return kOk;
 }
@@ -253,6 +404,8 @@ int main(int argc, char** argv) {
   store->footer("Example: splitfs store report.pdf photos.tar --as backup/photos.tar");
   store->add_option("files", files, "local files")->required()->check(CLI::ExistingFile);
   store->add_option("--as", as_name, "store a single file under this name");
+  bool no_scan = false;
+  store->add_flag("--no-scan", no_scan, "store without the malware check (says so on stderr)");
 
   std::vector<std::string> names;
   std::string dest = ".";
@@ -260,6 +413,24 @@ int main(int argc, char** argv) {
   fetch->footer("Example: splitfs fetch report.pdf -o ~/Downloads/");
   fetch->add_option("names", names, "stored names")->required();
   fetch->add_option("-o,--output", dest, "destination folder, or file for a single name");
+  fetch->add_flag("--no-scan", no_scan, "fetch without the malware check (says so on stderr)");
+
+  std::vector<std::string> scan_paths;
+  bool json = false;
+  auto* scan = app.add_subcommand("scan", "check local files for malware, storing nothing");
+  scan->footer(
+      "Example: splitfs scan invoice.pdf photos.zip\n"
+      "Prints each file's verdict (clean, suspicious, malicious) and what the policy would do;\n"
+      "exits 10 when a file would be blocked.");
+  scan->add_option("files", scan_paths, "local files")->required()->check(CLI::ExistingFile);
+  scan->add_flag("--json", json, "one JSON object per file");
+
+  auto* quarantine = app.add_subcommand("quarantine", "show the files a malware check blocked");
+  quarantine->require_subcommand(1);
+  auto* quarantine_list =
+      quarantine->add_subcommand("list", "blocked files, newest first, and where they are kept");
+  quarantine_list->footer("Example: splitfs quarantine list --json");
+  quarantine_list->add_flag("--json", json, "as JSON");
 
   auto* ls = app.add_subcommand("ls", "list stored files");
   ls->footer("Example: splitfs ls");
@@ -289,7 +460,9 @@ int main(int argc, char** argv) {
       "Example: splitfs mount ~/vault -o cache_size=512M\n"
       "Options (-o, comma-separated): cache_size=SIZE (default 256M), readahead=SEGMENTS (32),\n"
       "attr_timeout=S (1), entry_timeout=S (1), refresh=S (3), commit_delay=S (0.5), log=FILE,\n"
-      "debug; anything else goes to FUSE (allow_other, ro, ...).");
+      "writeback_size=SIZE (a quarter of the free space), unmount_wait=S (30),\n"
+      "debug, noscan (store without the malware check; logged); anything else goes to FUSE\n"
+      "(allow_other, ro, ...).");
   mount->add_option("mountpoint", mountpoint, "an existing empty folder")->required();
   mount->add_flag("-f,--foreground", foreground, "stay in the foreground");
   mount->add_option("-o", mount_options, "mount options")->allow_extra_args(false);
@@ -297,7 +470,10 @@ int main(int argc, char** argv) {
   bool lazy = false;
   int timeout_seconds = 600;
   auto* umount = app.add_subcommand("umount", "unmount, after pending uploads are done");
-  umount->footer("Example: splitfs umount ~/vault");
+  umount->footer(
+      "Example: splitfs umount ~/vault\n"
+      "Exit code 5 when changes could not reach the servers: they stay in the client home's\n"
+      "writeback/ journal and the next mount of the store uploads them.");
   umount->add_option("mountpoint", mountpoint, "the mount point")->required();
   umount->add_flag("-z,--lazy", lazy, "detach now even if busy (uploads still finish)");
   umount->add_option("--timeout", timeout_seconds, "seconds to wait for uploads (default 600)");
@@ -306,6 +482,25 @@ int main(int argc, char** argv) {
   stats->footer("Example: splitfs stats ~/vault");
   stats->add_option("mountpoint", mountpoint, "the mount point")->required();
 
+  std::vector<std::string> status_mounts;
+  bool status_json = false;
+  auto* status =
+      app.add_subcommand("status", "show whether the servers answer and what mounts still upload");
+  status->footer("Example: splitfs status --json");
+  status->add_option("mountpoint", status_mounts, "mounts to show (default: every splitfs mount)");
+  status->add_flag("--json", status_json, "one JSON object");
+
+  bool config_json = false;
+  auto* config = app.add_subcommand("config", "show the client's settings");
+  config->require_subcommand(1);
+  auto* config_show = config->add_subcommand(
+      "show", "print every setting in effect and where it comes from, secrets masked");
+  config_show->add_flag("--json", config_json, "one JSON object");
+  config_show->footer(
+      "Example: splitfs config show\n"
+      "Precedence: flags (--home), then the environment (SPLITFS_*), then config.toml, then the\n"
+      "defaults. The content key, passphrases and private keys are never shown.");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -313,6 +508,12 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (*config_show) {
+      const auto settings = splitfs::core::effective_settings(home);
+      std::cout << (config_json ? splitfs::core::settings_json(settings)
+                                : splitfs::core::settings_text(settings));
+      return kOk;
+    }
     const fs::path home_dir = home.empty() ? splitfs::Client::default_home() : fs::path(home);
     if (*init) {
       if (init_passphrase) {
@@ -369,6 +570,8 @@ int main(int argc, char** argv) {
       }
       return kOk;
     }
+    if (*status)
+      return splitfs::fs::print_status(home_dir, status_mounts, status_json, std::cout);
     if (*umount)
       return unmount(mountpoint, lazy, timeout_seconds);
     if (*stats) {
@@ -387,13 +590,22 @@ int main(int argc, char** argv) {
         splitfs::fs::parse_mount_options(list, options);
       return splitfs::fs::run_mount(options);
     }
+    if (*scan)
+      return scan_files(home_dir, scan_paths, json);
+    if (*quarantine_list)
+      return list_quarantine(home_dir, json);
     splitfs::Client client(home_dir);
+    if (no_scan)
+      client.set_scanning(false);
     if (*store) {
       if (!as_name.empty() && files.size() != 1) {
         return report("--as takes a single file", kUsage);
       }
       for (const auto& file : files) {
         const std::string name = as_name.empty() ? fs::path(file).filename().string() : as_name;
+        if (no_scan)
+          std::cerr << "splitfs: warning: --no-scan: " << file
+                    << " is stored without a malware check\n";
         client.store(file, name);
         std::cout << "stored " << file << " as " << name << "\n";
       }
@@ -401,12 +613,18 @@ int main(int argc, char** argv) {
       if (names.size() > 1 && !fs::is_directory(dest)) {
         return report("fetching several names needs -o to name an existing folder", kUsage);
       }
+      std::optional<splitfs::core::ScanGate> gate;
+      if (!no_scan)
+        gate.emplace(splitfs::core::load_scan_config(home_dir));
       for (const auto& name : names) {
+        if (no_scan)
+          std::cerr << "splitfs: warning: --no-scan: " << name
+                    << " is fetched without a malware check\n";
         fs::path written;
         try {
           written = client.fetch(name, dest);
         } catch (const splitfs::NotFound&) {
-          if (!fetch_from_mount(client, name, dest, written))
+          if (!fetch_from_mount(client, name, dest, written, gate ? &*gate : nullptr))
             throw;
         }
         std::cout << "fetched " << name << " to " << written.string() << "\n";
@@ -492,6 +710,8 @@ int main(int argc, char** argv) {
     return report(e.what(), kConflict);
   } catch (const splitfs::QuotaExceeded& e) {
     return report(e.what(), kQuota);
+  } catch (const splitfs::MaliciousFileError& e) {
+    return report(e.what(), kMalicious);
   } catch (const std::exception& e) {
     return report(e.what(), kFailure);
   }

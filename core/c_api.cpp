@@ -36,6 +36,9 @@ splitfs_status guarded(const char* file, F&& f) {
   } catch (const splitfs::LocalIoError& e) {
     last_error = e.what();
     return SPLITFS_LOCAL_IO;
+  } catch (const splitfs::MaliciousFileError& e) {
+    last_error = e.what();
+    return SPLITFS_MALICIOUS;
   } catch (const std::exception& e) {
     last_error = e.what();
     return SPLITFS_ERROR;

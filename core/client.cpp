@@ -5,7 +5,12 @@
 // uploads the rest, while the next batch is read. Once all shares are durable the manifest commits
 // on both servers. Fetch runs the same pipeline backwards into a temporary file that is renamed
 // over the destination only after every share has been verified.
+//
+// Resume: a store run again after an interruption asks each server which shares it holds and
+// sends only the others, so what was committed before is not sent again; a fetch run again keeps
+// the verified part of the interrupted one's temporary file (PendingOutput).
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +30,7 @@
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/manifest.hpp"
+#include "core/scan_gate.hpp"
 #include "core/stripe.hpp"
 #include "core/version_log.hpp"
 #include "protocol/messages.hpp"
@@ -93,47 +99,93 @@ bool write_fully(int fd, const std::uint8_t* data, std::size_t size) {
   return true;
 }
 
-// A fetch's output: a hidden temporary beside the destination, renamed over it only on commit and
-// removed otherwise, so a failed fetch never leaves a partial file.
+// A fetch's output: the hidden file ".NAME.splitfs-part" beside the destination, renamed over it
+// only once every byte is verified, so a failed fetch never leaves a partial file under the final
+// name. A fetch interrupted by a server (ServerUnavailable) or by the end of the process leaves its
+// part file; the next fetch to the same destination keeps the leading segments of it that still
+// verify against the manifest it fetches (their share ids are computed again, so stale or foreign
+// bytes are never kept) and fetches only the rest. Any other failure removes the part file. A part
+// file that is not a plain file of ours, or that a concurrent fetch holds (flock), is left alone:
+// the fetch then writes to a private temporary, removed on failure.
 class PendingOutput {
  public:
-  PendingOutput(const fs::path& dest, std::uint32_t mode) : dest_(dest) {
+  PendingOutput(const fs::path& dest, std::uint32_t mode) : dest_(dest), mode_(mode) {
     const fs::path dir = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
+    tmp_ = (dir / ("." + dest.filename().string() + ".splitfs-part")).string();
+    fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    struct stat st {};
+    if (fd_ >= 0 && (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid() ||
+                     st.st_nlink != 1 || ::flock(fd_, LOCK_EX | LOCK_NB) != 0)) {
+      ::close(std::exchange(fd_, -1));
+    }
+    if (fd_ >= 0) {
+      resumable_ = true;
+      existing_ = static_cast<std::uint64_t>(st.st_size);
+      return;
+    }
     tmp_ = (dir / ("." + dest.filename().string() + ".splitfs-XXXXXX")).string();
     fd_ = ::mkstemp(tmp_.data());
     if (fd_ < 0)
       throw LocalIoError("cannot create a file in " + dir.string() + ": " + errno_text());
-    const mode_t mask = ::umask(0);
-    ::umask(mask);
-    ::fchmod(fd_, static_cast<mode_t>(mode & 0777 & ~mask));
   }
   ~PendingOutput() {
     if (fd_ >= 0)
       ::close(fd_);
-    if (!committed_)
+    if (!committed_ && !kept_)
       ::unlink(tmp_.c_str());
   }
   PendingOutput(const PendingOutput&) = delete;
   PendingOutput& operator=(const PendingOutput&) = delete;
 
+  // Bytes an interrupted fetch left, to be checked with read_at() before any is kept.
+  std::uint64_t existing() const { return existing_; }
+  bool read_at(std::uint64_t offset, std::uint8_t* data, std::size_t size) const {
+    for (std::size_t done = 0; done < size;) {
+      const ssize_t n = ::pread(fd_, data + done, size - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return false;
+      done += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+  // Keeps the first `bytes` (verified by the caller); writing goes on after them.
+  void keep_prefix(std::uint64_t bytes) {
+    if (::ftruncate(fd_, static_cast<off_t>(bytes)) != 0 ||
+        ::lseek(fd_, static_cast<off_t>(bytes), SEEK_SET) < 0) {
+      throw LocalIoError("cannot write " + dest_.string() + ": " + errno_text());
+    }
+    existing_ = bytes;
+  }
   void write(ByteView bytes) {
     if (!write_fully(fd_, bytes.data(), bytes.size())) {
       throw LocalIoError("cannot write " + dest_.string() + ": " + errno_text());
     }
   }
   void commit() {
-    if (::fsync(fd_) != 0 || ::close(std::exchange(fd_, -1)) != 0 ||
-        ::rename(tmp_.c_str(), dest_.c_str()) != 0) {
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    if (::fchmod(fd_, static_cast<mode_t>(mode_ & 0777 & ~mask)) != 0 || ::fsync(fd_) != 0 ||
+        ::close(std::exchange(fd_, -1)) != 0 || ::rename(tmp_.c_str(), dest_.c_str()) != 0) {
       throw LocalIoError("cannot write " + dest_.string() + ": " + errno_text());
     }
     committed_ = true;
   }
+  // The fetch was interrupted: leave what was written for the next fetch to resume from.
+  void keep() { kept_ = resumable_; }
+  // The output so far, for the malware check before commit().
+  int fd() const { return fd_; }
 
  private:
   fs::path dest_;
+  std::uint32_t mode_;
   std::string tmp_;
   int fd_ = -1;
+  bool resumable_ = false;
+  std::uint64_t existing_ = 0;
   bool committed_ = false;
+  bool kept_ = false;
 };
 
 std::string server_name(const transport::Endpoint& e) {
@@ -263,6 +315,7 @@ struct Client::Impl {
   std::array<std::unique_ptr<transport::Transport>, kServers> servers;
   VersionLog versions;
   std::mutex mutex;  // one operation at a time per Client
+  ScanGate scan_gate{config.scan};
 
   explicit Impl(const fs::path& home)
       : config(load_config(home)),
@@ -334,6 +387,8 @@ struct Client::Impl {
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
       throw LocalIoError(path.string() + " is not a regular file");
     }
+    // Before anything reaches a server.
+    const ScanGate::Scanned scanned = scan_gate.check_store(fd.get(), path, name);
     const Id file = file_id(name);
     const auto remote = on_both([&](std::size_t j) { return remote_version(j, file); });
     const std::uint64_t version = std::max({remote[0], remote[1], versions.seen(file)}) + 1;
@@ -389,6 +444,7 @@ struct Client::Impl {
     if (inflight.valid())
       collect();
 
+    scan_gate.confirm_unchanged(fd.get(), path, scanned);
     commit(file, manifest);
     versions.raise(file, version);
   }
@@ -539,11 +595,47 @@ struct Client::Impl {
     }
     const Resolved r = resolve(name);
     PendingOutput output(target, r.manifest.entry.mode);
-    for_each_segment(r, 0, r.manifest.segment_count(),
-                     [&](std::uint64_t, ByteView bytes) { output.write(bytes); });
+    const std::uint64_t first = verified_segments(r.manifest, output);
+    try {
+      for_each_segment(r, first, r.manifest.segment_count(),
+                       [&](std::uint64_t, ByteView bytes) { output.write(bytes); });
+    } catch (const ServerUnavailable&) {
+      output.keep();
+      throw;
+    }
+    scan_gate.check_fetch(output.fd(), name, target);
     output.commit();
     versions.raise(r.file, r.manifest.entry.version);
     return target;
+  }
+
+  // How many leading segments of an interrupted fetch's output are the manifest's: each segment's
+  // shares must hash to the ids the manifest names. Keeps those, drops the rest.
+  std::uint64_t verified_segments(const Manifest& m, PendingOutput& output) {
+    std::uint64_t s = 0;
+    if (output.existing() > 0) {
+      Bytes segment(m.segment_bytes);
+      std::array<Bytes, kServers> shares;
+      for (; s < m.segment_count(); ++s) {
+        const std::size_t length = m.segment_length(s);
+        if (s * m.segment_bytes + length > output.existing() ||
+            !output.read_at(s * m.segment_bytes, segment.data(), length)) {
+          break;
+        }
+        stripe(ByteView(segment.data(), length), shares);
+        bool same = true;
+        for (std::size_t j = 0; j < kServers && same; ++j) {
+          const Id& expected = m.shares[s * kServers + j];
+          same = shares[j].empty()
+                     ? expected == kEmptyShare
+                     : expected != kEmptyShare && share_id(keys, shares[j]) == expected;
+        }
+        if (!same)
+          break;
+      }
+    }
+    output.keep_prefix(s * m.segment_bytes);
+    return s;
   }
 
   std::vector<std::uint8_t> read(const std::string& name, std::uint64_t offset,
@@ -993,6 +1085,14 @@ void Client::remove(const std::string& name) {
 FileStat Client::stat(const std::string& name) {
   std::lock_guard lock(impl_->mutex);
   return impl_->stat(name);
+}
+
+void Client::set_scanning(bool enabled) {
+  impl_->scan_gate.set_enabled(enabled);
+}
+
+void Client::on_scan_warning(std::function<void(const ScanWarning&)> handler) {
+  impl_->scan_gate.set_warning_handler(std::move(handler));
 }
 
 std::vector<ServerUsage> Client::df() {

@@ -273,6 +273,74 @@ transport::Endpoint read_server(const toml::table& root, const std::string& key,
   return endpoint;
 }
 
+// A path from the configuration: ~ and relative paths are taken from the client home.
+fs::path config_path(const fs::path& home, const std::string& text) {
+  if (text.starts_with("~/")) {
+    if (const char* user_home = std::getenv("HOME"); user_home && *user_home)
+      return fs::path(user_home) / text.substr(2);
+  }
+  const fs::path path(text);
+  return path.is_absolute() ? path : home / path;
+}
+
+ScanConfig read_scan(const toml::table& root, const fs::path& home, const fs::path& file) {
+  ScanConfig config;
+  config.quarantine = home / "quarantine";
+  config.settings.clamav_database = kDefaultClamAvDatabase;
+  const auto* scan = root["scan"].as_table();
+  if (!scan)
+    return config;
+  const auto bad = [&file](const std::string& what) {
+    return ConfigError(file.string() + ": scan." + what);
+  };
+  for (const char* key : {"suspicious", "malicious"}) {
+    if (const auto text = (*scan)[key].value<std::string>()) {
+      const auto action = scan::parse_action(*text);
+      if (!action)
+        throw bad(std::string(key) + " must be \"block\", \"warn\" or \"allow\"");
+      scan::Action& slot = std::string_view(key) == "suspicious" ? config.policy.suspicious
+                                                                 : config.policy.malicious;
+      slot = *action;
+    }
+  }
+  if (const auto* dirs = (*scan)["yara_rules"].as_array()) {
+    for (const auto& dir : *dirs) {
+      const auto text = dir.value<std::string>();
+      if (!text || text->empty())
+        throw bad("yara_rules must be a list of folders");
+      config.settings.yara_rule_dirs.push_back(config_path(home, *text));
+    }
+  } else if ((*scan)["yara_rules"]) {
+    throw bad("yara_rules must be a list of folders");
+  }
+  config.settings.bundled_yara_rules =
+      (*scan)["bundled_rules"].value_or(config.settings.bundled_yara_rules);
+  if (const auto text = (*scan)["clamav_database"].value<std::string>())
+    config.settings.clamav_database = text->empty() ? fs::path() : config_path(home, *text);
+  if (const auto text = (*scan)["quarantine"].value<std::string>()) {
+    if (text->empty())
+      throw bad("quarantine must name a folder");
+    config.quarantine = config_path(home, *text);
+  }
+  const auto positive = [&](const char* key, auto& value) {
+    if (const auto node = (*scan)[key]; node) {
+      const auto number = node.value<std::int64_t>();
+      if (!number || *number <= 0)
+        throw bad(std::string(key) + " must be a positive number");
+      value = static_cast<std::remove_reference_t<decltype(value)>>(*number);
+    }
+  };
+  scan::Limits& limits = config.settings.limits;
+  positive("quarantine_max_bytes", config.quarantine_max_bytes);
+  positive("clamav_max_bytes", config.settings.clamav_max_bytes);
+  positive("max_archive_depth", limits.max_depth);
+  positive("max_expansion_ratio", limits.max_ratio);
+  positive("max_expanded_bytes", limits.max_expanded);
+  if (limits.max_depth > 64)
+    throw bad("max_archive_depth is at most 64");
+  return config;
+}
+
 }  // namespace
 
 transport::Endpoint parse_address(const std::string& kind, const std::string& text) {
@@ -336,6 +404,7 @@ ClientConfig load_config(const fs::path& home) {
       std::chrono::milliseconds(root["network"]["connect_timeout_ms"].value_or(3000));
   config.timeouts.idle =
       std::chrono::milliseconds(root["network"]["idle_timeout_ms"].value_or(15000));
+  config.scan = read_scan(root, home, file);
   if (!config.legacy) {
     const fs::path dir = identity_dir(home);
     config.identity.cert_file = (dir / "cert.pem").string();
@@ -348,6 +417,20 @@ ClientConfig load_config(const fs::path& home) {
     }
   }
   return config;
+}
+
+ScanConfig load_scan_config(const fs::path& home) {
+  const fs::path file = home / kConfigFile;
+  std::error_code ec;
+  if (!fs::exists(file, ec))
+    return read_scan(toml::table{}, home, file);
+  try {
+    return read_scan(toml::parse(read_small_file(file, 64 << 10), file.string()), home, file);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream message;
+    message << file.string() << ":" << e.source().begin.line << ": " << e.description();
+    throw ConfigError(message.str());
+  }
 }
 
 fs::path identity_dir(const fs::path& home) {

@@ -16,9 +16,22 @@
 #include <string_view>
 
 #include "core/crypto.hpp"
+#include "scan/quarantine.hpp"
+#include "scan/scan.hpp"
 #include "transport/transport.hpp"
 
 namespace splitfs::core {
+
+// The [scan] section: which detectors run, what each verdict does, where blocked files go.
+struct ScanConfig {
+  scan::Settings settings;
+  scan::Policy policy;
+  std::filesystem::path quarantine;  // default HOME/quarantine
+  std::uint64_t quarantine_max_bytes = scan::Quarantine::kDefaultMaxBytes;
+};
+// ClamAV's database folder unless the configuration names another: where Debian's freshclam
+// keeps the official databases.
+inline constexpr const char* kDefaultClamAvDatabase = "/var/lib/clamav";
 
 struct ClientConfig {
   std::filesystem::path home;
@@ -31,6 +44,7 @@ struct ClientConfig {
   std::uint32_t segment_bytes = 0;
   // The client's TLS identity (HOME/identity, or $SPLITFS_IDENTITY); unset for legacy servers.
   transport::ClientCertificate identity;
+  ScanConfig scan;
 };
 
 inline constexpr const char* kConfigFile = "config.toml";
@@ -47,6 +61,8 @@ transport::Endpoint parse_address(const std::string& kind, const std::string& te
 
 // Throws splitfs::ConfigError with a message saying what to do.
 ClientConfig load_config(const std::filesystem::path& home);
+// Only the [scan] section (the defaults when home has no configuration). Throws ConfigError.
+ScanConfig load_scan_config(const std::filesystem::path& home);
 void save_config(const ClientConfig& config);
 
 // The folder of the client's TLS identity: $SPLITFS_IDENTITY if set, else HOME/identity.

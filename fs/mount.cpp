@@ -3,9 +3,10 @@
 // Locks, always taken in this order and never the other way round:
 //   FileData::mutex (one file's data: its write-back file and committed base; may be held across
 //   network calls) or commit_run_mutex_ (whoever commits the tree; never together with a
-//   FileData::mutex) -> tree_mutex_ (the namespace and every inode's attributes; never held
-//   across a network call) -> the leaf locks (handles_mutex_, inflight_mutex_, commit_mutex_,
-//   the client pool's, the log's).
+//   FileData::mutex) -> tree_journal_mutex_ (writing the journal's tree record) -> tree_mutex_
+//   (the namespace and every inode's attributes; never held across a network call) -> the leaf
+//   locks (handles_mutex_, inflight_mutex_, commit_mutex_, pending_mutex_, manifests_mutex_,
+//   error_mutex_, the journal's, the client pool's, the log's).
 // Committing the tree takes tree_mutex_ only for a snapshot, so a slow upload never blocks
 // namespace changes, and a handler never waits for a commit while holding a lock. No thread waits
 // for a FileData mutex while holding a pooled client. Kernel notifications (after merging another
@@ -46,10 +47,15 @@
 #include <unordered_map>
 
 #include "cache/segment_cache.hpp"
+#include "core/config.hpp"
+#include "fs/journal.hpp"
 #include "fs/namespace.hpp"
+#include "fs/probe.hpp"
 #include "fs/remote.hpp"
 #include "fs/tree.hpp"
 #include "fs/writeback.hpp"
+#include "scan/quarantine.hpp"
+#include "scan/scan.hpp"
 
 namespace splitfs::fs {
 
@@ -75,6 +81,17 @@ constexpr std::size_t kReadaheadQueue = 16;
 constexpr std::uint64_t kMaxUnstagedBytes = 64u << 20;
 // Largest request the kernel sends (max_read, max_write).
 constexpr std::uint32_t kMaxIo = 1u << 20;
+// While a server is away, it is probed this long after the failure, then at most kProbeMax apart:
+// its return is noticed within a quarter of a second, for the cost of one small request.
+constexpr auto kProbeFirst = std::chrono::milliseconds(100);
+constexpr auto kProbeMax = std::chrono::milliseconds(250);
+constexpr auto kProbeTimeout = std::chrono::milliseconds(2000);
+// A pending file whose upload failed for another reason than an absent server waits this long.
+constexpr auto kRetryFailing = std::chrono::seconds(5);
+// commit_file(): not stored, but the changes are durable in the journal and will be uploaded.
+constexpr int kPending = -1;
+// Segment lists of files the kernel forgot, kept so their cached data reads without the network.
+constexpr std::size_t kManifestCacheSegments = 1u << 18;
 
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -111,6 +128,8 @@ std::string cache_key(const SegmentRef& ref) {
 int errno_of(const std::exception& e) {
   if (const auto* local = dynamic_cast<const WriteBackError*>(&e))
     return local->code() ? local->code() : EIO;
+  if (dynamic_cast<const QuotaExceeded*>(&e))
+    return EDQUOT;
   if (dynamic_cast<const std::bad_alloc*>(&e))
     return ENOMEM;
   return EIO;
@@ -130,11 +149,14 @@ class Log {
   Log& operator=(const Log&) = delete;
 
   void line(const std::string& text) {
-    const std::time_t t = std::time(nullptr);
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t t = std::chrono::system_clock::to_time_t(now);
     std::tm tm{};
     localtime_r(&t, &tm);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+    char stamp[40];
+    const std::size_t n = std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch());
+    std::snprintf(stamp + n, sizeof stamp - n, ".%03d", static_cast<int>(ms.count() % 1000));
     std::lock_guard lock(mutex_);
     if (file_) {
       std::fprintf(file_, "%s [%d] %s\n", stamp, static_cast<int>(::getpid()), text.c_str());
@@ -223,8 +245,18 @@ struct FileData {
   // Write-behind (under mutex): where the last write ended, and whether an upload is queued.
   std::uint64_t last_write_end = 0;
   bool staging = false;
-  // What the write-back file holds on disk, for the stats (read without the mutex).
-  std::atomic<std::uint64_t> local_bytes{0};
+  // What wb counts against the write-back bound (under mutex), and the mount's total it is part
+  // of (journaled files count there through the journal).
+  std::uint64_t accounted = 0;
+  std::atomic<std::uint64_t>* total = nullptr;
+
+  FileData() = default;
+  FileData(const FileData&) = delete;
+  FileData& operator=(const FileData&) = delete;
+  ~FileData() {
+    if (total)
+      total->fetch_sub(accounted);
+  }
 };
 
 struct OpenFile {
@@ -256,11 +288,11 @@ class Fs {
              options.foreground || options.debug),
         pool_(options.home, kClients),
         cache_(options.cache_bytes),
-        writeback_dir_(options.home / "writeback") {
-    fsys::create_directories(writeback_dir_);
-    fsys::permissions(writeback_dir_, fsys::perms::owner_all, fsys::perm_options::replace);
+        journal_(options.home / "writeback"),
+        writeback_dir_(journal_.dir()) {
     auto client = pool_.acquire();
     segment_bytes_ = client->segment_bytes();
+    init_scan();
   }
 
   Log& log() { return log_; }
@@ -283,7 +315,11 @@ class Fs {
     base_tree_ = remote->tree;
     tree_version_ = remote->version;
     ns_.emplace(std::move(remote->tree));
+    auto orphans = replay_journals();
     reserve_inodes_now(*client);
+    // What was replayed is in this mount's journal now; the folders it came from can go.
+    for (auto& orphan : orphans)
+      journal_.release_orphan(orphan);
     log_.line("mounted " + options_.mountpoint.string() + " (tree version " +
               std::to_string(tree_version_) + ")");
   }
@@ -295,37 +331,49 @@ class Fs {
       readahead_workers_.emplace_back([this] { readahead_loop(); });
     stager_ = std::thread([this] { stage_loop(); });
     notifier_ = std::thread([this] { notify_loop(); });
+    uploader_ = std::thread([this] { upload_loop(); });
   }
 
-  // After the session ends: commits what is pending; returns whether everything made it.
+  // After the session ends: stores what is pending while that makes progress; returns whether
+  // everything made it (what did not stays in the journal for the next mount).
   bool stop() {
-    bool ok = true;
-    std::vector<std::pair<fuse_ino_t, std::shared_ptr<FileData>>> files;
     {
-      std::shared_lock lock(tree_mutex_);
-      files.assign(files_.begin(), files_.end());
+      std::lock_guard lock(pending_mutex_);
+      upload_stop_ = true;
     }
-    for (const auto& [ino, data] : files) {
-      for (int attempt = 0; attempt < 3; ++attempt) {
-        if (commit_file(ino) == 0)
-          break;
-        if (attempt == 2) {
-          ok = false;
-          log_.line("could not store the changes of inode " + std::to_string(ino));
-        }
-      }
-    }
+    upload_cv_.notify_all();
+    if (uploader_.joinable())
+      uploader_.join();
     {
       // The kernel will not forget anything any more: unlinked files still referenced are gone.
       std::unique_lock lock(tree_mutex_);
       ns_->drop_references();
       collect_gone();
     }
-    for (int attempt = 0; attempt < 3; ++attempt) {
-      if (sync_tree() == 0)
-        break;
-      if (attempt == 2)
-        ok = false;
+    // Files changed but not closed (or never flushed) join the queue.
+    std::vector<std::uint64_t> changed;
+    {
+      std::shared_lock lock(tree_mutex_);
+      for (const auto& [ino, committed] : dirty_content_)
+        changed.push_back(ino);
+    }
+    for (const auto ino : changed)
+      keep_pending(ino);
+    const bool ok = finish_uploads();
+    if (!ok) {
+      write_tree_journal();
+      const std::string what = std::to_string(journal_.file_count()) + " file(s), " +
+                               std::to_string(journal_.bytes()) + " bytes";
+      const std::string text = "unmounting with changes NOT on the servers yet (" + what +
+                               (journal_.has_tree() ? ", and namespace changes" : "") +
+                               "): they are kept in " + journal_.dir().string() +
+                               " and the next mount of this store (home " + options_.home.string() +
+                               ") uploads them";
+      log_.line(text);
+      std::fprintf(stderr, "splitfs: %s\n", text.c_str());
+    } else {
+      std::lock_guard lock(tree_journal_mutex_);
+      journal_.drop_tree();
     }
     if (ok) {
       // Gone inodes the committed tree does not name (no commit was needed to drop them).
@@ -337,7 +385,7 @@ class Fs {
       }
       pending_removal_.clear();
     }
-    while (remove_contents(64) > 0) {
+    while (!servers_down_.load() && remove_contents(64) > 0) {
     }
     {
       std::lock_guard lock(commit_mutex_);
@@ -369,6 +417,53 @@ class Fs {
       t.join();
     log_.line(ok ? "unmounted, everything stored" : "unmounted with changes NOT stored");
     return ok;
+  }
+
+  // Uploads the queue and commits the tree until done, or until unmount_wait passed without
+  // progress. True when nothing is pending.
+  bool finish_uploads() {
+    auto last_progress = Clock::now();
+    auto pause = kProbeFirst;
+    std::uint64_t announced = 0;
+    for (;;) {
+      drop_gone_records();
+      const std::size_t waiting = pending_count();
+      std::uint64_t generation = 0;
+      {
+        std::shared_lock lock(tree_mutex_);
+        generation = ns_->generation();
+      }
+      bool tree_done = false;
+      {
+        std::lock_guard lock(commit_mutex_);
+        tree_done = committed_generation_ >= generation;
+      }
+      if (waiting == 0 && tree_done)
+        return true;
+      if (Clock::now() - last_progress > options_.unmount_wait)
+        return false;
+      if (waiting != announced) {
+        log_.line("unmounting: " + std::to_string(waiting) + " file(s) still to upload");
+        announced = waiting;
+      }
+      if (servers_down_.load()) {
+        if (!probe_servers()) {
+          std::this_thread::sleep_for(pause);
+          pause = std::min<std::chrono::milliseconds>(pause * 2, kProbeMax);
+          continue;
+        }
+        pause = kProbeFirst;
+      }
+      std::size_t stored = 0;
+      if (waiting > 0)
+        stored = drain(true);
+      else if (sync_tree() == 0)
+        stored = 1;
+      if (stored > 0)
+        last_progress = Clock::now();
+      else
+        std::this_thread::sleep_for(pause);
+    }
   }
 
   // ---- FUSE operations ----
@@ -416,7 +511,7 @@ class Fs {
     collect_gone();
     // A file the kernel no longer knows, with nothing to store: its state can go (it is loaded
     // again on the next lookup).
-    if (!ns_->referenced(ino) && !dirty_content_.contains(ino) && !retry_files_.contains(ino))
+    if (!ns_->referenced(ino) && !dirty_content_.contains(ino) && !is_pending(ino))
       files_.erase(ino);
   }
 
@@ -686,16 +781,16 @@ class Fs {
   void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     const auto handle = find_handle(fi->fh);
     int err = 0;
-    if (handle && handle->writable && !is_virtual(ino)) {
-      err = commit_file(ino);
-      if (err == 0)
-        err = sync_tree();
-    }
+    if (handle && handle->writable && !is_virtual(ino))
+      err = close_file(ino);
     fuse_reply_err(req, err);
   }
 
+  // Durable on both servers, or an error: never 0 with the data only here.
   void fsync(fuse_req_t req, fuse_ino_t ino) {
     int err = is_virtual(ino) ? 0 : commit_file(ino);
+    if (err == kPending)
+      err = EIO;
     if (err == 0)
       err = sync_tree();
     fuse_reply_err(req, err);
@@ -705,7 +800,7 @@ class Fs {
     const auto handle = take_handle(fi->fh);
     if (!is_virtual(ino)) {
       // Changes that arrived after the last flush (writes through a shared mapping).
-      if (handle && handle->writable && commit_file(ino) != 0)
+      if (handle && handle->writable && close_file(ino) != 0)
         log_.line("inode " + std::to_string(ino) + ": changes kept, will retry at the next commit");
       std::unique_lock lock(tree_mutex_);
       ns_->release_open(ino);
@@ -1048,9 +1143,12 @@ class Fs {
       return;
     if (wanted == 0) {
       data.base.reset();
+    } else if (auto known = known_manifest(ino); known && known->version >= wanted) {
+      data.base = *known;  // the segment list as committed: no round trip
     } else {
       auto client = pool_.acquire();
       data.base = client->open_object(content_key(ino), wanted);
+      remember_manifest(ino, *data.base);
     }
     data.base_version = data.base ? data.base->version : 0;
     data.loaded = true;
@@ -1250,8 +1348,17 @@ class Fs {
     const bool sequential = offset == data.last_write_end;
     data.last_write_end = end;
     const std::uint64_t finished = end / segment_bytes_;  // segments wholly before the write end
+    if (scanner_)
+      return;  // nothing of a file leaves before its malware check (scan_before_store)
+    if (servers_down_.load())
+      return;  // the bytes wait in the write-back area, within its bound
     if (data.wb->unstaged_bytes() > kMaxUnstagedBytes) {
-      stage_some(data, data.wb->segment_count(), kSegmentsPerBatch);
+      try {
+        stage_some(data, data.wb->segment_count(), kSegmentsPerBatch);
+      } catch (const std::exception& e) {
+        // The write itself is done; its bytes are uploaded with the commit.
+        network_failed(e);
+      }
       return;
     }
     if (sequential && !data.staging && !data.wb->stageable(finished, 1).empty()) {
@@ -1316,8 +1423,10 @@ class Fs {
       if (!data)
         continue;
       try {
-        stage_in_background(*data);
+        if (!servers_down_.load())
+          stage_in_background(*data);
       } catch (const std::exception& e) {
+        network_failed(e);
         log_.line("uploading ahead for inode " + std::to_string(ino) + " failed (the commit " +
                   "will try again): " + e.what());
       }
@@ -1361,7 +1470,7 @@ class Fs {
         }
       }
       segments_staged_.fetch_add(staged, std::memory_order_relaxed);
-      data.local_bytes = data.wb->local_bytes();
+      account(data);
     }
   }
 
@@ -1380,10 +1489,12 @@ class Fs {
       std::lock_guard lock(data->mutex);
       ensure_base(ino, *data);
       ensure_writeback(*data);
+      if (int err = reserve_writeback(ino, *data, data->wb->growth(offset, bytes.size())))
+        return err;
       fill_segments(*data, data->wb->base_needed(offset, bytes.size()));
       data->wb->write(offset, bytes);
       write_behind(ino, *data, offset, offset + bytes.size());
-      data->local_bytes = data->wb->local_bytes();
+      account(*data);
       std::unique_lock tlock(tree_mutex_);
       note_dirty_locked(ino, *data);
       if (InodeRecord* rec = ns_->find_mut(ino)) {
@@ -1409,7 +1520,7 @@ class Fs {
         return 0;
       fill_segments(*data, data->wb->truncate_needs(size));
       data->wb->truncate(size);
-      data->local_bytes = data->wb->local_bytes();
+      account(*data);
       std::unique_lock tlock(tree_mutex_);
       note_dirty_locked(ino, *data);
       if (InodeRecord* rec = ns_->find_mut(ino)) {
@@ -1458,13 +1569,15 @@ class Fs {
       mode = rec->mode & 07777;
       mtime = rec->mtime_ns;
     }
+    if (const int blocked = scan_before_store(ino, *data, false); blocked != 0)
+      return blocked;
     WriteBack& wb = *data->wb;
     std::vector<SegmentRef> refs;
     try {
       refs = stage_file(*data);
     } catch (const std::exception& e) {
       log_.line("storing inode " + std::to_string(ino) + " failed: " + e.what());
-      return file_failed(ino, e);
+      return file_failed(ino, *data, e);
     }
     ObjectAttributes attributes{wb.size(), segment_bytes_, mode, mtime};
     StoredObject committed;
@@ -1485,14 +1598,20 @@ class Fs {
       return keep_conflict_copy(ino, *data, attributes, std::move(refs));
     } catch (const std::exception& e) {
       log_.line("committing inode " + std::to_string(ino) + " failed: " + e.what());
-      return file_failed(ino, e);
+      return file_failed(ino, *data, e);
     }
     files_committed_.fetch_add(1, std::memory_order_relaxed);
+    remember_manifest(ino, committed);
     data->base = std::move(committed);
     data->base_version = data->base->version;
     data->page_cache_version = data->base->version;
-    wb.reset(data->base->size);
-    data->local_bytes = 0;
+    try {
+      wb.reset(data->base->size);
+    } catch (const std::exception& e) {
+      // Stored and committed all the same; the next change tries a fresh file again.
+      log_.line("inode " + std::to_string(ino) + ": " + e.what());
+    }
+    account(*data);
     std::unique_lock tlock(tree_mutex_);
     dirty_content_.erase(ino);
     if (InodeRecord* rec = ns_->find_mut(ino)) {
@@ -1503,27 +1622,23 @@ class Fs {
     return 0;
   }
 
-  // A file whose changes could not be stored: the committer tries again.
-  int file_failed(std::uint64_t ino, const std::exception& e) {
+  // Under data.mutex: a file whose changes could not be stored. They go to the journal and the
+  // upload queue; kPending when only the servers' absence stopped them (retried as soon as both
+  // are back), else the errno for the caller (retried every kRetryFailing).
+  int file_failed(std::uint64_t ino, FileData& data, const std::exception& e) {
     errors_.fetch_add(1, std::memory_order_relaxed);
-    {
-      std::unique_lock lock(tree_mutex_);
-      retry_files_.insert(ino);
+    const bool absent = network_failed(e);
+    const int kept = keep_pending_locked(ino, data);
+    if (!absent) {
+      mark_failing(ino);
+    } else {
+      std::lock_guard lock(pending_mutex_);
+      if (const auto it = pending_.find(ino); it != pending_.end())
+        it->second.failing = false;
     }
-    return errno_of(e);
-  }
-
-  // In the committer: stores the files whose last attempt failed.
-  void retry_failed_files() {
-    std::set<std::uint64_t> files;
-    {
-      std::unique_lock lock(tree_mutex_);
-      files.swap(retry_files_);
-    }
-    for (const auto ino : files) {
-      if (commit_file(ino) == 0)
-        log_.line("inode " + std::to_string(ino) + ": stored on a later attempt");
-    }
+    if (kept != 0)
+      return kept;
+    return absent ? kPending : errno_of(e);
   }
 
   // Under data.mutex: uploads the segments that changed; returns the refs of all segments.
@@ -1652,6 +1767,643 @@ class Fs {
     return 0;
   }
 
+  // ---- the malware check before a file is stored (README "Malicious files") ----
+
+  // In the constructor: the scanner the home's [scan] settings ask for, unless -o noscan. Rules
+  // that do not compile fail the mount.
+  void init_scan() {
+    if (!options_.scan) {
+      const std::string text =
+          "warning: -o noscan: files written here are stored WITHOUT a malware check";
+      log_.line(text);
+      std::fprintf(stderr, "splitfs: %s\n", text.c_str());
+      return;
+    }
+    scan_config_ = core::load_scan_config(options_.home);
+    scanner_ = scan::Scanner::shared(scan_config_.settings);
+  }
+
+  // The path of ino in the mount (one of its names), for messages and name checks.
+  std::string path_of(std::uint64_t ino) {
+    Tree tree;
+    {
+      std::shared_lock lock(tree_mutex_);
+      tree = ns_->snapshot();
+    }
+    std::unordered_map<std::uint64_t, std::pair<std::uint64_t, const std::string*>> up;
+    for (const auto& [dir, rec] : tree.inodes) {
+      for (const auto& [name, child] : rec.entries)
+        up.try_emplace(child, dir, &name);
+    }
+    std::string path;
+    for (std::size_t depth = 0; ino != kRootIno && depth < 4096; ++depth) {
+      const auto it = up.find(ino);
+      if (it == up.end())
+        break;
+      path = "/" + *it->second.second + path;
+      ino = it->second.first;
+    }
+    return path.empty() ? "/" : path;
+  }
+
+  // close_file() of a file the journal keeps for later: scanned now when its bytes are at hand,
+  // else at its upload.
+  int scan_at_close(std::uint64_t ino) {
+    std::shared_ptr<FileData> data;
+    {
+      std::shared_lock lock(tree_mutex_);
+      const auto it = files_.find(ino);
+      if (it == files_.end())
+        return 0;
+      data = it->second;
+    }
+    std::lock_guard lock(data->mutex);
+    return scan_before_store(ino, *data, true);
+  }
+
+  // Under data.mutex, before a changed file's bytes go anywhere: scans its whole content (the
+  // write-back file over its base, a segment at a time). 0 to go on. When the policy blocks it:
+  // a copy goes to quarantine, the log says what and where, the change is dropped (the file
+  // shows its last stored content again) and EACCES is returned; nothing of it was sent.
+  int scan_before_store(std::uint64_t ino, FileData& data, bool at_close) {
+    if (!scanner_ || !data.wb || !data.wb->dirty())
+      return 0;
+    const WriteBack& wb = *data.wb;
+    const std::string path = path_of(ino);
+    scan::SegmentSource source(wb.size(), segment_bytes_, [&](std::uint64_t s, Bytes& out) {
+      const auto from = [&](const SegmentRef& ref) {
+        const auto got = get_segments({ref});
+        const ByteView bytes = got.at(0).bytes();
+        out.assign(bytes.begin(), bytes.end());
+      };
+      if (const SegmentRef* staged = wb.staged(s)) {
+        from(*staged);
+      } else if (wb.reusable(s)) {
+        from(data.base->segments[s]);
+      } else if (wb.build_needs_base(s)) {
+        const auto base = get_segments({data.base->segments[s]});
+        wb.build(s, base.at(0).bytes(), out);
+      } else {
+        wb.build(s, {}, out);
+      }
+    });
+    scan::Verdict verdict;
+    try {
+      verdict = scanner_->scan(source, path);
+    } catch (const std::exception& e) {
+      if (at_close)
+        return 0;  // its upload scans it
+      log_.line("checking " + path + " for malware failed: " + e.what());
+      return file_failed(ino, data, e);
+    }
+    const scan::Action action = scan_config_.policy.decide(verdict.severity);
+    if (action == scan::Action::allow)
+      return 0;
+    const scan::Finding& worst = *verdict.worst();
+    const std::string found = verdict.summary() + " (detector " + worst.detector + ", rule " +
+                              worst.rule + "): " + worst.detail;
+    if (action == scan::Action::warn) {
+      log_.line("malware check: " + path + ": " + found + "; stored anyway (policy: warn)");
+      return 0;
+    }
+    std::string kept;
+    try {
+      scan::Quarantine quarantine(scan_config_.quarantine, scan_config_.quarantine_max_bytes);
+      const scan::QuarantineEntry entry = quarantine.keep(source, "mount", path, verdict);
+      kept = entry.data.empty() ? "its bytes are not kept (" + entry.not_kept + ")"
+                                : "the copy is kept in quarantine at " + entry.data.string();
+    } catch (const std::exception& e) {
+      kept = std::string("it could not be recorded in quarantine: ") + e.what();
+    }
+    const std::string text = "malware check blocked " + path + ": " + found +
+                             "; not stored (close fails with EACCES), " + kept;
+    log_.line(text);
+    note_error(text);
+    try {
+      data.wb->reset(data.base ? data.base->size : 0);
+    } catch (const std::exception& e) {
+      log_.line("inode " + std::to_string(ino) + ": " + e.what());
+    }
+    data.page_cache_version = 0;  // the next open drops the kernel's pages of the blocked bytes
+    account(data);
+    {
+      std::unique_lock tlock(tree_mutex_);
+      dirty_content_.erase(ino);
+      if (InodeRecord* rec = ns_->find_mut(ino))
+        rec->size = data.base ? data.base->size : 0;
+      ns_->changed();
+    }
+    if (se_) {
+      {
+        std::lock_guard lock(notify_mutex_);
+        notify_inodes_.push_back(ino);
+      }
+      notify_cv_.notify_one();
+    }
+    return EACCES;
+  }
+
+  core::ScanConfig scan_config_;
+  std::shared_ptr<scan::Scanner> scanner_;  // null with -o noscan
+
+  // ---- durable write-back: the journal and the upload queue ----
+
+  // Under data.mutex: what data counts against the write-back bound now. A frozen write-back
+  // file counts through its journal record instead.
+  void account(FileData& data) {
+    const std::uint64_t now = data.wb && !data.wb->frozen() ? data.wb->footprint() : 0;
+    data.total = &writeback_used_;
+    if (now >= data.accounted)
+      writeback_used_.fetch_add(now - data.accounted);
+    else
+      writeback_used_.fetch_sub(data.accounted - now);
+    data.accounted = now;
+  }
+
+  // Under data.mutex, before a change that grows the write-back area by `growth` bytes: 0 if it
+  // fits, after uploading the file's finished segments when the servers answer; else ENOSPC.
+  int reserve_writeback(std::uint64_t ino, FileData& data, std::uint64_t growth) {
+    const auto fits = [&] { return writeback_used_.load() + growth <= options_.writeback_bytes; };
+    if (fits())
+      return 0;
+    try {
+      // Not before a malware check: nothing of a file leaves until it is scanned.
+      while (!fits() && !servers_down_.load() && !scanner_ &&
+             stage_some(data, data.wb->segment_count(), kSegmentsPerBatch) > 0) {
+        account(data);
+      }
+    } catch (const std::exception& e) {
+      network_failed(e);
+    }
+    account(data);
+    if (fits())
+      return 0;
+    const std::string text =
+        "the write-back area is full (" + std::to_string(writeback_used_.load()) + " of " +
+        std::to_string(options_.writeback_bytes) + " bytes, -o writeback_size): inode " +
+        std::to_string(ino) + " cannot grow until pending uploads reach the servers";
+    note_error(text);
+    log_.line(text);
+    return ENOSPC;
+  }
+
+  void note_error(const std::string& text) {
+    std::string line = text;
+    std::replace(line.begin(), line.end(), '\n', ' ');
+    std::lock_guard lock(error_mutex_);
+    last_error_ = std::move(line);
+  }
+
+  // Records a failure for the stats. True when it says a server is away: then closes keep their
+  // files in the journal and uploads wait until a probe finds both servers back.
+  bool network_failed(const std::exception& e) {
+    note_error(e.what());
+    const bool absent = dynamic_cast<const ServerUnavailable*>(&e) != nullptr;
+    if (absent && !servers_down_.exchange(true)) {
+      log_.line(std::string("a server is unavailable, changes are kept locally until both "
+                            "answer: ") +
+                e.what());
+      {
+        std::lock_guard lock(pending_mutex_);  // the uploader is waiting, or sees the flag
+      }
+      upload_cv_.notify_all();
+    }
+    return absent;
+  }
+
+  bool is_pending(std::uint64_t ino) {
+    std::lock_guard lock(pending_mutex_);
+    return pending_.contains(ino);
+  }
+
+  std::size_t pending_count() {
+    std::lock_guard lock(pending_mutex_);
+    return pending_.size();
+  }
+
+  // Under pending_mutex_: whether a pending upload may be tried now.
+  bool has_due_locked() const {
+    const auto now = Clock::now();
+    return std::any_of(pending_.begin(), pending_.end(),
+                       [&](const auto& p) { return p.second.not_before <= now; });
+  }
+
+  // Whether a close() joins the queue instead of storing at once: a server is away, or files
+  // closed before wait for their upload (which goes in order).
+  bool should_defer() {
+    if (servers_down_.load())
+      return true;
+    std::lock_guard lock(pending_mutex_);
+    return std::any_of(pending_.begin(), pending_.end(),
+                       [](const auto& p) { return !p.second.failing; });
+  }
+
+  void enqueue(std::uint64_t ino, std::uint64_t sequence) {
+    {
+      std::lock_guard lock(pending_mutex_);
+      const auto [it, added] = pending_.try_emplace(ino);
+      it->second.sequence = sequence;
+      if (added)
+        pending_order_.push_back(ino);
+    }
+    upload_cv_.notify_all();
+  }
+
+  // close() of a file opened for writing: stored and committed now; or, while a server is away
+  // or earlier files wait, durable in the journal and queued for upload. 0 or an errno.
+  int close_file(std::uint64_t ino) {
+    if (should_defer()) {
+      // Stored later, but the malware check answers this close() now.
+      if (const int blocked = scan_at_close(ino); blocked != 0)
+        return blocked;
+      if (const int err = keep_pending(ino); err != 0)
+        return err;
+      // Also a file with nothing to upload (a new empty one) keeps its name.
+      return tree_uncommitted() && !write_tree_journal() ? EIO : 0;
+    }
+    const int err = commit_file(ino);
+    if (err == kPending)
+      return 0;
+    if (err != 0)
+      return err;
+    if (sync_tree() != 0)
+      return write_tree_journal() ? 0 : EIO;
+    return 0;
+  }
+
+  bool tree_uncommitted() {
+    std::uint64_t generation = 0;
+    {
+      std::shared_lock lock(tree_mutex_);
+      generation = ns_->generation();
+    }
+    std::lock_guard lock(commit_mutex_);
+    return committed_generation_ < generation;
+  }
+
+  int keep_pending(std::uint64_t ino) {
+    std::shared_ptr<FileData> data;
+    {
+      std::shared_lock lock(tree_mutex_);
+      const auto it = files_.find(ino);
+      if (it == files_.end())
+        return 0;
+      data = it->second;
+    }
+    std::lock_guard lock(data->mutex);
+    return keep_pending_locked(ino, *data);
+  }
+
+  // Under data.mutex: makes the file's changes durable in the journal (its write-back file
+  // synced, its record written, then the tree that names it) and queues its upload. 0 or an
+  // errno (the local disk failed: the changes are still in memory and the write-back file).
+  int keep_pending_locked(std::uint64_t ino, FileData& data) {
+    if (!data.wb || !data.wb->dirty())
+      return 0;
+    std::uint32_t mode = 0;
+    std::int64_t mtime = 0;
+    {
+      std::shared_lock lock(tree_mutex_);
+      const InodeRecord* rec = ns_->find(ino);
+      if (!rec || ns_->is_orphan(ino))
+        return 0;  // nobody can name it again: its content goes with it
+      mode = rec->mode & 07777;
+      mtime = rec->mtime_ns;
+    }
+    try {
+      const auto current = journal_.current(ino);
+      if (data.wb->frozen() && current && current->second == data.wb->file_name()) {
+        enqueue(ino, current->first);  // journaled as it is
+      } else {
+        JournalFile f;
+        f.ino = ino;
+        f.bytes = data.wb->footprint();
+        f.data_name = data.wb->freeze();
+        f.segment_bytes = segment_bytes_;
+        f.base_version = data.base_version.load();
+        if (data.base) {
+          f.base_size = data.base->size;
+          f.base_segment_bytes = data.base->segment_bytes;
+          f.base_segments = data.base->segments;
+        }
+        f.mode = mode;
+        f.mtime_ns = mtime;
+        f.state = data.wb->state();
+        {
+          std::lock_guard lock(pending_mutex_);
+          f.sequence = ++journal_sequence_;
+        }
+        const std::uint64_t replaced = journal_.put_file(f);
+        writeback_used_.fetch_add(f.bytes);
+        writeback_used_.fetch_sub(replaced);
+        account(data);
+        enqueue(ino, f.sequence);
+      }
+    } catch (const std::exception& e) {
+      const std::string text = "cannot keep the changes of inode " + std::to_string(ino) +
+                               " in the journal: " + e.what();
+      log_.line(text);
+      note_error(text);
+      return errno_of(e);
+    }
+    return write_tree_journal() ? 0 : EIO;
+  }
+
+  // Writes the journal's tree record: the tree as last committed and as this mount has it, unless
+  // the record already says so. False when the local disk failed.
+  bool write_tree_journal() {
+    std::lock_guard lock(tree_journal_mutex_);
+    JournalTree record;
+    std::uint64_t generation = 0;
+    {
+      std::shared_lock tlock(tree_mutex_);
+      generation = ns_->generation();
+      if (journal_.has_tree() && generation == journaled_generation_ &&
+          tree_version_ == journaled_version_) {
+        return true;
+      }
+      record.base = base_tree_;
+      record.base_version = tree_version_;
+      record.local = committed_snapshot();
+    }
+    try {
+      journal_.put_tree(record);
+    } catch (const std::exception& e) {
+      const std::string text = std::string("cannot write the journal's tree record: ") + e.what();
+      log_.line(text);
+      note_error(text);
+      return false;
+    }
+    journaled_generation_ = generation;
+    journaled_version_ = record.base_version;
+    return true;
+  }
+
+  // Drops the journal's tree record once nothing is pending and the tree is committed.
+  void settle_journal() {
+    std::lock_guard lock(tree_journal_mutex_);
+    if (!journal_.has_tree() || pending_count() > 0)
+      return;
+    std::uint64_t generation = 0;
+    {
+      std::shared_lock tlock(tree_mutex_);
+      generation = ns_->generation();
+    }
+    {
+      std::lock_guard clock(commit_mutex_);
+      if (committed_generation_ < generation)
+        return;
+    }
+    journal_.drop_tree();
+  }
+
+  void drop_gone_records() {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> gone;
+    {
+      std::lock_guard lock(pending_mutex_);
+      gone.swap(gone_records_);
+    }
+    for (const auto& [ino, sequence] : gone)
+      writeback_used_.fetch_sub(journal_.drop_file(ino, sequence));
+  }
+
+  // True when both servers answer (and says so once when they are back).
+  bool probe_servers() {
+    try {
+      if (!prober_)
+        prober_ = std::make_unique<ServerProber>(options_.home, kProbeTimeout);
+      for (const auto& result : prober_->probe()) {
+        if (!result.reachable)
+          return false;
+      }
+    } catch (const std::exception& e) {
+      note_error(e.what());
+      return false;
+    }
+    if (servers_down_.exchange(false)) {
+      log_.line("both servers answer again; " + std::to_string(pending_count()) +
+                " file(s) to upload");
+      upload_cv_.notify_all();
+    }
+    return true;
+  }
+
+  // The uploader: while a server is away, probes it; once both answer, uploads the queue.
+  void upload_loop() {
+    auto pause = kProbeFirst;
+    for (;;) {
+      {
+        std::unique_lock lock(pending_mutex_);
+        const bool was_down = servers_down_.load();
+        const auto timeout = was_down ? pause : std::chrono::milliseconds(1000);
+        // A server found away starts the probing at once.
+        upload_cv_.wait_for(lock, timeout, [&] {
+          return upload_stop_ || !gone_records_.empty() || servers_down_.load() != was_down ||
+                 (!servers_down_.load() && has_due_locked());
+        });
+        if (upload_stop_)
+          return;
+      }
+      drop_gone_records();
+      if (servers_down_.load()) {
+        if (!probe_servers()) {
+          pause = std::min<std::chrono::milliseconds>(pause * 2, kProbeMax);
+          continue;
+        }
+        pause = kProbeFirst;
+      }
+      bool due = false;
+      {
+        std::lock_guard lock(pending_mutex_);
+        due = has_due_locked();
+      }
+      if (due)
+        drain(false);
+    }
+  }
+
+  // Uploads the due files of the queue in order, commits the tree, then drops their records.
+  // Stops at the first sign of an absent server. Returns how many files were stored.
+  std::size_t drain(bool stopping) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> batch;
+    {
+      std::lock_guard lock(pending_mutex_);
+      const auto now = Clock::now();
+      for (const auto ino : pending_order_) {
+        const Pending& p = pending_.at(ino);
+        if (p.not_before <= now)
+          batch.emplace_back(ino, p.sequence);
+      }
+    }
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> done;
+    for (const auto& [ino, sequence] : batch) {
+      if (!stopping) {
+        std::lock_guard lock(pending_mutex_);
+        if (upload_stop_)
+          break;
+      }
+      const int err = commit_file(ino);
+      if (err == 0)
+        done.emplace_back(ino, sequence);
+      else if (err == kPending)
+        break;  // a server went away again
+      else
+        mark_failing(ino);
+    }
+    if (done.empty())
+      return 0;
+    // The new versions must be named by a durable tree before the records can go.
+    if (sync_tree() != 0 && !write_tree_journal())
+      return 0;
+    for (const auto& [ino, sequence] : done) {
+      bool current = false;
+      {
+        std::lock_guard lock(pending_mutex_);
+        const auto it = pending_.find(ino);
+        if (it != pending_.end() && it->second.sequence == sequence) {
+          pending_.erase(it);
+          std::erase(pending_order_, ino);
+          current = true;
+        }
+      }
+      if (current) {
+        writeback_used_.fetch_sub(journal_.drop_file(ino, sequence));
+        uploads_done_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    settle_journal();
+    return done.size();
+  }
+
+  // A pending file that failed for another reason than an absent server: tried again later, and
+  // it does not hold back the closes after it.
+  void mark_failing(std::uint64_t ino) {
+    std::lock_guard lock(pending_mutex_);
+    if (const auto it = pending_.find(ino); it != pending_.end()) {
+      it->second.failing = true;
+      it->second.not_before = Clock::now() + kRetryFailing;
+    }
+  }
+
+  // Before serving: claims the journals of mounts that ended with changes pending, merges their
+  // tree changes and takes their files into this mount's journal and queue. Returns the orphans
+  // whose folders can go once the merged tree is committed (one with a file that could not be
+  // taken over stays, for the next mount to try again).
+  std::vector<Journal::Orphan> replay_journals() {
+    auto orphans = journal_.claim_orphans();
+    std::vector<Journal::Orphan> done;
+    if (orphans.empty())
+      return done;
+    std::size_t files = 0;
+    std::unique_lock lock(tree_mutex_);
+    for (auto& orphan : orphans) {
+      for (const auto& problem : orphan.problems)
+        log_.line("journal: " + problem + " (left out)");
+      if (orphan.tree) {
+        MergeResult merged = merge_trees(orphan.tree->base, orphan.tree->local, ns_->snapshot());
+        ns_->adopt(std::move(merged.tree));
+        collect_gone();
+      }
+    }
+    for (auto& orphan : orphans) {
+      bool whole = true;
+      for (const auto& file : orphan.files) {
+        const int restored = restore_file(orphan, file);
+        files += restored > 0 ? 1 : 0;
+        whole = whole && restored >= 0;
+      }
+      if (whole)
+        done.push_back(std::move(orphan));
+    }
+    lock.unlock();
+    if (!write_tree_journal())
+      throw LocalIoError("cannot write the journal in " + journal_.dir().string());
+    log_.line("replayed " + std::to_string(orphans.size()) +
+              " journal(s) of earlier mounts: " + std::to_string(files) + " file(s) to upload");
+    return done;
+  }
+
+  // Under tree_mutex_ (exclusive), before serving: one journaled file into this mount. 1 when it
+  // is pending here now, 0 when it has no name any more (nothing to keep), -1 on failure.
+  int restore_file(const Journal::Orphan& orphan, const JournalFile& f) {
+    const std::string what =
+        "the pending content of inode " + std::to_string(f.ino) + " in " + orphan.dir.string();
+    InodeRecord* rec = ns_->find_mut(f.ino);
+    if (!rec || !S_ISREG(rec->mode) || ns_->nlink(f.ino) == 0) {
+      log_.line(what + " belongs to a file that was removed since: dropped");
+      return 0;
+    }
+    if (f.segment_bytes != segment_bytes_) {
+      log_.line(what + " was written with another segment size than configured now: left there");
+      return -1;
+    }
+    try {
+      const std::string name = journal_.adopt_data(orphan, f.data_name);
+      auto wb = std::make_unique<WriteBack>(journal_.dir(), segment_bytes_, f.state, name);
+      auto data = file_data_locked(f.ino);
+      if (f.base_version > 0) {
+        data->base = StoredObject{content_key(f.ino),   f.base_version, f.base_size,
+                                  f.base_segment_bytes, f.mode,         f.mtime_ns,
+                                  f.base_segments};
+      } else {
+        data->base.reset();
+      }
+      data->base_version = f.base_version;
+      data->loaded = true;
+      data->wb = std::move(wb);
+      // What the servers' tree says is committed; the upload commits on top of f's base.
+      dirty_content_.try_emplace(f.ino, rec->size, rec->content_version);
+      rec->size = data->wb->size();
+      JournalFile mine = f;
+      mine.data_name = name;
+      mine.sequence = ++journal_sequence_;
+      writeback_used_.fetch_add(mine.bytes);
+      writeback_used_.fetch_sub(journal_.put_file(mine));
+      enqueue(f.ino, mine.sequence);
+      return 1;
+    } catch (const std::exception& e) {
+      log_.line(what + " cannot be taken over (left there): " + e.what());
+      return -1;
+    }
+  }
+
+  // ---- segment lists of files the kernel forgot ----
+
+  std::shared_ptr<const StoredObject> known_manifest(std::uint64_t ino) {
+    std::lock_guard lock(manifests_mutex_);
+    const auto it = manifests_.find(ino);
+    return it == manifests_.end() ? nullptr : it->second.object;
+  }
+
+  void remember_manifest(std::uint64_t ino, const StoredObject& object) {
+    auto copy = std::make_shared<const StoredObject>(object);
+    std::lock_guard lock(manifests_mutex_);
+    KnownManifest& slot = manifests_[ino];
+    if (slot.object)
+      manifest_segments_ -= slot.object->segments.size();
+    slot.object = std::move(copy);
+    slot.stamp = ++manifest_stamp_;
+    manifest_segments_ += slot.object->segments.size();
+    manifest_order_.emplace_back(ino, slot.stamp);
+    // Oldest first, within the budget; entries a newer one replaced are skipped.
+    while (manifest_segments_ > kManifestCacheSegments && !manifest_order_.empty()) {
+      const auto [old, stamp] = manifest_order_.front();
+      manifest_order_.pop_front();
+      const auto it = manifests_.find(old);
+      if (it != manifests_.end() && it->second.stamp == stamp) {
+        manifest_segments_ -= it->second.object->segments.size();
+        manifests_.erase(it);
+      }
+    }
+    if (manifest_order_.size() > 2 * manifests_.size() + 1024) {
+      manifest_order_.clear();
+      for (const auto& [n, known] : manifests_)
+        manifest_order_.emplace_back(n, known.stamp);
+      std::sort(manifest_order_.begin(), manifest_order_.end(),
+                [](const auto& a, const auto& b) { return a.second < b.second; });
+    }
+  }
+
   // ---- read-ahead ----
 
   void queue_readahead(std::vector<SegmentRef> refs) {
@@ -1710,6 +2462,13 @@ class Fs {
       dirty_content_.erase(ino);
       if (had_content)
         pending_removal_.insert(ino);
+      // Its pending upload goes with it (the uploader drops the record).
+      std::lock_guard lock(pending_mutex_);
+      if (const auto p = pending_.find(ino); p != pending_.end()) {
+        gone_records_.emplace_back(ino, p->second.sequence);
+        pending_.erase(p);
+        std::erase(pending_order_, ino);
+      }
     }
   }
 
@@ -1803,7 +2562,6 @@ class Fs {
 
   void commit_loop() {
     auto next_refresh = Clock::now() + options_.refresh;
-    auto next_retry = Clock::now() + std::chrono::seconds(5);
     bool dirty = false;
     Clock::time_point dirty_since{};
     Clock::time_point retry_at{};  // after a failure, no new attempt before this
@@ -1836,31 +2594,34 @@ class Fs {
         }
         const bool due = sync || now - dirty_since >= options_.commit_delay;
         if (due && (sync || now >= retry_at)) {
-          std::lock_guard run(commit_run_mutex_);
-          if (commit_tree()) {
+          bool committed_now = false;
+          {
+            std::lock_guard run(commit_run_mutex_);
+            committed_now = commit_tree();
+          }
+          if (committed_now) {
             dirty = false;
             backoff = std::chrono::milliseconds(0);
             retry_at = now;
           } else {
+            // Short: a server's return must not wait long for the next attempt.
             backoff = std::min<std::chrono::milliseconds>(
-                std::chrono::milliseconds(30000),
-                backoff.count() ? backoff * 2 : std::chrono::milliseconds(500));
+                std::chrono::milliseconds(2000),
+                backoff.count() ? backoff * 2 : std::chrono::milliseconds(250));
             retry_at = now + backoff;
+            write_tree_journal();  // the change survives a crash while the servers are away
           }
         }
       } else {
         dirty = false;
       }
-      if (now >= next_refresh) {
+      if (now >= next_refresh && !servers_down_.load()) {
         std::lock_guard run(commit_run_mutex_);
         refresh();
         next_refresh = Clock::now() + options_.refresh;
       }
-      if (now >= next_retry) {
-        retry_failed_files();
-        next_retry = Clock::now() + std::chrono::seconds(5);
-      }
-      if (!sync)
+      settle_journal();
+      if (!sync && !servers_down_.load())
         remove_contents(16);
     }
     std::lock_guard lock(commit_mutex_);
@@ -1890,10 +2651,10 @@ class Fs {
       try {
         auto client = pool_.acquire();
         const StoredObject done = save_tree(*client, snapshot, tree_version_);
-        tree_version_ = done.version;
         tree_commits_.fetch_add(1, std::memory_order_relaxed);
         {
           std::unique_lock lock(tree_mutex_);
+          tree_version_ = done.version;
           base_tree_ = snapshot;
           for (const auto ino : removals)
             pending_removal_.erase(ino);
@@ -1933,6 +2694,7 @@ class Fs {
   bool commit_failed(const std::exception& e) {
     log_.line(std::string("committing the tree failed (will retry): ") + e.what());
     errors_.fetch_add(1, std::memory_order_relaxed);
+    network_failed(e);
     {
       std::lock_guard lock(commit_mutex_);
       ++commit_failures_;
@@ -2065,14 +2827,17 @@ class Fs {
     std::uint64_t pending = 0;
     std::uint64_t inodes = 0;
     std::uint64_t generation = 0;
-    std::uint64_t writeback = 0;
     {
       std::shared_lock lock(tree_mutex_);
       pending = dirty_content_.size();
-      for (const auto& [ino, data] : files_)
-        writeback += data->local_bytes.load();
       inodes = ns_->named_count();
       generation = ns_->generation();
+    }
+    const std::size_t uploads = pending_count();
+    std::string last_error;
+    {
+      std::lock_guard lock(error_mutex_);
+      last_error = last_error_;
     }
     std::uint64_t committed = 0;
     {
@@ -2116,9 +2881,18 @@ class Fs {
         << "conflicts: " << conflicts_.load() << "\n"
         << "errors: " << errors_.load() << "\n"
         << "files_pending: " << pending << "\n"
-        << "writeback_bytes: " << writeback << "\n"
+        << "uploads_pending: " << uploads << "\n"
+        << "bytes_pending: " << journal_.bytes() << "\n"
+        << "writeback_bytes: " << writeback_used_.load() << "\n"
+        << "writeback_limit: " << options_.writeback_bytes << "\n"
+        << "servers_reachable: " << (servers_down_.load() ? 0 : 1) << "\n"
+        << "uploads_done: " << uploads_done_.load() << "\n"
         << "removals_pending: " << removals << "\n"
-        << "tree_pending: " << (generation > committed ? 1 : 0) << "\n";
+        << "tree_pending: " << (generation > committed ? 1 : 0)
+        << "\n"
+        // Text values last: a reader splitting on blanks still gets every number above.
+        << "journal: " << journal_.dir().string() << "\n"
+        << "last_error: " << last_error << "\n";
     return out.str();
   }
 
@@ -2126,6 +2900,7 @@ class Fs {
   Log log_;
   ClientPool pool_;
   cache::SegmentCache cache_;
+  Journal journal_;  // outlives files_ (their write-back files live in its folder)
   fsys::path writeback_dir_;
   std::uint32_t segment_bytes_ = 0;
   fuse_session* se_ = nullptr;
@@ -2136,7 +2911,6 @@ class Fs {
   // Files with uncommitted changes: their committed (size, content version).
   std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> dirty_content_;
   std::set<std::uint64_t> pending_removal_;
-  std::set<std::uint64_t> retry_files_;  // files whose changes could not be stored yet
   std::mutex removal_mutex_;
   std::deque<std::uint64_t> removal_queue_;  // contents to remove from the servers
   Tree base_tree_;  // the tree as last committed or merged (the merge base)
@@ -2188,6 +2962,44 @@ class Fs {
   std::atomic<std::uint64_t> remote_merges_{0}, conflicts_{0}, errors_{0};
   std::atomic<std::uint64_t> file_commit_us_{0}, tree_commit_us_{0}, sync_wait_us_{0};
   std::atomic<std::uint64_t> segments_staged_{0};
+
+  // Durable write-back: files journaled and waiting for upload, in the order they were closed.
+  struct Pending {
+    std::uint64_t sequence = 0;    // of its journal record
+    Clock::time_point not_before;  // after a failure other than an absent server
+    bool failing = false;          // the last attempt failed with the servers there
+  };
+  std::mutex pending_mutex_;
+  std::condition_variable upload_cv_;
+  std::map<std::uint64_t, Pending> pending_;
+  std::deque<std::uint64_t> pending_order_;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> gone_records_;  // (ino, sequence) to drop
+  std::uint64_t journal_sequence_ = 0;
+  bool upload_stop_ = false;
+  std::thread uploader_;
+  std::unique_ptr<ServerProber> prober_;  // the uploader's (or, at unmount, stop()'s)
+  // Set by a failure that says a server is away, cleared by a probe that finds both.
+  std::atomic<bool> servers_down_{false};
+  std::atomic<std::uint64_t> writeback_used_{0};
+  std::atomic<std::uint64_t> uploads_done_{0};
+  // Serializes writes of the journal's tree record, each a snapshot newer than the last.
+  std::mutex tree_journal_mutex_;
+  std::uint64_t journaled_generation_ = 0;  // what the tree record holds (under the above)
+  std::uint64_t journaled_version_ = 0;
+
+  std::mutex error_mutex_;
+  std::string last_error_;
+
+  struct KnownManifest {
+    std::shared_ptr<const StoredObject> object;
+    std::uint64_t stamp = 0;
+  };
+  std::mutex manifests_mutex_;
+  std::unordered_map<std::uint64_t, KnownManifest> manifests_;
+  std::deque<std::pair<std::uint64_t, std::uint64_t>>
+      manifest_order_;  // (ino, stamp), oldest first
+  std::size_t manifest_segments_ = 0;
+  std::uint64_t manifest_stamp_ = 0;
 };
 
 // ---- the C callbacks: each finds the Fs and hands over; every path replies exactly once ----
@@ -2425,8 +3237,17 @@ void parse_mount_options(const std::string& list, MountOptions& options) {
       if (value.empty())
         bad();
       options.home = value;
+    } else if (key == "writeback_size") {
+      if (!parse_size(value, options.writeback_bytes) || options.writeback_bytes == 0)
+        bad();
+    } else if (key == "unmount_wait") {
+      if (!parse_seconds(value, seconds))
+        bad();
+      options.unmount_wait = to_ms(seconds);
     } else if (key == "debug") {
       options.debug = true;
+    } else if (key == "noscan") {
+      options.scan = false;
     } else if (key == "cache_dir") {
       throw Error("cache_dir (an on-disk cache tier) is not supported yet");
     } else if (key == "max_read" || key == "max_write" || key == "fsname" || key == "subtype" ||
@@ -2462,6 +3283,11 @@ int run_mount(const MountOptions& given) {
   }
   if (options.debug)
     options.foreground = true;
+  if (options.writeback_bytes == 0) {
+    const auto space = fsys::space(options.home, ec);
+    options.writeback_bytes =
+        std::max<std::uint64_t>(std::uint64_t{1} << 30, ec ? 0 : space.available / 4);
+  }
 
   std::unique_ptr<Fs> fs;
   try {

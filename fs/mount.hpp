@@ -14,13 +14,28 @@
 //   - Data: the kernel's page cache is kept across opens while the file's content version is
 //     unchanged; this process's segment cache (cache_size, default 256 MiB) is keyed by content,
 //     so it is never stale. No kernel write-back cache: every write reaches this process.
-//   - Durability: write() lands in a local write-back file (client home, writeback/). A close()
-//     of a descriptor opened for writing, fsync() and fdatasync() return only once the file's
-//     changed segments are stored and its new version and the tree (with every change this mount
-//     made before) are committed on both servers; an error there is returned by close()/fsync().
-//     Namespace changes without a close (mkdir, rename, unlink, chmod, utimens, xattrs, ...)
-//     are committed within commit_delay (default 0.5 s) as one batch; fsync on a directory
-//     forces it. Unmounting commits everything pending before the process exits.
+//   - Durability: write() lands in a local write-back file (client home, writeback/). fsync()
+//     and fdatasync() return 0 only once the file's changed segments are stored and its new
+//     version and the tree (with every change this mount made before) are committed on both
+//     servers; otherwise they return an error (EIO) and the changes stay pending. close() of a
+//     descriptor opened for writing stores and commits the same way while both servers answer;
+//     when one is down or stalls (ServerUnavailable), close() still returns 0 once the file is
+//     durable in the local journal (journal.hpp: its write-back file synced, its record and the
+//     pending tree written), and the upload happens later, in the order files were closed, as
+//     soon as a probe (probe.hpp, every 0.1-0.25 s) finds both servers back. A mount killed
+//     meanwhile loses nothing: the next mount of the store replays the journal before serving.
+//     While uploads are pending, a close() joins the queue instead of jumping it. Other failures
+//     (quota, integrity, ...) are close()'s error, and the changes are kept and retried too.
+//     The journal is bounded (writeback_size): a write that would exceed it gets ENOSPC, after
+//     trying to upload finished segments first. Namespace changes without a close (mkdir,
+//     rename, unlink, chmod, utimens, xattrs, ...) are committed within commit_delay (default
+//     0.5 s) as one batch, and journaled when that fails; fsync on a directory forces the
+//     commit. Unmounting uploads everything pending while progress is made, gives up after
+//     unmount_wait seconds without any, and then says what is left and where (the journal keeps
+//     it for the next mount; the exit code is then 1).
+//   - Bounded waiting: getattr, lookup, readdir and reads of cached data need no network (a
+//     file's segment list is kept after the kernel forgets it), so a dead server never hangs
+//     `ls`, `stat` or `cat` of cached data.
 //   - Two writers: content commits are compare-and-swap. When another mount committed the same
 //     file since this mount read it, this mount's close() still succeeds but keeps its bytes in
 //     a new file "NAME.conflict-<host>-<pid>-<n>" beside it, and the file shows the other
@@ -50,13 +65,22 @@ struct MountOptions {
   std::chrono::milliseconds refresh{3000};
   std::chrono::milliseconds commit_delay{500};
   std::filesystem::path log_file;  // default: home/mount.log
+  // Bound of the local write-back area (files being written and files waiting for upload);
+  // 0: a quarter of the space free on the home's file system at mount time, at least 1 GiB.
+  std::uint64_t writeback_bytes = 0;
+  // How long unmounting keeps trying without progress before it leaves the rest to the journal.
+  std::chrono::milliseconds unmount_wait{30000};
+  // The malware check of every changed file before it is stored (README "Malicious files");
+  // -o noscan turns it off, which the log says.
+  bool scan = true;
   // Options passed to libfuse unchanged (allow_other, ro, ...).
   std::vector<std::string> fuse_options;
 };
 
 // Parses a comma-separated -o list: splitfs's own options (cache_size=SIZE with K/M/G suffixes,
 // readahead=N segments, attr_timeout=S, entry_timeout=S, refresh=S, commit_delay=S, log=PATH,
-// home=DIR, debug) go into options, the rest into options.fuse_options. Throws splitfs::Error.
+// home=DIR, writeback_size=SIZE, unmount_wait=S, debug, noscan) go into options, the rest into
+// options.fuse_options. Throws splitfs::Error.
 void parse_mount_options(const std::string& list, MountOptions& options);
 
 // Mounts options.mountpoint and serves it until it is unmounted (or SIGINT/SIGTERM/SIGHUP),

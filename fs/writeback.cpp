@@ -11,6 +11,7 @@
 #include <cstring>
 #include <splitfs/errors.hpp>
 #include <string>
+#include <tuple>
 
 namespace splitfs::fs {
 
@@ -25,27 +26,100 @@ namespace {
 
 WriteBack::WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes,
                      std::uint64_t base_size)
-    : segment_bytes_(segment_bytes) {
-  fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd_ < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-    // A file system without O_TMPFILE: a named file, unlinked at once.
-    std::string name = (dir / "wb-XXXXXX").string();
-    fd_ = ::mkostemp(name.data(), O_CLOEXEC);
-    if (fd_ >= 0)
-      ::unlink(name.c_str());
+    : dir_(dir), segment_bytes_(segment_bytes) {
+  std::tie(fd_, name_) = create_file();
+  base_size_ = valid_base_ = size_ = base_size;
+}
+
+WriteBack::WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes,
+                     const State& state, const std::string& name)
+    : dir_(dir), name_(name), frozen_(true), segment_bytes_(segment_bytes) {
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+    throw WriteBackError("a write-back file name is not valid: " + name, EINVAL);
+  for (const auto s : state.local) {
+    if (segment_start(s) >= state.size)
+      throw WriteBackError("a journaled write-back state names a segment past its size", EINVAL);
   }
+  for (const auto& [s, ref] : state.staged) {
+    if (!state.local.contains(s))
+      throw WriteBackError("a journaled write-back state stages a segment it lacks", EINVAL);
+  }
+  if (state.valid_base > state.base_size)
+    throw WriteBackError("a journaled write-back state is inconsistent", EINVAL);
+  fd_ = ::open((dir / name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd_ < 0)
-    fail("cannot create a write-back file in " + dir.string());
-  reset(base_size);
+    fail("cannot open the write-back file " + (dir / name).string());
+  base_size_ = state.base_size;
+  valid_base_ = state.valid_base;
+  size_ = state.size;
+  local_ = state.local;
+  staged_ = state.staged;
+  dirty_ = state.dirty;
+  for (const auto s : local_)
+    touch(s);
 }
 
 WriteBack::~WriteBack() {
   if (fd_ >= 0)
     ::close(fd_);
+  if (!frozen_ && !name_.empty())
+    ::unlink((dir_ / name_).c_str());
+}
+
+std::pair<int, std::string> WriteBack::create_file() const {
+  std::string path = (dir_ / "wb-XXXXXX").string();
+  const int fd = ::mkostemp(path.data(), O_CLOEXEC);
+  if (fd < 0)
+    fail("cannot create a write-back file in " + dir_.string());
+  return {fd, std::filesystem::path(path).filename().string()};
+}
+
+void WriteBack::thaw(bool copy) {
+  if (!frozen_)
+    return;
+  auto [fd, name] = create_file();
+  const auto discard = [&] {
+    const int e = errno;
+    ::close(fd);
+    ::unlink((dir_ / name).c_str());
+    errno = e;
+  };
+  if (copy) {
+    Bytes buffer;
+    for (const auto s : local_) {
+      if (staged_.contains(s) || segment_start(s) >= size_)
+        continue;
+      buffer.resize(segment_length(s));
+      try {
+        read_local(segment_start(s), buffer);
+      } catch (...) {
+        discard();
+        throw;
+      }
+      for (std::size_t done = 0; done < buffer.size();) {
+        const ssize_t w = ::pwrite(fd, buffer.data() + done, buffer.size() - done,
+                                   static_cast<off_t>(segment_start(s) + done));
+        if (w < 0 && errno == EINTR)
+          continue;
+        if (w <= 0) {
+          discard();
+          fail("cannot copy a write-back file");
+        }
+        done += static_cast<std::size_t>(w);
+      }
+    }
+  }
+  // The frozen file is the journal's now: only this process's handle on it goes.
+  ::close(fd_);
+  fd_ = fd;
+  name_ = std::move(name);
+  frozen_ = false;
 }
 
 void WriteBack::reset(std::uint64_t base_size) {
-  if (::ftruncate(fd_, 0) != 0)
+  if (frozen_)
+    thaw(false);
+  else if (::ftruncate(fd_, 0) != 0)
     fail("cannot empty a write-back file");
   base_size_ = valid_base_ = size_ = base_size;
   local_.clear();
@@ -59,6 +133,52 @@ std::uint64_t WriteBack::local_bytes() const {
   if (::fstat(fd_, &st) != 0)
     return 0;
   return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+std::uint64_t WriteBack::footprint() const {
+  std::uint64_t bytes = 0;
+  for (const auto s : local_) {
+    if (!staged_.contains(s) && segment_start(s) < size_)
+      bytes += segment_length(s);
+  }
+  return bytes;
+}
+
+std::uint64_t WriteBack::growth(std::uint64_t offset, std::uint64_t length) const {
+  if (length == 0)
+    return 0;
+  const std::uint64_t end = offset + length;
+  const std::uint64_t new_size = std::max(size_, end);
+  const auto counted = [&](std::uint64_t s, std::uint64_t size) -> std::uint64_t {
+    const std::uint64_t start = segment_start(s);
+    return size > start ? std::min<std::uint64_t>(segment_bytes_, size - start) : 0;
+  };
+  const auto held = [&](std::uint64_t s) { return is_local(s) && !staged_.contains(s); };
+  std::uint64_t bytes = 0;
+  const std::uint64_t first = offset / segment_bytes_;
+  const std::uint64_t last = (end - 1) / segment_bytes_;
+  for (std::uint64_t s = first; s <= last; ++s)
+    bytes += counted(s, new_size) - (held(s) ? counted(s, size_) : 0);
+  // The old last segment grows with the file even where the write does not touch it.
+  if (size_ > 0 && new_size > size_) {
+    const std::uint64_t tail = (size_ - 1) / segment_bytes_;
+    if ((tail < first || tail > last) && held(tail))
+      bytes += counted(tail, new_size) - counted(tail, size_);
+  }
+  return bytes;
+}
+
+WriteBack::State WriteBack::state() const {
+  return State{base_size_, valid_base_, size_, local_, staged_, dirty_};
+}
+
+std::string WriteBack::freeze() {
+  if (!frozen_) {
+    if (::fdatasync(fd_) != 0)
+      fail("cannot sync a write-back file");
+    frozen_ = true;
+  }
+  return name_;
 }
 
 std::vector<WriteBack::Span> WriteBack::plan(std::uint64_t offset, std::uint64_t length) const {
@@ -131,9 +251,10 @@ std::vector<std::uint64_t> WriteBack::truncate_needs(std::uint64_t size) const {
 }
 
 void WriteBack::fill(std::uint64_t s, ByteView bytes) {
-  const auto staged = staged_.find(s);
-  if (is_local(s) && staged == staged_.end())
+  if (is_local(s) && !staged_.contains(s))
     return;
+  thaw();
+  const auto staged = staged_.find(s);
   const std::uint64_t start = segment_start(s);
   // The bytes that are this segment's now: the staged segment whole, or the valid base part.
   const std::uint64_t valid_end =
@@ -159,6 +280,7 @@ void WriteBack::fill(std::uint64_t s, ByteView bytes) {
 void WriteBack::write(std::uint64_t offset, ByteView data) {
   if (data.empty())
     return;
+  thaw();
   const std::uint64_t end = offset + data.size();
   for (std::uint64_t s = offset / segment_bytes_; segment_start(s) < end; ++s) {
     // A staged segment written only in part must have been filled first (base_needed()).
@@ -184,6 +306,7 @@ void WriteBack::write(std::uint64_t offset, ByteView data) {
 void WriteBack::truncate(std::uint64_t size) {
   if (size == size_)
     return;
+  thaw();
   if (size < size_) {
     valid_base_ = std::min(valid_base_, size);
     const std::uint64_t first_gone = (size + segment_bytes_ - 1) / segment_bytes_;
@@ -234,9 +357,11 @@ bool WriteBack::stage(std::uint64_t s, std::uint64_t version, const SegmentRef& 
     return false;
   }
   staged_[s] = ref;
-  // Release the local copy; where holes cannot be punched the bytes just stay.
-  ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(segment_start(s)),
-              static_cast<off_t>(ref.length));
+  // Release the local copy; where holes cannot be punched the bytes just stay, and a frozen file
+  // keeps them for the journal.
+  if (!frozen_)
+    ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                static_cast<off_t>(segment_start(s)), static_cast<off_t>(ref.length));
   return true;
 }
 

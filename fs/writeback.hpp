@@ -1,6 +1,6 @@
-// One regular file's uncommitted changes: a local sparse file (under the client home's
-// writeback/ folder, unlinked from birth so nothing outlives the mount process) holding the
-// segments that were written, over the file's committed content (the "base").
+// One regular file's uncommitted changes: a local sparse file (a named file in the mount's
+// write-back folder under the client home, see journal.hpp) holding the segments that were
+// written, over the file's committed content (the "base").
 //
 // A byte at offset o < size() is, for segment s = o / segment_bytes:
 //   - in the local file, if s is local (written since the base, or filled from the base first);
@@ -21,6 +21,12 @@
 // (fill()). Each local segment carries a version bumped by every change, so an upload of bytes
 // that changed meanwhile is refused. This keeps the local file no larger than what is written
 // but not yet uploaded. Not thread-safe: the mount holds the file's data lock around every call.
+//
+// Durability: freeze() makes the local file durable (fdatasync) and hands it over to the journal,
+// which records state() beside it; from then on the file is never changed again: the next change
+// first copies the local bytes into a fresh file (so the journaled version stays intact until the
+// journal drops it). A new process resumes a journaled state over its file (the second
+// constructor). A local file that was never frozen is removed with its WriteBack.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +35,8 @@
 #include <set>
 #include <splitfs/client.hpp>
 #include <splitfs/errors.hpp>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "common/bytes.hpp"
@@ -47,8 +55,24 @@ class WriteBackError : public LocalIoError {
 
 class WriteBack {
  public:
-  // Creates the local file in dir. Throws WriteBackError.
+  // What a journal keeps to resume a WriteBack in another process (segment versions excepted:
+  // they restart).
+  struct State {
+    std::uint64_t base_size = 0;
+    std::uint64_t valid_base = 0;
+    std::uint64_t size = 0;
+    std::set<std::uint64_t> local;
+    std::map<std::uint64_t, SegmentRef> staged;
+    bool dirty = false;
+    friend bool operator==(const State&, const State&) = default;
+  };
+
+  // Creates a new local file in dir. Throws WriteBackError.
   WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes, std::uint64_t base_size);
+  // Resumes `state` over the journaled local file dir/name (frozen: it stays the journal's).
+  // Throws WriteBackError when the file cannot be opened or the state does not fit it.
+  WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes, const State& state,
+            const std::string& name);
   ~WriteBack();
   WriteBack(const WriteBack&) = delete;
   WriteBack& operator=(const WriteBack&) = delete;
@@ -61,8 +85,22 @@ class WriteBack {
   bool dirty() const { return dirty_; }
   bool is_local(std::uint64_t segment) const { return local_.contains(segment); }
   std::size_t local_segments() const { return local_.size(); }
-  // Bytes the local file holds (its allocated blocks).
+  // Bytes the local file holds on disk (its allocated blocks).
   std::uint64_t local_bytes() const;
+  // Bytes of content the local file holds for local segments not staged yet (what the file
+  // costs on disk, holes aside).
+  std::uint64_t footprint() const;
+
+  // How much footprint() grows by a write of [offset, offset + length) (its fills included).
+  std::uint64_t growth(std::uint64_t offset, std::uint64_t length) const;
+
+  State state() const;
+  // Syncs the local file and hands it to the journal; returns its name in the folder. Changes
+  // after this go to a fresh file (see above). Throws WriteBackError.
+  std::string freeze();
+  bool frozen() const { return frozen_; }
+  // The local file's name in the folder.
+  const std::string& file_name() const { return name_; }
 
   enum class Source { local, base, zero, staged };
   struct Span {
@@ -115,7 +153,14 @@ class WriteBack {
 
  private:
   std::uint64_t segment_start(std::uint64_t s) const { return s * segment_bytes_; }
+  // A new, empty local file in dir_ (fd_ and name_ untouched). Throws WriteBackError.
+  std::pair<int, std::string> create_file() const;
+  // Before any change: a frozen file is left to the journal, its local bytes copied to a new one.
+  void thaw(bool copy = true);
 
+  std::filesystem::path dir_;
+  std::string name_;
+  bool frozen_ = false;
   int fd_ = -1;
   std::uint32_t segment_bytes_;
   std::uint64_t base_size_ = 0;

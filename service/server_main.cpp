@@ -1,5 +1,6 @@
 #include "service/server_main.hpp"
 
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -48,6 +49,7 @@ namespace {
 
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 constexpr auto kDrainPoll = std::chrono::milliseconds(20);
+constexpr auto kTrimPeriod = std::chrono::seconds(1);
 
 struct Options {
   std::string data;
@@ -135,6 +137,11 @@ class ConnectionSet {
   std::size_t size() const {
     std::lock_guard lock(mutex_);
     return connections_.size();
+  }
+  // Connections accepted so far.
+  std::uint64_t arrivals() const {
+    std::lock_guard lock(mutex_);
+    return next_order_;
   }
   void stop_all() {
     std::lock_guard lock(mutex_);
@@ -338,15 +345,35 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, asio::io_context& io,
   }
 }
 
+// Hands the memory that finished requests freed back to the system once the server has been idle
+// for a moment: glibc keeps freed heap in its arenas, so a burst of large requests would otherwise
+// leave the resident size up for good. Ends when the timer is cancelled.
+asio::awaitable<void> trim_when_idle(asio::steady_timer& timer, const ConnectionSet& connections) {
+  std::uint64_t trimmed_at = connections.arrivals();
+  for (;;) {
+    timer.expires_after(kTrimPeriod);
+    beast::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec)
+      co_return;
+    const std::uint64_t arrivals = connections.arrivals();
+    if (arrivals != trimmed_at && connections.size() == 0) {
+      ::malloc_trim(0);
+      trimmed_at = arrivals;
+    }
+  }
+}
+
 // Waits for SIGINT or SIGTERM, then stops accepting, asks every connection to finish and gives
 // them limits.drain_timeout before stopping the event loop outright.
 asio::awaitable<void> stop_on_signal(asio::signal_set& signals, tcp::acceptor& acceptor,
                                      asio::io_context& io, ConnectionSet& connections,
-                                     const Limits& limits) {
+                                     asio::steady_timer& trim_timer, const Limits& limits) {
   beast::error_code ec;
   co_await signals.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   if (ec)
     co_return;
+  trim_timer.cancel();
   acceptor.close(ec);
   connections.stop_all();
   const auto deadline = std::chrono::steady_clock::now() + limits.drain_timeout;
@@ -422,7 +449,7 @@ int serve(const Options& options, const Door& door) {
   fs::path data = prepare_data_folder(options.data);
   std::unique_ptr<store::Store> store;
   try {
-    store = store::Store::open(data / "store", options.storage.store_options());
+    store = store::Store::open(data / "store", options.storage.store_options(data));
   } catch (const std::exception& e) {
     throw StartupError(std::string("cannot open the store: ") + e.what());
   }
@@ -472,8 +499,11 @@ int serve(const Options& options, const Door& door) {
   asio::co_spawn(acceptor.get_executor(),
                  accept_loop(acceptor, io, tls_context, *access, service, door, limits),
                  [](std::exception_ptr error) { log_exception("accept loop stopped", error); });
+  asio::steady_timer trim_timer(acceptor.get_executor());
+  asio::co_spawn(acceptor.get_executor(), trim_when_idle(trim_timer, access->connections),
+                 [](std::exception_ptr error) { log_exception("memory trimming stopped", error); });
   asio::co_spawn(acceptor.get_executor(),
-                 stop_on_signal(signals, acceptor, io, access->connections, limits),
+                 stop_on_signal(signals, acceptor, io, access->connections, trim_timer, limits),
                  [](std::exception_ptr error) { log_exception("signal handling failed", error); });
 
   std::cout << "listening on " << host_text(bound.address()) << ":" << bound.port()
@@ -496,39 +526,6 @@ int serve(const Options& options, const Door& door) {
   for (auto& thread : threads)
     thread.join();
   return 0;
-}
-
-// "10G", "500M", "1.5T", "4096" (bytes; K, M, G, T are powers of 1024, an optional "iB" or "B"
-// follows), or "none" for no quota (0).
-std::optional<std::uint64_t> parse_size(const std::string& text) {
-  if (text == "none")
-    return 0;
-  std::size_t end = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &end);
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-  std::string unit = text.substr(end);
-  for (const char* suffix : {"iB", "B"}) {
-    if (unit.ends_with(suffix)) {
-      unit.resize(unit.size() - std::strlen(suffix));
-      break;
-    }
-  }
-  static const std::string kUnits = "KMGTP";
-  double scale = 1;
-  if (unit.size() == 1 && kUnits.find(unit[0]) != std::string::npos) {
-    for (std::size_t i = 0; i <= kUnits.find(unit[0]); ++i)
-      scale *= 1024;
-  } else if (!unit.empty()) {
-    return std::nullopt;
-  }
-  const double bytes = value * scale;
-  if (!(bytes >= 1) || bytes > 9.0e18)
-    return std::nullopt;
-  return static_cast<std::uint64_t>(bytes);
 }
 
 struct UsersCommand {

@@ -9,11 +9,13 @@
 //   users add NAME SHA256:<hex> [--quota SIZE]   enrol a client certificate as user NAME
 //   users list                                   the enrolled users, quotas and fingerprints
 //   users revoke NAME [SHA256:<hex>]             revoke a user (or one of its certificates)
-// Storage: --compact-interval SECONDS (default 600), --garbage-grace SECONDS (default 3600), and
-// the commands compact, check and stats (service.hpp, StorageCommands).
+// Storage: --compact-interval SECONDS (default 600), --garbage-grace SECONDS (default 3600),
+// --capacity SIZE (default none), --reserve SIZE (default 8M), and the commands compact, check and
+// stats (service.hpp, StorageSettings and StorageCommands).
 //
 // Data folder layout: DIR (mode 0700) holds store/ (the share packs and index), tls/ (key.pem,
-// cert.pem) and users (the enrolled fingerprints, tls/enrolment.hpp). Once listening, the server
+// cert.pem), users (the enrolled fingerprints, tls/enrolment.hpp) and RESERVE (space held for
+// when the disk fills up, store.hpp). Once listening, the server
 // prints exactly one line to stdout and flushes it:
 //   listening on HOST:PORT fingerprint SHA256:<64 lowercase hex>
 // with the bound address and port (an IPv6 HOST is in brackets). Start-up failures print one line

@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <optional>
@@ -38,6 +39,11 @@ ErrorReply store_failure(std::error_code ec, std::string_view what) {
         return error(Status::corrupt, "stored data is damaged");
       case store::Errc::too_large:
         return error(Status::too_large, "a share exceeds the size limit");
+      case store::Errc::no_space:
+        return error(Status::quota_exceeded,
+                     "this server is out of storage space; what it stored before is intact; "
+                     "remove files (its operator then compacts) or have its space raised, then "
+                     "try again");
       case store::Errc::io:
       case store::Errc::busy:
         break;
@@ -232,10 +238,44 @@ void log_storage(std::string_view line) {
 
 }  // namespace
 
-store::Options StorageSettings::store_options() const {
+store::Options StorageSettings::store_options(const std::filesystem::path& data) const {
   store::Options options;
   options.garbage_grace = std::chrono::seconds(garbage_grace_seconds);
+  options.capacity_bytes = capacity_bytes;
+  options.reserve_bytes = reserve_bytes;
+  options.reserve_file = data / "RESERVE";
   return options;
+}
+
+std::optional<std::uint64_t> parse_size(const std::string& text) {
+  if (text == "none")
+    return 0;
+  std::size_t end = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &end);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  std::string unit = text.substr(end);
+  for (const char* suffix : {"iB", "B"}) {
+    if (unit.ends_with(suffix)) {
+      unit.resize(unit.size() - std::strlen(suffix));
+      break;
+    }
+  }
+  static const std::string kUnits = "KMGTP";
+  double scale = 1;
+  if (unit.size() == 1 && kUnits.find(unit[0]) != std::string::npos) {
+    for (std::size_t i = 0; i <= kUnits.find(unit[0]); ++i)
+      scale *= 1024;
+  } else if (!unit.empty()) {
+    return std::nullopt;
+  }
+  const double bytes = value * scale;
+  if (!(bytes >= 1) || bytes > 9.0e18)
+    return std::nullopt;
+  return static_cast<std::uint64_t>(bytes);
 }
 
 StorageCommands::StorageCommands(CLI::App& app, StorageSettings& settings) : settings_(settings) {
@@ -248,6 +288,26 @@ StorageCommands::StorageCommands(CLI::App& app, StorageSettings& settings) : set
                  "within half of it")
       ->check(CLI::Range(std::int64_t{0}, kMaxSettingSeconds))
       ->capture_default_str();
+  // A size, or 0 or none for none.
+  const auto size_option = [](std::uint64_t& target) {
+    return [&target](const std::string& text) {
+      const std::optional<std::uint64_t> size =
+          text == "0" ? std::optional<std::uint64_t>(0) : parse_size(text);
+      if (!size)
+        throw CLI::ValidationError("give a size such as 500M, 10G or 1T, or none");
+      target = *size;
+    };
+  };
+  app.add_option_function<std::string>(
+         "--capacity", size_option(settings.capacity_bytes),
+         "The most the store may take on disk (e.g. 100G); new data past it is refused as 'out "
+         "of storage space' (default: none, only the disk's size)")
+      ->type_name("SIZE");
+  app.add_option_function<std::string>(
+         "--reserve", size_option(settings.reserve_bytes),
+         "Space kept in DATA/RESERVE and given back when the disk fills up, so that removals and "
+         "compaction still find room (default 8M; none for no reserve)")
+      ->type_name("SIZE");
 
   compact_ = app.add_subcommand(
       "compact",
@@ -296,7 +356,7 @@ int StorageCommands::run(const std::filesystem::path& data, const std::string& p
   try {
     std::unique_ptr<store::Store> opened;
     if (!live)
-      opened = store::Store::open(dir, settings_.store_options());
+      opened = store::Store::open(dir, settings_.store_options(data));
     const std::string where =
         "store " + dir.string() + (live ? " (in use by a running server)" : "") + "\n";
     if (*stats_) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -38,12 +39,23 @@ class Service {
 protocol::ErrorReply decode_failure(std::error_code error);
 
 // How a server keeps its store: --compact-interval SECONDS (background compaction; 0 turns it
-// off) and --garbage-grace SECONDS (how long unreferenced shares survive; see store.hpp).
+// off), --garbage-grace SECONDS (how long unreferenced shares survive; see store.hpp), --capacity
+// SIZE (the most the store may take on disk; none by default) and --reserve SIZE (space held in
+// DATA/RESERVE and given back when the disk fills up, so that removals and compaction still work;
+// 8M by default, 0 for none). A store that is full answers quota_exceeded (HTTP 507) with a message
+// saying so; what it stored before stays intact.
 struct StorageSettings {
   std::int64_t compact_interval_seconds = 600;
   std::int64_t garbage_grace_seconds = 3600;
-  store::Options store_options() const;
+  std::uint64_t capacity_bytes = 0;
+  std::uint64_t reserve_bytes = 8u << 20;
+  // For the store in data/store.
+  store::Options store_options(const std::filesystem::path& data) const;
 };
+
+// "10G", "500M", "1.5T", "4096" (bytes; K, M, G, T, P are powers of 1024, an optional "iB" or "B"
+// follows), or "none" (0). nullopt for anything else, or a size below 1 byte or above 9e18.
+std::optional<std::uint64_t> parse_size(const std::string& text);
 
 // The storage options and the operator commands on a server's store, DIR/store:
 //   compact [--grace SECONDS] [--wait SECONDS]   reclaim space now and print what was done; on a

@@ -90,6 +90,12 @@ class Transaction {
       done_ = true;
     return rc;
   }
+  // Rolls back now rather than at destruction.
+  void rollback() {
+    if (rc_ == SQLITE_DONE && !done_)
+      run(rollback_);
+    done_ = true;
+  }
 
  private:
   const Stmt& commit_;

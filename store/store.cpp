@@ -151,6 +151,8 @@ class Category final : public std::error_category {
         return "share too large for the store";
       case Errc::busy:
         return "another maintenance task holds the store";
+      case Errc::no_space:
+        return "out of storage space";
     }
     return "unknown store error";
   }
@@ -166,8 +168,28 @@ std::error_code io_failure(std::string_view what, std::string_view detail) {
   return Errc::io;
 }
 
+// SQLITE_FULL is the disk (or the index's own size limit) being full: a transaction that hit it
+// rolls back whole.
 std::error_code sql_failure(sqlite3* db, std::string_view what) {
+  if (sqlite3_errcode(db) == SQLITE_FULL) {
+    log_failure(what, sql::last_error(db));
+    return Errc::no_space;
+  }
   return io_failure(what, sql::last_error(db));
+}
+
+bool is_no_space(const std::error_code& ec) {
+  return ec == std::errc::no_space_on_device ||
+         ec == std::error_code(EDQUOT, std::system_category());
+}
+
+// A pack or directory write that failed: no_space when the disk is full, io otherwise.
+std::error_code disk_failure(std::string_view what, const std::error_code& ec) {
+  if (is_no_space(ec)) {
+    log_failure(what, ec.message());
+    return Errc::no_space;
+  }
+  return io_failure(what, ec.message());
 }
 
 std::error_code corrupt(std::string_view what) {
@@ -287,18 +309,47 @@ class StoreImpl final : public Store {
   StoreImpl(const fs::path& dir, const Options& options);
 
   std::vector<bool> has_shares(std::string_view user, std::span<const Id> ids) override;
-  std::error_code put_shares(std::string_view user, std::span<const ShareInput> shares) override;
+  std::error_code put_shares(std::string_view user, std::span<const ShareInput> shares) override {
+    bool refused = false;
+    const std::error_code ec = put_new_shares(user, shares, refused);
+    if (ec == Errc::no_space && !refused)
+      out_of_space();
+    return ec;
+  }
   std::error_code get_share(std::string_view user, const Id& id, Bytes& out) override;
   std::error_code commit(std::string_view user, const Id& file, std::uint64_t version,
                          std::span<const ShareRef> refs, ByteView entry, ByteView manifest,
-                         std::vector<Id>& missing) override;
+                         std::vector<Id>& missing) override {
+    const std::error_code ec = commit_version(user, file, version, refs, entry, manifest, missing);
+    if (ec == Errc::no_space)
+      out_of_space();
+    return ec;
+  }
   std::error_code get_file(std::string_view user, const Id& file, FileRecord& out) override;
   std::vector<FileSummary> list_files(std::string_view user) override;
-  std::error_code remove_file(std::string_view user, const Id& file) override;
+  // A removal that found the disk full is tried once more, in the space the reserve gave back.
+  std::error_code remove_file(std::string_view user, const Id& file) override {
+    std::error_code ec = remove_one(user, file);
+    if (ec == Errc::no_space) {
+      out_of_space();
+      ec = remove_one(user, file);
+    }
+    return ec;
+  }
   std::error_code file_info(std::string_view user, const Id& file, FileInfo& out) override;
   std::error_code usage(std::string_view user, Usage& out) override;
   std::error_code stats(StoreStats& out) override;
-  std::error_code compact(const CompactOptions& options, CompactionReport& out) override;
+  // Like a removal, a compaction that found the disk full runs once more.
+  std::error_code compact(const CompactOptions& options, CompactionReport& out) override {
+    std::error_code ec = compact_once(options, out);
+    if (ec == Errc::no_space) {
+      out_of_space();
+      ec = compact_once(options, out);
+    }
+    std::lock_guard lock(write_mu_);
+    pack_bytes_ = pack_bytes_on_disk();
+    return ec;
+  }
   std::error_code check(CheckReport& out) override;
 
   void release(std::unique_ptr<Reader> reader) {
@@ -316,6 +367,21 @@ class StoreImpl final : public Store {
   // Makes a new, empty pack file under a number never used before. Caller holds write_mu_.
   std::error_code create_pack(std::uint32_t& number, pack::Fd& fd);
   std::error_code ensure_pack();
+  std::error_code put_new_shares(std::string_view user, std::span<const ShareInput> shares,
+                                 bool& refused);
+  std::error_code commit_version(std::string_view user, const Id& file, std::uint64_t version,
+                                 std::span<const ShareRef> refs, ByteView entry, ByteView manifest,
+                                 std::vector<Id>& missing);
+  std::error_code remove_one(std::string_view user, const Id& file);
+  std::error_code compact_once(const CompactOptions& options, CompactionReport& out);
+  // Space. Whether `bytes` more pack data may be written now: no_space while the disk is known to
+  // be full and the reserve cannot be taken back, or past the capacity. Caller holds write_mu_.
+  std::error_code admit_data(std::uint64_t bytes);
+  // The disk was found full: give the reserve back and refuse new data until it can be retaken.
+  void out_of_space();
+  // Takes the reserve's space (again); false if the disk has not that much free.
+  bool take_reserve();
+  std::uint64_t pack_bytes_on_disk();
   // Runs a keyed read statement (a pointer to its member of Reader) for (user, id): not_found
   // without a row, io when the read fails, otherwise whatever `row` makes of the row. The read
   // connection is back in the pool when this returns.
@@ -352,6 +418,10 @@ class StoreImpl final : public Store {
   std::uint32_t pack_number_ = 0;
   std::uint64_t pack_size_ = 0;
   std::uint32_t next_pack_ = 1;
+  std::uint64_t pack_bytes_ = 0;  // size of all pack files, kept up to date under write_mu_
+
+  std::mutex space_mu_;  // guards the reserve file; taken after write_mu_
+  std::atomic<bool> full_{false};
 
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<Reader>> idle_readers_;
@@ -400,6 +470,71 @@ StoreImpl::StoreImpl(const fs::path& dir, const Options& options)
     if ((ec = pack::sync_dir(d)))
       fail_open(dir_, "cannot sync directory", ec.message());
   }
+  pack_bytes_ = pack_bytes_on_disk();
+  if (!take_reserve()) {
+    full_ = true;
+    log_failure("out of space",
+                "the reserve cannot be taken; new data is refused until there is "
+                "room for it");
+  }
+}
+
+std::uint64_t StoreImpl::pack_bytes_on_disk() {
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> packs;
+  detail::list_packs(dir_, packs);
+  std::uint64_t total = 0;
+  for (const auto& [number, size] : packs)
+    total += size;
+  return total;
+}
+
+bool StoreImpl::take_reserve() {
+  if (options_.reserve_file.empty() || options_.reserve_bytes == 0)
+    return true;
+  std::lock_guard lock(space_mu_);
+  pack::Fd fd;
+  if (pack::open_file(options_.reserve_file, O_WRONLY | O_CREAT, 0600, fd))
+    return false;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) == 0 &&
+      static_cast<std::uint64_t>(st.st_blocks) * 512 >= options_.reserve_bytes)
+    return true;
+  if (::posix_fallocate(fd.get(), 0, static_cast<off_t>(options_.reserve_bytes)) == 0)
+    return true;
+  // Whatever part was taken goes back: a half reserve helps nobody and holds space.
+  ::unlink(options_.reserve_file.c_str());
+  return false;
+}
+
+void StoreImpl::out_of_space() {
+  if (full_.exchange(true))
+    return;
+  log_failure("out of space",
+              "new data is refused until space is freed (remove files, then "
+              "compact) or the disk has room again");
+  if (!options_.reserve_file.empty()) {
+    std::lock_guard lock(space_mu_);
+    ::unlink(options_.reserve_file.c_str());
+  }
+}
+
+std::error_code StoreImpl::admit_data(std::uint64_t bytes) {
+  if (full_) {
+    if (!take_reserve())
+      return Errc::no_space;
+    full_ = false;
+    log_failure("space", "the reserve is taken back; new data is accepted again");
+  }
+  if (options_.capacity_bytes != 0) {
+    const std::uint64_t used = pack_bytes_ + detail::index_bytes(dir_);
+    if (used + bytes > options_.capacity_bytes) {
+      log_failure("capacity reached", std::to_string(used) + " bytes in use, " +
+                                          std::to_string(bytes) + " more refused, capacity " +
+                                          std::to_string(options_.capacity_bytes));
+      return Errc::no_space;
+    }
+  }
+  return {};
 }
 
 void StoreImpl::open_index() {
@@ -599,9 +734,9 @@ std::error_code StoreImpl::create_pack(std::uint32_t& number, pack::Fd& fd) {
     if (ec == std::errc::file_exists)
       continue;
     if (ec)
-      return io_failure("cannot create pack", ec.message());
+      return disk_failure("cannot create pack", ec);
     if ((ec = pack::sync_dir(packs_dir_)))
-      return io_failure("cannot sync packs", ec.message());
+      return disk_failure("cannot sync packs", ec);
     return {};
   }
   return io_failure("cannot create pack", "no unused name");
@@ -685,7 +820,8 @@ std::vector<bool> StoreImpl::has_shares(std::string_view user, std::span<const I
   return held;
 }
 
-std::error_code StoreImpl::put_shares(std::string_view user, std::span<const ShareInput> shares) {
+std::error_code StoreImpl::put_new_shares(std::string_view user, std::span<const ShareInput> shares,
+                                          bool& refused) {
   for (const ShareInput& share : shares) {
     if (share.data.size() > pack::kMaxBlobBytes)
       return Errc::too_large;
@@ -741,6 +877,13 @@ std::error_code StoreImpl::put_shares(std::string_view user, std::span<const Sha
     return {};
   }
 
+  std::uint64_t incoming = pack::kFileHeaderSize;
+  for (std::size_t i : fresh)
+    incoming += pack::kRecordHeaderSize + shares[i].data.size();
+  if (auto ec = admit_data(incoming)) {
+    refused = true;
+    return ec;
+  }
   if (auto ec = ensure_pack())
     return ec;
   std::vector<iovec> iov;
@@ -758,24 +901,35 @@ std::error_code StoreImpl::put_shares(std::string_view user, std::span<const Sha
     positions.push_back(end);
     end += pack::kRecordHeaderSize + shares[i].data.size();
   }
-  std::error_code ec = pack::write_all(pack_.get(), iov, pack_size_);
-  if (!ec)
-    ec = pack::sync_data(pack_.get());
-  if (ec) {
-    // The pack's tail is now unknown; later records go to a fresh pack.
+  const std::uint64_t start = pack_size_;
+  // Until the index commits, nothing points at the appended bytes: on a failure before that they
+  // are cut off again, so a full disk gets its space back and the pack's tail stays known.
+  auto take_back = [&] {
+    if (::ftruncate(pack_.get(), static_cast<off_t>(start)) == 0)
+      pack_size_ = start;
+    else
+      pack_.reset();  // the tail is unknown: later records go to a fresh pack
+  };
+  if (std::error_code ec = pack::write_all(pack_.get(), iov, start)) {
+    take_back();
+    return disk_failure("cannot write pack", ec);
+  }
+  if (std::error_code ec = pack::sync_data(pack_.get())) {
+    // After a failed sync the file's pages are in an unknown state.
     pack_.reset();
-    return io_failure("cannot write pack", ec.message());
+    return disk_failure("cannot sync pack", ec);
   }
   pack_size_ = end;
 
+  std::error_code index_error;
   {
     sql::Use q(writer_.insert_pack);
     q.bind(1, std::int64_t{pack_number_});
     q.bind(2, created);
     if (q.step() != SQLITE_DONE)
-      return sql_failure(db, "cannot index pack");
+      index_error = sql_failure(db, "cannot index pack");
   }
-  for (std::size_t k = 0; k < fresh.size(); ++k) {
+  for (std::size_t k = 0; !index_error && k < fresh.size(); ++k) {
     const ShareInput& share = shares[fresh[k]];
     KeyedUse q(writer_.insert_share, user, share.id);
     q.bind(3, std::int64_t{pack_number_});
@@ -783,8 +937,15 @@ std::error_code StoreImpl::put_shares(std::string_view user, std::span<const Sha
     q.bind(5, static_cast<std::int64_t>(share.data.size()));
     q.bind(6, created);
     if (q.step() != SQLITE_DONE)
-      return sql_failure(db, "cannot index shares");
+      index_error = sql_failure(db, "cannot index shares");
   }
+  if (index_error) {
+    tx.rollback();
+    take_back();
+    return index_error;
+  }
+  // A failed COMMIT may still have reached the log, so the records stay (as garbage at worst).
+  pack_bytes_ += end - start;
   if (tx.commit() != SQLITE_DONE)
     return sql_failure(db, "cannot commit put");
   return {};
@@ -837,9 +998,10 @@ std::error_code StoreImpl::get_share(std::string_view user, const Id& id, Bytes&
   return {};
 }
 
-std::error_code StoreImpl::commit(std::string_view user, const Id& file, std::uint64_t version,
-                                  std::span<const ShareRef> refs, ByteView entry, ByteView manifest,
-                                  std::vector<Id>& missing) {
+std::error_code StoreImpl::commit_version(std::string_view user, const Id& file,
+                                          std::uint64_t version, std::span<const ShareRef> refs,
+                                          ByteView entry, ByteView manifest,
+                                          std::vector<Id>& missing) {
   missing.clear();
   std::vector<Id> new_ids(refs.size());
   std::uint64_t chunks = 0;
@@ -956,7 +1118,7 @@ std::vector<FileSummary> StoreImpl::list_files(std::string_view user) {
   return files;
 }
 
-std::error_code StoreImpl::remove_file(std::string_view user, const Id& file) {
+std::error_code StoreImpl::remove_one(std::string_view user, const Id& file) {
   std::lock_guard lock(write_mu_);
   sqlite3* db = wdb_.get();
   sql::Transaction tx(writer_.begin, writer_.commit, writer_.rollback);
@@ -1133,12 +1295,30 @@ std::error_code StoreImpl::rewrite_packs(const std::vector<std::uint32_t>& victi
   std::uint64_t output_size = 0;
   Bytes buffer;
   std::uint64_t buffered_at = 0;  // output offset of buffer[0]
+  // Bytes of the output that rows may point at; what lies past them is cut off when the rewrite
+  // fails, so a compaction stopped by a full disk does not hold on to its partial copy.
+  std::uint64_t output_indexed = 0;
+  struct CutBack {
+    StoreImpl& store;
+    pack::Fd& output;
+    std::uint32_t& number;
+    std::uint64_t& size;
+    std::uint64_t& indexed;
+    ~CutBack() {
+      if (!output || size <= indexed)
+        return;
+      if (indexed == 0)
+        ::unlink(store.pack_path(number).c_str());
+      else if (::ftruncate(output.get(), static_cast<off_t>(indexed)) != 0)
+        log_failure("compaction", "cannot cut back a partial copy; compaction removes it later");
+    }
+  } cut_back{*this, output, output_number, output_size, output_indexed};
   auto flush = [&]() -> std::error_code {
     if (buffer.empty())
       return {};
     iovec iov{buffer.data(), buffer.size()};
     if (auto ec = pack::write_all(output.get(), std::span<iovec>(&iov, 1), buffered_at))
-      return io_failure("cannot write pack", ec.message());
+      return disk_failure("cannot write pack", ec);
     buffered_at += buffer.size();
     buffer.clear();
     return {};
@@ -1180,6 +1360,8 @@ std::error_code StoreImpl::rewrite_packs(const std::vector<std::uint32_t>& victi
     if (!output || output_size >= options_.pack_target_bytes) {
       output.reset();
       std::lock_guard lock(write_mu_);
+      output_indexed = 0;
+      output_size = 0;
       if (auto ec = create_pack(output_number, output))
         return ec;
       buffer.assign(pack::kFileMagic.begin(), pack::kFileMagic.end());
@@ -1219,7 +1401,7 @@ std::error_code StoreImpl::rewrite_packs(const std::vector<std::uint32_t>& victi
       return ec;
     // The copies are durable before any row points at them.
     if (auto ec = pack::sync_data(output.get()))
-      return io_failure("cannot sync pack", ec.message());
+      return disk_failure("cannot sync pack", ec);
     {
       std::lock_guard lock(write_mu_);
       sqlite3* db = wdb_.get();
@@ -1245,6 +1427,8 @@ std::error_code StoreImpl::rewrite_packs(const std::vector<std::uint32_t>& victi
           return sql_failure(db, "cannot move shares");
         ++out.records_moved;
       }
+      // A failed COMMIT may still have reached the log: from here on rows may point at the copy.
+      output_indexed = output_size;
       if (tx.commit() != SQLITE_DONE)
         return sql_failure(db, "cannot commit compaction");
     }
@@ -1306,7 +1490,7 @@ std::error_code StoreImpl::record_compaction(const CompactionReport& r) {
   return {};
 }
 
-std::error_code StoreImpl::compact(const CompactOptions& options, CompactionReport& out) {
+std::error_code StoreImpl::compact_once(const CompactOptions& options, CompactionReport& out) {
   out = {};
   std::lock_guard compacting(compact_mu_);
   // A check running from another process (the operator's, beside this server) goes first.

@@ -17,6 +17,15 @@
 // that are mostly dead (copy live records to a new pack, fsync it, move their index rows in one
 // short transaction, then unlink the old pack), so a crash at any point loses no committed share.
 // check() verifies the index against the packs, every record's checksum and every refcount.
+//
+// Running out of space: put_shares answers no_space, instead of io, when the disk is full (ENOSPC,
+// EDQUOT, SQLite's SQLITE_FULL) or when the store would grow past Options::capacity_bytes. Nothing
+// stored before is touched: a pack append that did not fit is cut back off the pack, and an index
+// transaction that did not fit rolls back. The store can keep a reserve file
+// (Options::reserve_file) that it gives back to the disk the first time the disk is found full, so
+// that removals and compaction still find room for their index writes and copies; until the reserve
+// can be taken again, new data is refused at once. Once space is free again (files removed and
+// compacted, or space freed on the disk), the next put takes the reserve back and proceeds.
 #pragma once
 
 #include <atomic>
@@ -44,6 +53,7 @@ enum class Errc {
   io,              // the disk failed us (details logged by the store, not returned)
   too_large,       // a share exceeds the store's own size bound (far above the protocol's)
   busy,            // maintenance could not start: another task holds the store
+  no_space,        // the disk is full, or storing this would pass the configured capacity
 };
 const std::error_category& store_category();
 std::error_code make_error_code(Errc e);
@@ -91,6 +101,14 @@ struct Options {
   std::chrono::seconds garbage_grace{3600};
   // Compaction rewrites a pack once at least this fraction of its bytes is dead.
   double rewrite_dead_fraction = 0.5;
+  // The most the store may occupy on disk (packs and index); 0 for no limit but the disk's. New
+  // shares that would take it past this are refused with no_space. Commits are not counted
+  // against it: their index rows are small next to the shares that had to be put first.
+  std::uint64_t capacity_bytes = 0;
+  // Space held in `reserve_file` (outside the store folder, on the same filesystem) and given back
+  // when the disk is full (see above). No reserve when either is empty or zero.
+  std::filesystem::path reserve_file;
+  std::uint64_t reserve_bytes = 0;
 };
 
 // What one user occupies on a server (Store::usage), or all users together (StoreStats::total).

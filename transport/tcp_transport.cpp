@@ -129,7 +129,10 @@ class TlsChannel {
       detail::throw_pin_mismatch(kind_, address_, pin_.presented, pin_.expected);
     }
     if (pending->ec) {
-      if (pending->ec.category() == asio::error::get_ssl_category()) {
+      // A peer that closes in the middle of the handshake went away (a server stopping or killed,
+      // a cut connection); any other TLS failure means it does not speak our TLS.
+      if (pending->ec.category() == asio::error::get_ssl_category() &&
+          pending->ec != ssl::error::stream_truncated) {
         throw ServerError("TLS handshake with " + detail::server_label(kind_, address_) +
                           " failed (" + pending->ec.message() +
                           ") - is this the right address and port?");

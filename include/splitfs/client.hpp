@@ -11,6 +11,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -174,6 +175,22 @@ struct TransferCounters {
   std::uint64_t commits = 0;         // object versions committed
 };
 
+// A file stored or fetched although a malware check found something in it, because the policy
+// for its verdict is "warn" (README "Malicious files"). Findings are worst first.
+struct ScanWarning {
+  std::string file;      // the local file stored, or the destination fetched into
+  std::string severity;  // "suspicious" or "malicious"
+  std::string summary;   // e.g. "suspicious: heuristics office.vba-macros (in a.docm)"
+  struct Finding {
+    std::string severity;
+    std::string detector;  // "heuristics", "yara" or "clamav"
+    std::string rule;
+    std::string where;  // the member's path inside an archive, else empty
+    std::string detail;
+  };
+  std::vector<Finding> findings;
+};
+
 class Client {
  public:
   // $SPLITFS_HOME, else ~/.config/splitfs.
@@ -198,6 +215,16 @@ class Client {
   // What this user occupies on each server (HTTPS first). Throws ServerError where a server
   // cannot count (the problem statement's original servers).
   std::vector<ServerUsage> df();
+
+  // ---- Malicious file checks (README "Malicious files") ----
+  //
+  // store() scans the local file before anything is sent, fetch() the rebuilt file before it
+  // appears under its name; a blocked file raises MaliciousFileError and is kept in quarantine.
+
+  // On by default. Off, nothing is scanned: only as a user's explicit, visible choice.
+  void set_scanning(bool enabled);
+  // Called for files let through with a warning; by default one line on stderr.
+  void on_scan_warning(std::function<void(const ScanWarning&)> handler);
 
   // ---- Objects (see above). Keys are 1 to 1024 bytes without NUL. ----
 

@@ -76,4 +76,25 @@ class QuotaExceeded : public Error {
   using Error::Error;
 };
 
+// A malware check blocked a file (README "Malicious files"): a store sent nothing to any server, a
+// fetch left nothing under the destination's name. The bytes are kept in the quarantine folder
+// (quarantine_path(); empty when they could not be kept there).
+class MaliciousFileError : public Error {
+ public:
+  MaliciousFileError(std::string detector, std::string rule, std::string quarantine_path,
+                     const std::string& what)
+      : Error(what),
+        detector_(std::move(detector)),
+        rule_(std::move(rule)),
+        quarantine_path_(std::move(quarantine_path)) {}
+  const std::string& detector() const { return detector_; }  // "heuristics", "yara", "clamav"
+  const std::string& rule() const { return rule_; }          // the rule or signature that fired
+  const std::string& quarantine_path() const { return quarantine_path_; }
+
+ private:
+  std::string detector_;
+  std::string rule_;
+  std::string quarantine_path_;
+};
+
 }  // namespace splitfs

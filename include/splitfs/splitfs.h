@@ -18,7 +18,8 @@ typedef enum splitfs_status {
   SPLITFS_AUTH = 5,               /* a server's identity or our credentials were refused */
   SPLITFS_CONFIG = 6,             /* missing or invalid client configuration */
   SPLITFS_LOCAL_IO = 7,           /* a local file could not be read or written */
-  SPLITFS_INVALID_ARGUMENT = 8    /* a null or empty argument */
+  SPLITFS_INVALID_ARGUMENT = 8,   /* a null or empty argument */
+  SPLITFS_MALICIOUS = 9           /* a malware check blocked the file (kept in quarantine) */
 } splitfs_status;
 
 /* Stores the local file under its base name. */

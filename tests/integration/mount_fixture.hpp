@@ -126,6 +126,18 @@ class Mount {
     mount();
   }
 
+  // Unmounts and returns the mount process's exit status, whatever it is.
+  int unmount_status() { return stop(true); }
+
+  // A crash: SIGKILL to the mount process, then the dead mount is detached (mount() again).
+  void kill_process() {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    run_program({"fusermount3", "-u", "-z", "-q", mountpoint.string()});
+  }
+
   // The mount process, while mounted.
   pid_t pid() const { return pid_; }
 

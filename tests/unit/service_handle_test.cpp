@@ -275,6 +275,21 @@ TEST_CASE("disk failures and exceptions become generic internal errors") {
   check_reveals_nothing(thrown);
 }
 
+TEST_CASE("a store out of space is answered as such, with nothing of the store in the text") {
+  FakeStore store;
+  service::Service service(store);
+  store.forced = store::Errc::no_space;
+  for (const protocol::Request& request :
+       std::vector<protocol::Request>{protocol::PutShares{{{make_id(1), bytes_of("a")}}},
+                                      protocol::Commit{make_id(2), 1, {}, {}, {}}}) {
+    const auto error = as_error(service.handle("u", request));
+    CHECK(error.status == Status::quota_exceeded);
+    CHECK(error.message.find("out of storage space") != std::string::npos);
+    CHECK(error.message.find("intact") != std::string::npos);
+    check_reveals_nothing(error);
+  }
+}
+
 TEST_CASE("oversized shares are refused before reaching the store") {
   FakeStore store;
   service::Service service(store);

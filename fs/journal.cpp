@@ -1,0 +1,439 @@
+#include "fs/journal.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <splitfs/errors.hpp>
+#include <utility>
+
+#include "common/wire.hpp"
+
+namespace splitfs::fs {
+
+namespace fsys = std::filesystem;
+
+namespace {
+
+constexpr std::uint32_t kFileMagic = 0x53464A46;  // "SFJF"
+constexpr std::uint32_t kTreeMagic = 0x53464A54;  // "SFJT"
+constexpr std::uint8_t kFormat = 1;
+constexpr const char* kLockFile = "lock";
+constexpr const char* kTreeFile = "tree.rec";
+constexpr std::size_t kMaxDataNameBytes = 255;
+constexpr std::size_t kMaxSegments = 1u << 24;
+constexpr std::size_t kMaxTreeBytes = 1u << 30;
+constexpr std::size_t kRefBytes = 2 * 32 + 4;
+
+[[noreturn]] void fail(const std::string& what) {
+  throw LocalIoError(what + ": " + std::strerror(errno));
+}
+
+std::string file_record(std::uint64_t ino) {
+  return "f-" + std::to_string(ino) + ".rec";
+}
+
+bool valid_data_name(const std::string& name) {
+  return !name.empty() && name.size() <= kMaxDataNameBytes && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos && name != "." && name != ".." && name != kLockFile &&
+         !name.ends_with(".rec") && !name.ends_with(".tmp");
+}
+
+void write_ref(wire::Writer& w, const SegmentRef& ref) {
+  w.raw(ref.shares[0]);
+  w.raw(ref.shares[1]);
+  w.u32(ref.length);
+}
+
+SegmentRef read_ref(wire::Reader& r) {
+  SegmentRef ref;
+  ref.shares[0] = r.id();
+  ref.shares[1] = r.id();
+  ref.length = r.u32();
+  return ref;
+}
+
+std::optional<Bytes> read_whole(const fsys::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return std::nullopt;
+  Bytes bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad())
+    return std::nullopt;
+  return bytes;
+}
+
+bool is_record(const std::string& name) {
+  return name.starts_with("f-") && name.ends_with(".rec");
+}
+
+// Opens dir's lock file and takes it, without waiting; -1 if another process holds it.
+int take_lock(const fsys::path& dir) {
+  const int fd = ::open((dir / kLockFile).c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    return -1;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+Bytes encode_journal_file(const JournalFile& f) {
+  Bytes out;
+  wire::Writer w(out);
+  w.u32(kFileMagic);
+  w.u8(kFormat);
+  w.u64(f.ino);
+  w.u64(f.sequence);
+  w.text(f.data_name);
+  w.u32(f.segment_bytes);
+  w.u64(f.bytes);
+  w.u64(f.base_version);
+  w.u64(f.base_size);
+  w.u32(f.base_segment_bytes);
+  w.length(f.base_segments.size());
+  for (const auto& ref : f.base_segments)
+    write_ref(w, ref);
+  w.u32(f.mode);
+  w.u64(static_cast<std::uint64_t>(f.mtime_ns));
+  w.u64(f.state.base_size);
+  w.u64(f.state.valid_base);
+  w.u64(f.state.size);
+  w.u8(f.state.dirty ? 1 : 0);
+  w.length(f.state.local.size());
+  for (const auto s : f.state.local)
+    w.u64(s);
+  w.length(f.state.staged.size());
+  for (const auto& [s, ref] : f.state.staged) {
+    w.u64(s);
+    write_ref(w, ref);
+  }
+  return out;
+}
+
+bool decode_journal_file(ByteView bytes, JournalFile& out) {
+  wire::Reader r(bytes);
+  JournalFile f;
+  if (r.u32() != kFileMagic || r.u8() != kFormat)
+    return false;
+  f.ino = r.u64();
+  f.sequence = r.u64();
+  f.data_name = r.text(kMaxDataNameBytes);
+  f.segment_bytes = r.u32();
+  f.bytes = r.u64();
+  f.base_version = r.u64();
+  f.base_size = r.u64();
+  f.base_segment_bytes = r.u32();
+  const std::uint32_t segments = r.count(kMaxSegments, kRefBytes);
+  f.base_segments.reserve(segments);
+  for (std::uint32_t i = 0; i < segments; ++i)
+    f.base_segments.push_back(read_ref(r));
+  f.mode = r.u32();
+  f.mtime_ns = static_cast<std::int64_t>(r.u64());
+  f.state.base_size = r.u64();
+  f.state.valid_base = r.u64();
+  f.state.size = r.u64();
+  f.state.dirty = r.boolean();
+  const std::uint32_t local = r.count(kMaxSegments, 8);
+  for (std::uint32_t i = 0; i < local; ++i)
+    f.state.local.insert(r.u64());
+  const std::uint32_t staged = r.count(kMaxSegments, 8 + kRefBytes);
+  for (std::uint32_t i = 0; i < staged; ++i) {
+    const std::uint64_t s = r.u64();
+    f.state.staged[s] = read_ref(r);
+  }
+  if (!r.done() || !valid_data_name(f.data_name) || f.segment_bytes == 0 ||
+      f.state.local.size() != local || f.state.staged.size() != staged) {
+    return false;
+  }
+  out = std::move(f);
+  return true;
+}
+
+Bytes encode_journal_tree(const JournalTree& t) {
+  Bytes out;
+  wire::Writer w(out);
+  w.u32(kTreeMagic);
+  w.u8(kFormat);
+  w.u64(t.base_version);
+  w.blob(encode_tree(t.base));
+  w.blob(encode_tree(t.local));
+  return out;
+}
+
+bool decode_journal_tree(ByteView bytes, JournalTree& out) {
+  wire::Reader r(bytes);
+  JournalTree t;
+  if (r.u32() != kTreeMagic || r.u8() != kFormat)
+    return false;
+  t.base_version = r.u64();
+  const ByteView base = r.blob(kMaxTreeBytes);
+  const ByteView local = r.blob(kMaxTreeBytes);
+  if (!r.done() || decode_tree(base, t.base) || decode_tree(local, t.local))
+    return false;
+  out = std::move(t);
+  return true;
+}
+
+Journal::Journal(const fsys::path& root) : root_(root) {
+  std::error_code ec;
+  fsys::create_directories(root_, ec);
+  if (ec)
+    throw LocalIoError("cannot create " + root_.string() + ": " + ec.message());
+  fsys::permissions(root_, fsys::perms::owner_all, fsys::perm_options::replace, ec);
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    std::string pattern = (root_ / ("m-" + std::to_string(::getpid()) + "-XXXXXX")).string();
+    if (!::mkdtemp(pattern.data()))
+      fail("cannot create a write-back folder in " + root_.string());
+    const int dir_fd = ::open(pattern.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const int lock_fd = dir_fd < 0 ? -1 : take_lock(pattern);
+    struct stat at_path {};
+    struct stat held {};
+    // Another mount may claim a folder in the instant before its lock is taken: then it is gone
+    // from this path, and a new one is made.
+    if (lock_fd >= 0 && ::stat(pattern.c_str(), &at_path) == 0 && ::fstat(dir_fd, &held) == 0 &&
+        at_path.st_ino == held.st_ino && at_path.st_dev == held.st_dev) {
+      dir_ = pattern;
+      dir_fd_ = dir_fd;
+      lock_fd_ = lock_fd;
+      return;
+    }
+    if (lock_fd >= 0)
+      ::close(lock_fd);
+    if (dir_fd >= 0)
+      ::close(dir_fd);
+  }
+  throw LocalIoError("cannot take a write-back folder in " + root_.string());
+}
+
+Journal::~Journal() {
+  bool empty = false;
+  {
+    std::lock_guard lock(mutex_);
+    empty = records_.empty() && !tree_;
+  }
+  if (empty) {
+    std::error_code ec;
+    fsys::remove_all(dir_, ec);
+  }
+  if (dir_fd_ >= 0)
+    ::close(dir_fd_);
+  if (lock_fd_ >= 0)
+    ::close(lock_fd_);
+  for (const int fd : orphan_locks_)
+    ::close(fd);
+}
+
+std::vector<Journal::Orphan> Journal::claim_orphans() {
+  std::vector<Orphan> out;
+  std::error_code ec;
+  std::vector<fsys::path> candidates;
+  for (const auto& entry : fsys::directory_iterator(root_, ec)) {
+    std::error_code type_ec;
+    if (entry.is_directory(type_ec) && !entry.is_symlink(type_ec) && entry.path() != dir_)
+      candidates.push_back(entry.path());
+  }
+  std::sort(candidates.begin(), candidates.end());
+  int claimed = 0;
+  for (const auto& candidate : candidates) {
+    const int lock_fd = take_lock(candidate);
+    if (lock_fd < 0)
+      continue;  // a running mount's
+    Orphan orphan;
+    orphan.lock_fd = lock_fd;
+    // Renamed first: once it is under a name of this process, no other mount looks at it.
+    orphan.dir = dir_.string() + ".claim-" + std::to_string(claimed++);
+    if (::rename(candidate.c_str(), orphan.dir.c_str()) != 0) {
+      ::close(lock_fd);
+      continue;
+    }
+    for (const auto& entry : fsys::directory_iterator(orphan.dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name == kTreeFile) {
+        JournalTree tree;
+        const auto bytes = read_whole(entry.path());
+        if (bytes && decode_journal_tree(*bytes, tree))
+          orphan.tree = std::move(tree);
+        else
+          orphan.problems.push_back(entry.path().string() + " cannot be read");
+      } else if (is_record(name)) {
+        JournalFile file;
+        const auto bytes = read_whole(entry.path());
+        if (bytes && decode_journal_file(*bytes, file) && name == file_record(file.ino))
+          orphan.files.push_back(std::move(file));
+        else
+          orphan.problems.push_back(entry.path().string() + " cannot be read");
+      }
+    }
+    std::sort(orphan.files.begin(), orphan.files.end(),
+              [](const JournalFile& a, const JournalFile& b) { return a.sequence < b.sequence; });
+    orphan_locks_.push_back(lock_fd);
+    out.push_back(std::move(orphan));
+  }
+  return out;
+}
+
+std::string Journal::adopt_data(const Orphan& orphan, const std::string& name) {
+  if (!valid_data_name(name))
+    throw LocalIoError("a journal names an invalid write-back file: " + name);
+  for (int n = 0;; ++n) {
+    const std::string mine = "in-" + std::to_string(n) + "-" + name;
+    if (::link((orphan.dir / name).c_str(), (dir_ / mine).c_str()) == 0)
+      return mine;
+    if (errno != EEXIST || n > 1000)
+      fail("cannot take over " + (orphan.dir / name).string());
+  }
+}
+
+void Journal::release_orphan(Orphan& orphan) {
+  std::error_code ec;
+  fsys::remove_all(orphan.dir, ec);
+  if (orphan.lock_fd >= 0) {
+    std::erase(orphan_locks_, orphan.lock_fd);
+    ::close(orphan.lock_fd);
+  }
+  orphan.lock_fd = -1;
+}
+
+void Journal::write_atomically(const std::string& name, ByteView bytes) {
+  const std::string tmp = name + ".tmp";
+  const int fd = ::openat(dir_fd_, tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0)
+    fail("cannot write " + (dir_ / tmp).string());
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    done += static_cast<std::size_t>(n);
+  }
+  const bool ok = done == bytes.size() && ::fdatasync(fd) == 0;
+  const int e = errno;
+  ::close(fd);
+  if (!ok || ::renameat(dir_fd_, tmp.c_str(), dir_fd_, name.c_str()) != 0) {
+    const int failure = ok ? errno : e;
+    ::unlinkat(dir_fd_, tmp.c_str(), 0);
+    errno = failure;
+    fail("cannot write " + (dir_ / name).string());
+  }
+  if (::fsync(dir_fd_) != 0)
+    fail("cannot sync " + dir_.string());
+}
+
+void Journal::remove(const std::string& name) {
+  ::unlinkat(dir_fd_, name.c_str(), 0);
+}
+
+std::uint64_t Journal::put_file(const JournalFile& file) {
+  std::lock_guard lock(mutex_);
+  write_atomically(file_record(file.ino), encode_journal_file(file));
+  auto& record = records_[file.ino];
+  if (!record.data_name.empty() && record.data_name != file.data_name)
+    remove(record.data_name);
+  return std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
+}
+
+std::uint64_t Journal::drop_file(std::uint64_t ino, std::uint64_t sequence) {
+  std::lock_guard lock(mutex_);
+  const auto it = records_.find(ino);
+  if (it == records_.end() || it->second.sequence != sequence)
+    return 0;
+  // The record goes first: a data file without a record is garbage, a record without its data
+  // file would be a loss.
+  remove(file_record(ino));
+  ::fsync(dir_fd_);
+  remove(it->second.data_name);
+  const std::uint64_t bytes = it->second.bytes;
+  records_.erase(it);
+  return bytes;
+}
+
+std::optional<std::pair<std::uint64_t, std::string>> Journal::current(std::uint64_t ino) const {
+  std::lock_guard lock(mutex_);
+  const auto it = records_.find(ino);
+  if (it == records_.end())
+    return std::nullopt;
+  return std::make_pair(it->second.sequence, it->second.data_name);
+}
+
+void Journal::put_tree(const JournalTree& tree) {
+  const Bytes bytes = encode_journal_tree(tree);
+  std::lock_guard lock(mutex_);
+  write_atomically(kTreeFile, bytes);
+  tree_ = true;
+}
+
+void Journal::drop_tree() {
+  std::lock_guard lock(mutex_);
+  if (!tree_)
+    return;
+  remove(kTreeFile);
+  ::fsync(dir_fd_);
+  tree_ = false;
+}
+
+bool Journal::has_tree() const {
+  std::lock_guard lock(mutex_);
+  return tree_;
+}
+
+std::size_t Journal::file_count() const {
+  std::lock_guard lock(mutex_);
+  return records_.size();
+}
+
+std::uint64_t Journal::bytes() const {
+  std::lock_guard lock(mutex_);
+  std::uint64_t total = 0;
+  for (const auto& [ino, r] : records_)
+    total += r.bytes;
+  return total;
+}
+
+JournalSummary summarize_journal(const fsys::path& path) {
+  JournalSummary out;
+  std::error_code ec;
+  std::vector<fsys::path> dirs;
+  if (fsys::exists(path / kLockFile, ec) || fsys::exists(path / kTreeFile, ec)) {
+    dirs.push_back(path);
+  } else {
+    for (const auto& entry : fsys::directory_iterator(path, ec)) {
+      std::error_code type_ec;
+      if (entry.is_directory(type_ec))
+        dirs.push_back(entry.path());
+    }
+  }
+  for (const auto& dir : dirs) {
+    bool any = false;
+    for (const auto& entry : fsys::directory_iterator(dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name == kTreeFile) {
+        out.tree = any = true;
+      } else if (is_record(name)) {
+        JournalFile file;
+        const auto bytes = read_whole(entry.path());
+        if (bytes && decode_journal_file(*bytes, file)) {
+          ++out.files;
+          out.bytes += file.bytes;
+          any = true;
+        }
+      }
+    }
+    if (any)
+      out.dirs.push_back(dir);
+  }
+  return out;
+}
+
+}  // namespace splitfs::fs

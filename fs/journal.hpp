@@ -1,0 +1,138 @@
+// The mount's durable write-back journal: what a close() promised but the servers do not hold yet,
+// kept on the local disk so that a mount killed at any moment (kill -9, a crash, a power cut after
+// the sync) loses nothing. The next mount of the store replays it before it serves.
+//
+// Layout, under the client home's writeback/ folder: one folder per running mount ("m-<pid>-<n>",
+// held with flock(2) while the mount lives, so a second mount of the same home never touches it),
+// holding
+//   f-<ino>.rec   one pending file: its write-back state and base (JournalFile), next to
+//   wb-XXXXXX     the local file with its written bytes (WriteBack), and
+//   tree.rec      the pending namespace change (JournalTree): the tree as last committed and as
+//                 this mount has it, merged into the servers' tree on replay like any other change.
+// Records are replaced atomically (written to a temporary name, synced, renamed, folder synced),
+// so a record is either the old or the new one, never half of each. A folder nobody holds is an
+// orphan: a mount that ended without storing everything; the next mount claims it (renames it to a
+// folder of its own first, so two mounts starting at once never both replay it), replays it,
+// writes the result into its own folder and only then removes the orphan.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <splitfs/client.hpp>
+#include <string>
+#include <vector>
+
+#include "common/bytes.hpp"
+#include "fs/tree.hpp"
+#include "fs/writeback.hpp"
+
+namespace splitfs::fs {
+
+// One regular file's pending content.
+struct JournalFile {
+  std::uint64_t ino = 0;
+  std::uint64_t sequence = 0;  // when it was journaled: uploads go in this order
+  std::string data_name;       // the WriteBack's local file, in the same folder
+  std::uint32_t segment_bytes = 0;
+  std::uint64_t bytes = 0;  // local bytes the data file holds (counted against the bound)
+  // The committed version the changes apply to (0: none, a new file).
+  std::uint64_t base_version = 0;
+  std::uint64_t base_size = 0;
+  std::uint32_t base_segment_bytes = 0;
+  std::vector<SegmentRef> base_segments;
+  std::uint32_t mode = 0;
+  std::int64_t mtime_ns = 0;
+  WriteBack::State state;
+  friend bool operator==(const JournalFile&, const JournalFile&) = default;
+};
+
+// The pending namespace change: merge_trees(base, local, servers' tree) replays it.
+struct JournalTree {
+  std::uint64_t base_version = 0;
+  Tree base;
+  Tree local;
+  friend bool operator==(const JournalTree&, const JournalTree&) = default;
+};
+
+Bytes encode_journal_file(const JournalFile& file);
+// False when the bytes are not a well-formed record.
+bool decode_journal_file(ByteView bytes, JournalFile& out);
+Bytes encode_journal_tree(const JournalTree& tree);
+bool decode_journal_tree(ByteView bytes, JournalTree& out);
+
+class Journal {
+ public:
+  // Creates and holds this process's folder under root (created if missing, mode 0700). Throws
+  // LocalIoError.
+  explicit Journal(const std::filesystem::path& root);
+  // Lets the folder go: removed when it holds nothing pending, else left for the next mount.
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  const std::filesystem::path& root() const { return root_; }
+  const std::filesystem::path& dir() const { return dir_; }
+
+  // A folder of a mount that ended with changes pending, claimed by this process.
+  struct Orphan {
+    std::filesystem::path dir;
+    int lock_fd = -1;
+    std::optional<JournalTree> tree;
+    std::vector<JournalFile> files;     // by sequence
+    std::vector<std::string> problems;  // what could not be read, for the log
+  };
+  // Claims every folder under root that no running mount holds, and reads it.
+  std::vector<Orphan> claim_orphans();
+  // Links an orphan's data file into this folder; returns its name here. Throws LocalIoError.
+  std::string adopt_data(const Orphan& orphan, const std::string& name);
+  // Removes an orphan's folder (once what it held is in this journal). An orphan not released
+  // stays claimed while this Journal lives, and is an orphan again for the next mount.
+  void release_orphan(Orphan& orphan);
+
+  // Records file (replacing ino's record; the data file of the record it replaces goes unless it
+  // is the same file). Durable when it returns; returns the bytes the replaced record held.
+  // Throws LocalIoError.
+  std::uint64_t put_file(const JournalFile& file);
+  // Drops ino's record and data file if the record is still `sequence`; returns the bytes it
+  // held (0 if not dropped).
+  std::uint64_t drop_file(std::uint64_t ino, std::uint64_t sequence);
+  // ino's current record: its sequence and data file name.
+  std::optional<std::pair<std::uint64_t, std::string>> current(std::uint64_t ino) const;
+  void put_tree(const JournalTree& tree);
+  void drop_tree();
+  bool has_tree() const;
+  std::size_t file_count() const;
+  std::uint64_t bytes() const;
+
+ private:
+  struct Record {
+    std::uint64_t sequence = 0;
+    std::string data_name;
+    std::uint64_t bytes = 0;
+  };
+  void write_atomically(const std::string& name, ByteView bytes);
+  void remove(const std::string& name);
+
+  std::filesystem::path root_;
+  std::filesystem::path dir_;
+  int lock_fd_ = -1;
+  int dir_fd_ = -1;
+  std::vector<int> orphan_locks_;  // of orphans claimed and not released yet
+  mutable std::mutex mutex_;
+  std::map<std::uint64_t, Record> records_;
+  bool tree_ = false;
+};
+
+// What the journal folders hold: root (a writeback/ folder: every folder in it) or one folder.
+struct JournalSummary {
+  std::size_t files = 0;
+  std::uint64_t bytes = 0;
+  bool tree = false;
+  std::vector<std::filesystem::path> dirs;  // the folders holding something
+};
+JournalSummary summarize_journal(const std::filesystem::path& path);
+
+}  // namespace splitfs::fs

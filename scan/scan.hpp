@@ -1,0 +1,217 @@
+// Malicious file checks: a verdict for a file's bytes before they are stored or after they are
+// fetched. A Scanner runs its detectors (built-in heuristics, YARA, ClamAV) over a Source and
+// returns a Verdict (clean, suspicious or malicious, naming the detector and rule behind each
+// finding); a Policy turns the verdict into allow, warn or block.
+//
+// Guarantees: a scan reads its Source in bounded pieces, so memory does not grow with the file's
+// size (a 10 GiB file costs what a 10 MiB one does, beyond time); archives are looked into with
+// libarchive without writing anything to disk, within the depth, expansion and member limits of
+// Limits (crossing a depth or expansion-ratio limit is itself a finding: a decompression bomb);
+// a detector that cannot run (ClamAV without a signature database) is named in Verdict::notes and
+// the scan goes on without it. Scanning is thread-safe: one Scanner serves any number of threads.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/bytes.hpp"
+
+namespace splitfs::scan {
+
+enum class Severity : std::uint8_t { clean = 0, suspicious = 1, malicious = 2 };
+std::string_view to_string(Severity severity);
+
+enum class Action : std::uint8_t { allow, warn, block };
+std::string_view to_string(Action action);
+// "allow", "warn" or "block"; nullopt for anything else.
+std::optional<Action> parse_action(std::string_view text);
+
+// What to do with a file, by the worst severity found in it.
+struct Policy {
+  Action suspicious = Action::warn;
+  Action malicious = Action::block;
+  Action decide(Severity severity) const;
+};
+
+struct Finding {
+  Severity severity = Severity::suspicious;
+  std::string detector;  // "heuristics", "yara" or "clamav"
+  std::string rule;      // the rule or signature that fired, e.g. "eicar", "masquerade.elf"
+  std::string where;     // "" for the file itself; inside archives, the member's path
+  std::string detail;    // one sentence for a person
+};
+
+struct ScanStats {
+  std::uint64_t bytes = 0;           // the file's size
+  std::uint64_t bytes_expanded = 0;  // archive members' bytes decompressed while looking inside
+  std::uint64_t members = 0;         // archive members looked at
+  std::uint32_t depth = 0;           // deepest archive nesting seen
+};
+
+struct Verdict {
+  Severity severity = Severity::clean;
+  std::vector<Finding> findings;  // worst first; at most kMaxFindings
+  // What was not checked, and why (a detector unavailable, a limit reached). Not findings.
+  std::vector<std::string> notes;
+  ScanStats stats;
+
+  static constexpr std::size_t kMaxFindings = 64;
+  // Adds a finding unless one with the same detector, rule and place is there already.
+  void add(Finding finding);
+  void note(std::string text);
+  // The worst finding, or nullptr when clean.
+  const Finding* worst() const { return findings.empty() ? nullptr : &findings.front(); }
+  // "malicious: heuristics eicar (in a.zip/eicar.com)" and the like, for messages.
+  std::string summary() const;
+};
+
+// The bytes to scan, read at any offset. Implementations throw a splitfs::Error (LocalIoError,
+// or what fetching remote bytes raises) when bytes cannot be had.
+class Source {
+ public:
+  virtual ~Source() = default;
+  virtual std::uint64_t size() const = 0;
+  // Fills out with the bytes at offset; returns how many (fewer only at the end).
+  virtual std::size_t read_at(std::uint64_t offset, MutableByteView out) = 0;
+};
+
+// A local file, by path or by an open descriptor (borrowed: not closed here). Reads with pread,
+// so a descriptor's own offset is left alone.
+class FileSource : public Source {
+ public:
+  explicit FileSource(const std::filesystem::path& path);
+  FileSource(int fd, std::filesystem::path path_for_messages);
+  ~FileSource() override;
+  FileSource(const FileSource&) = delete;
+  FileSource& operator=(const FileSource&) = delete;
+  std::uint64_t size() const override { return size_; }
+  std::size_t read_at(std::uint64_t offset, MutableByteView out) override;
+
+ private:
+  int fd_ = -1;
+  bool owned_ = false;
+  std::uint64_t size_ = 0;
+  std::filesystem::path path_;
+};
+
+// Bytes in memory (not copied: they must outlive the source).
+class MemorySource : public Source {
+ public:
+  explicit MemorySource(ByteView bytes) : bytes_(bytes) {}
+  std::uint64_t size() const override { return bytes_.size(); }
+  std::size_t read_at(std::uint64_t offset, MutableByteView out) override;
+
+ private:
+  ByteView bytes_;
+};
+
+// Content made of fixed-size segments produced on demand (the mount's write-back file over its
+// stored base): load(s, out) fills out with segment s (every segment but the last is
+// segment_bytes long). Keeps the last two segments, so memory stays two segments whatever the
+// size.
+class SegmentSource : public Source {
+ public:
+  using Loader = std::function<void(std::uint64_t segment, Bytes& out)>;
+  SegmentSource(std::uint64_t size, std::uint32_t segment_bytes, Loader load);
+  std::uint64_t size() const override { return size_; }
+  std::size_t read_at(std::uint64_t offset, MutableByteView out) override;
+
+ private:
+  const Bytes& segment(std::uint64_t s);
+  std::uint64_t size_;
+  std::uint32_t segment_bytes_;
+  Loader load_;
+  struct Slot {
+    std::uint64_t segment = ~std::uint64_t{0};
+    Bytes bytes;
+  };
+  Slot slots_[2];
+  std::size_t next_slot_ = 0;
+};
+
+// Bounds of looking into archives. Crossing max_depth or the expansion ratio is a finding
+// (a decompression bomb); the other limits only stop the look (a note says so).
+struct Limits {
+  std::uint32_t max_depth = 8;                     // archives within archives
+  std::uint64_t max_ratio = 100;                   // expanded bytes per archive byte, per archive
+  std::uint64_t ratio_floor = 16u << 20;           // the ratio counts only past this expansion
+  std::uint64_t max_expanded = 4ull << 30;         // decompressed bytes looked at per file
+  std::uint64_t max_members = 1'000'000;           // archive members looked at per file
+  std::uint64_t member_memory = 32u << 20;         // members held in memory at once (all levels)
+  std::uint64_t max_member_in_memory = 16u << 20;  // larger members are streamed (no YARA)
+  friend bool operator==(const Limits&, const Limits&) = default;
+};
+
+struct Settings {
+  bool heuristics = true;
+  bool bundled_yara_rules = true;
+  // Folders of YARA rules (*.yar, *.yara; not recursive) besides the bundled ones.
+  std::vector<std::filesystem::path> yara_rule_dirs;
+  // ClamAV's signature folder (freshclam's /var/lib/clamav, or one with custom .hdb/.ndb
+  // files); empty: ClamAV is not used.
+  std::filesystem::path clamav_database;
+  // ClamAV skips files larger than this (ClamAV's own default; it reads about 70 MB/s), and
+  // stops after four times this inside archives.
+  std::uint64_t clamav_max_bytes = 100u << 20;
+  Limits limits;
+  friend bool operator==(const Settings&, const Settings&) = default;
+};
+
+// One thing to scan: a whole file, or an archive member (then held in memory).
+struct Item {
+  Source& source;
+  std::string_view name;   // the file's or member's name, for extension checks
+  std::string_view where;  // "" for the file itself, else the member's path ("a.zip/b/c.exe")
+  std::uint32_t depth = 0;
+};
+
+class Detector {
+ public:
+  virtual ~Detector() = default;
+  virtual std::string_view name() const = 0;
+  // Empty when the detector can scan; else why not (the scan goes on without it). The first
+  // call may load the detector's engine.
+  virtual std::string unavailable() = 0;
+  // Whether to show it archive members too (false for a detector that opens archives itself).
+  virtual bool wants_members() const = 0;
+  virtual void scan(const Item& item, Verdict& verdict) = 0;
+};
+
+class Scanner {
+ public:
+  // Builds the detectors the settings ask for; YARA rules are compiled now (throws
+  // splitfs::ConfigError naming the file and line of a rule that does not compile), ClamAV's
+  // database loads on the first scan.
+  explicit Scanner(const Settings& settings);
+  // The built-in detectors plus `extra` (run after them).
+  Scanner(const Settings& settings, std::vector<std::unique_ptr<Detector>> extra);
+  ~Scanner();
+  Scanner(const Scanner&) = delete;
+  Scanner& operator=(const Scanner&) = delete;
+
+  // One Scanner per distinct settings in this process (engines load once, however many clients).
+  static std::shared_ptr<Scanner> shared(const Settings& settings);
+
+  // Scans source, a file called name (only its extension matters).
+  Verdict scan(Source& source, std::string_view name);
+
+  struct DetectorStatus {
+    std::string name;
+    std::string unavailable;  // empty: ready
+  };
+  // Loads what is not loaded yet.
+  std::vector<DetectorStatus> status();
+
+ private:
+  Settings settings_;
+  std::vector<std::unique_ptr<Detector>> detectors_;
+};
+
+}  // namespace splitfs::scan

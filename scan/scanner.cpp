@@ -1,0 +1,74 @@
+// The Scanner: runs its detectors over a file and the archive members inside it.
+#include <mutex>
+#include <utility>
+
+#include "scan/detectors.hpp"
+
+namespace splitfs::scan {
+
+Scanner::Scanner(const Settings& settings) : Scanner(settings, {}) {}
+
+Scanner::Scanner(const Settings& settings, std::vector<std::unique_ptr<Detector>> extra)
+    : settings_(settings) {
+  if (settings_.heuristics)
+    detectors_.push_back(detail::make_heuristics());
+  if (settings_.bundled_yara_rules || !settings_.yara_rule_dirs.empty())
+    detectors_.push_back(detail::make_yara(settings_));
+  if (!settings_.clamav_database.empty())
+    detectors_.push_back(detail::make_clamav(settings_));
+  for (auto& d : extra)
+    detectors_.push_back(std::move(d));
+}
+
+Scanner::~Scanner() = default;
+
+std::shared_ptr<Scanner> Scanner::shared(const Settings& settings) {
+  static std::mutex mutex;
+  static std::vector<std::shared_ptr<Scanner>> scanners;
+  std::lock_guard lock(mutex);
+  for (const auto& s : scanners) {
+    if (s->settings_ == settings)
+      return s;
+  }
+  scanners.push_back(std::make_shared<Scanner>(settings));
+  return scanners.back();
+}
+
+Verdict Scanner::scan(Source& source, std::string_view name) {
+  Verdict verdict;
+  verdict.stats.bytes = source.size();
+  std::vector<Detector*> ready;
+  for (const auto& d : detectors_) {
+    const std::string why = d->unavailable();
+    if (why.empty())
+      ready.push_back(d.get());
+    else
+      verdict.note(std::string(d->name()) + " unavailable: " + why);
+  }
+  detail::WalkBudget budget;
+  detail::MemberVisitor visit = [&](const Item& member) {
+    for (Detector* d : ready) {
+      if (d->wants_members())
+        d->scan(member, verdict);
+    }
+    detail::walk_archive(member, settings_.limits, budget, verdict, visit);
+  };
+  const Item whole{source, name, {}, 0};
+  for (Detector* d : ready)
+    d->scan(whole, verdict);
+  if (settings_.heuristics)
+    detail::walk_archive(whole, settings_.limits, budget, verdict, visit);
+  verdict.stats.bytes_expanded = budget.expanded;
+  verdict.stats.members = budget.members;
+  verdict.stats.depth = budget.deepest;
+  return verdict;
+}
+
+std::vector<Scanner::DetectorStatus> Scanner::status() {
+  std::vector<DetectorStatus> out;
+  for (const auto& d : detectors_)
+    out.push_back({std::string(d->name()), d->unavailable()});
+  return out;
+}
+
+}  // namespace splitfs::scan

@@ -1,0 +1,113 @@
+// The Sources a scan reads: local files, bytes in memory, segments produced on demand.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <splitfs/errors.hpp>
+
+#include "scan/scan.hpp"
+
+namespace splitfs::scan {
+
+namespace {
+
+std::uint64_t size_of(int fd, const std::filesystem::path& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    throw LocalIoError("cannot read " + path.string() + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    throw LocalIoError(path.string() + " is not a regular file");
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+}  // namespace
+
+FileSource::FileSource(const std::filesystem::path& path)
+    : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)), owned_(true), path_(path) {
+  if (fd_ < 0)
+    throw LocalIoError("cannot read " + path.string() + ": " + std::strerror(errno));
+  try {
+    size_ = size_of(fd_, path_);
+  } catch (...) {
+    ::close(fd_);
+    throw;
+  }
+}
+
+FileSource::FileSource(int fd, std::filesystem::path path_for_messages)
+    : fd_(fd), owned_(false), path_(std::move(path_for_messages)) {
+  size_ = size_of(fd_, path_);
+}
+
+FileSource::~FileSource() {
+  if (owned_ && fd_ >= 0)
+    ::close(fd_);
+}
+
+std::size_t FileSource::read_at(std::uint64_t offset, MutableByteView out) {
+  std::size_t done = 0;
+  while (done < out.size() && offset + done < size_) {
+    const ssize_t n =
+        ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      throw LocalIoError("cannot read " + path_.string() + ": " + std::strerror(errno));
+    if (n == 0)
+      break;  // it shrank: what is there is what is scanned
+    done += static_cast<std::size_t>(n);
+  }
+  return done;
+}
+
+std::size_t MemorySource::read_at(std::uint64_t offset, MutableByteView out) {
+  if (offset >= bytes_.size())
+    return 0;
+  const std::size_t n =
+      std::min<std::size_t>(out.size(), bytes_.size() - static_cast<std::size_t>(offset));
+  std::memcpy(out.data(), bytes_.data() + offset, n);
+  return n;
+}
+
+SegmentSource::SegmentSource(std::uint64_t size, std::uint32_t segment_bytes, Loader load)
+    : size_(size), segment_bytes_(segment_bytes), load_(std::move(load)) {
+  if (segment_bytes_ == 0)
+    throw Error("a segment source needs a segment size");
+}
+
+const Bytes& SegmentSource::segment(std::uint64_t s) {
+  for (auto& slot : slots_) {
+    if (slot.segment == s)
+      return slot.bytes;
+  }
+  Slot& slot = slots_[next_slot_];
+  next_slot_ = (next_slot_ + 1) % 2;
+  slot.segment = ~std::uint64_t{0};
+  load_(s, slot.bytes);
+  const std::uint64_t start = s * segment_bytes_;
+  const std::uint64_t expected = std::min<std::uint64_t>(segment_bytes_, size_ - start);
+  if (slot.bytes.size() != expected)
+    throw Error("segment " + std::to_string(s) + " has " + std::to_string(slot.bytes.size()) +
+                " bytes, not " + std::to_string(expected));
+  slot.segment = s;
+  return slot.bytes;
+}
+
+std::size_t SegmentSource::read_at(std::uint64_t offset, MutableByteView out) {
+  std::size_t done = 0;
+  while (done < out.size() && offset + done < size_) {
+    const std::uint64_t at = offset + done;
+    const std::uint64_t s = at / segment_bytes_;
+    const Bytes& bytes = segment(s);
+    const std::size_t within = static_cast<std::size_t>(at - s * segment_bytes_);
+    const std::size_t n = std::min(out.size() - done, bytes.size() - within);
+    std::memcpy(out.data() + done, bytes.data() + within, n);
+    done += n;
+  }
+  return done;
+}
+
+}  // namespace splitfs::scan

@@ -1,0 +1,177 @@
+// The malware check in the mount, as a user meets it: `cp` of each sample into a real mount. A
+// blocked file's close() fails with EACCES (cp reports it), nothing of it reaches the servers
+// (their own counts say so), the log names detector, rule and the quarantine copy, and the file
+// shows its last stored content. Suspicious files are stored with a log line, clean ones silently;
+// -o noscan stores anything and says so.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <string>
+
+#include "tests/integration/mount_fixture.hpp"
+#include "tests/unit/scan_samples.hpp"
+
+namespace fs = std::filesystem;
+namespace samples = splitfs::testing::samples;
+using splitfs::Bytes;
+using splitfs::testing::Mount;
+using splitfs::testing::run_program;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The files and on-disk bytes each server holds for the test user.
+std::vector<std::pair<std::uint64_t, std::uint64_t>> held(const fs::path& home) {
+  splitfs::Client client(home);
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+  for (const auto& u : client.df())
+    out.emplace_back(u.files, u.disk_bytes);
+  return out;
+}
+
+// An ELF executable's header followed by 4 MiB that do not compress, named like a video: large
+// enough that any share of it reaching a server would show in the servers' disk use.
+Bytes large_masked_executable() {
+  Bytes out = samples::elf_header();
+  const Bytes noise = samples::random_bytes(4u << 20, 11);
+  out.insert(out.end(), noise.begin(), noise.end());
+  return out;
+}
+
+// The test's YARA rule and ClamAV signatures, in the mount's configuration.
+void configure_engines(Mount& m) {
+  samples::write_marker_rule(m.dir.path() / "rules");
+  samples::write_clamav_database(m.dir.path() / "clamav");
+  std::ofstream(m.home / "config.toml", std::ios::app)
+      << "\n[scan]\nyara_rules = [\"" << (m.dir.path() / "rules").string() << "\"]\n"
+      << "clamav_database = \"" << (m.dir.path() / "clamav").string() << "\"\n";
+  m.remount();
+}
+
+fs::path write_input(Mount& m, const std::string& name, const Bytes& data) {
+  const fs::path path = m.dir.path() / "in" / name;
+  fs::create_directories(path.parent_path());
+  samples::write_file(path, data);
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("mount: cp of a malicious file fails with EACCES and nothing reaches the servers",
+          "[mount][scan]") {
+  Mount m;
+  configure_engines(m);
+  std::vector<samples::Sample> blocked;
+  for (auto& s : samples::heuristic_samples()) {
+    if (s.verdict == "malicious")
+      blocked.push_back(std::move(s));
+  }
+  for (auto& s : samples::engine_samples())
+    blocked.push_back(std::move(s));
+  blocked.push_back({"movie.mp4", large_masked_executable(), "malicious", "masquerade.elf"});
+
+  const auto before = held(m.home);
+  for (const auto& sample : blocked) {
+    INFO(sample.name);
+    const fs::path in = write_input(m, sample.name, sample.data);
+    CHECK(run_program({"cp", in.string(), (m / sample.name).string()}) != 0);
+    // The name stays, with the last stored content: none.
+    CHECK(fs::file_size(m / sample.name) == 0);
+    CHECK(slurp(m / sample.name).empty());
+  }
+  // The same through open/write/close: close() itself says EACCES.
+  const int fd = ::open((m / "direct.jpg").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(fd >= 0);
+  const Bytes pe = samples::pe_header();
+  REQUIRE(::write(fd, pe.data(), pe.size()) == static_cast<ssize_t>(pe.size()));
+  errno = 0;
+  CHECK(::close(fd) == -1);
+  CHECK(errno == EACCES);
+
+  const auto after = held(m.home);
+  INFO("servers before: " << before[0].second << " / " << before[1].second
+                          << " bytes, after: " << after[0].second << " / " << after[1].second);
+  for (std::size_t j = 0; j < 2; ++j) {
+    CHECK(after[j].first == before[j].first);  // no content object: only the tree changed
+    CHECK(after[j].second < before[j].second + (1u << 20));
+  }
+
+  const std::string log = slurp(m.home / "mount.log");
+  INFO(log);
+  for (const auto& sample : blocked) {
+    const auto at = log.find("malware check blocked /" + sample.name + ": ");
+    REQUIRE(at != std::string::npos);
+    const std::string line = log.substr(at, log.find('\n', at) - at);
+    CHECK_THAT(line, Catch::Contains("rule " + sample.rule));
+    CHECK_THAT(line, Catch::Contains("detector "));
+    const auto kept = line.find("quarantine at ");
+    REQUIRE(kept != std::string::npos);
+    CHECK(samples::read_file(line.substr(kept + 14)) == sample.data);
+  }
+  CHECK(log.find("malware check blocked /direct.jpg") != std::string::npos);
+
+  // A clean file of the same size goes through, and the servers' counts do move.
+  const fs::path clean = write_input(m, "clip.mp4", samples::random_bytes(4u << 20, 12));
+  CHECK(run_program({"cp", clean.string(), (m / "clip.mp4").string()}) == 0);
+  CHECK(held(m.home)[0].first == before[0].first + 1);
+  CHECK(held(m.home)[0].second > before[0].second + (1u << 20));
+  m.unmount();
+}
+
+TEST_CASE("mount: suspicious files are stored with a log line, clean files silently",
+          "[mount][scan]") {
+  Mount m;
+  const fs::path docm = write_input(m, "invoice.docm", samples::docm());
+  CHECK(run_program({"cp", docm.string(), (m / "invoice.docm").string()}) == 0);
+  for (const auto& sample : samples::heuristic_samples()) {
+    if (sample.verdict != "clean")
+      continue;
+    INFO(sample.name);
+    const fs::path in = write_input(m, sample.name, sample.data);
+    CHECK(run_program({"cp", in.string(), (m / sample.name).string()}) == 0);
+  }
+  m.remount();
+  CHECK(samples::read_file(m / "invoice.docm") == samples::docm());
+  for (const auto& sample : samples::heuristic_samples()) {
+    if (sample.verdict == "clean")
+      CHECK(samples::read_file(m / sample.name) == sample.data);
+  }
+  const std::string log = slurp(m.home / "mount.log");
+  INFO(log);
+  CHECK_THAT(log, Catch::Contains("malware check: /invoice.docm: suspicious") &&
+                      Catch::Contains("office.vba-macros") && Catch::Contains("stored anyway"));
+  std::size_t lines = 0;
+  for (std::size_t at = log.find("malware check"); at != std::string::npos;
+       at = log.find("malware check", at + 1)) {
+    ++lines;
+  }
+  CHECK(lines == 1);
+  CHECK(!fs::exists(m.home / "quarantine"));
+}
+
+TEST_CASE("mount: -o noscan stores anything and says so, and splitfs fetch checks it again",
+          "[mount][scan]") {
+  Mount m("allow_other,noscan");
+  const fs::path eicar = write_input(m, "eicar.com", samples::eicar());
+  CHECK(run_program({"cp", eicar.string(), (m / "eicar.com").string()}) == 0);
+  CHECK(samples::read_file(m / "eicar.com") == samples::eicar());
+  CHECK_THAT(slurp(m.home / "mount.log"),
+             Catch::Contains("-o noscan") && Catch::Contains("WITHOUT a malware check"));
+  m.unmount();
+  // The command line fetches files the mount wrote by their path, through the same check.
+  const std::string splitfs = std::string(SPLITFS_BIN_DIR) + "/splitfs";
+  const fs::path out = m.dir.path() / "out";
+  fs::create_directories(out);
+  CHECK(run_program(
+            {splitfs, "--home", m.home.string(), "fetch", "/eicar.com", "-o", out.string()}) == 10);
+  CHECK(fs::is_empty(out));
+  CHECK(run_program({splitfs, "--home", m.home.string(), "fetch", "--no-scan", "/eicar.com", "-o",
+                     out.string()}) == 0);
+  CHECK(samples::read_file(out / "eicar.com") == samples::eicar());
+}
