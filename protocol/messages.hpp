@@ -49,7 +49,7 @@ enum class Status : std::uint8_t {
   unsupported = 7,      // unknown op or protocol version
   internal = 8,         // server-side failure; the text reveals no internals
   unauthorized = 9,     // the client certificate is not enrolled (or was revoked) on this server
-  quota_exceeded = 10,  // storing this would take the user over its quota on this server
+  quota_exceeded = 10,  // over the user's quota, or the server's capacity or disk is full
   busy = 11,            // too many connections (for this user or in all); try again later
 };
 
