@@ -73,8 +73,10 @@ set -e
 [ "$code" -eq 3 ] || fail "second rm exit code $code"
 
 # Altered data on a server: integrity failure (4), nothing written.
-piece=$(ls "$work/servers/tcp"/splitfs-s-*.0 | head -1)
-printf 'X' | dd of="$piece" bs=1 seek=200 conv=notrunc 2>/dev/null
+# Every share's first piece on the TCP side (one chosen by name might belong to the removed f1).
+for piece in "$work/servers/tcp"/splitfs-s-*.0; do
+  printf 'X' | dd of="$piece" bs=1 seek=200 conv=notrunc 2>/dev/null
+done
 damaged=0
 for size in "${sizes[@]}"; do
   set +e
