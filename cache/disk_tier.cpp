@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/fd.hpp"
+
 namespace splitfs::cache {
 
 namespace fsys = std::filesystem;
@@ -35,23 +37,6 @@ bool is_entry_name(const std::string& name) {
          });
 }
 
-// A file descriptor closed when it goes out of scope.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0)
-      ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
 bool read_whole(const fsys::path& path, Bytes& out) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   struct stat st {};
@@ -59,32 +44,12 @@ bool read_whole(const fsys::path& path, Bytes& out) {
       static_cast<std::uint64_t>(st.st_size) > DiskTier::kMaxEntryBytes + 64)
     return false;
   out.resize(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = ::read(fd.get(), out.data() + done, out.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
+  return read_fully(fd.get(), out.data(), out.size());
 }
 
 bool write_whole(const fsys::path& path, ByteView bytes) {
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd)
-    return false;
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
+  return fd && write_fully(fd.get(), bytes.data(), bytes.size());
 }
 
 }  // namespace

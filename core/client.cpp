@@ -27,6 +27,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "common/fd.hpp"
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/manifest.hpp"
@@ -58,45 +59,6 @@ struct IdHash {
 
 std::string errno_text() {
   return std::strerror(errno);
-}
-
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  ~FileDescriptor() {
-    if (fd_ >= 0)
-      ::close(fd_);
-  }
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-bool read_fully(int fd, std::uint8_t* data, std::size_t size) {
-  for (std::size_t done = 0; done < size;) {
-    const ssize_t n = ::read(fd, data + done, size - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-bool write_fully(int fd, const std::uint8_t* data, std::size_t size) {
-  for (std::size_t done = 0; done < size;) {
-    const ssize_t n = ::write(fd, data + done, size - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
 }
 
 // A fetch's output: the hidden file ".NAME.splitfs-part" beside the destination, renamed over it
@@ -380,7 +342,7 @@ struct Client::Impl {
 
   void store(const fs::path& path, const std::string& name) {
     validate_name(name);
-    FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0)
       throw LocalIoError("cannot read " + path.string() + ": " + errno_text());
     struct stat st {};

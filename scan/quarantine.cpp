@@ -1,6 +1,8 @@
 // The quarantine folder and the JSON forms of its entries and of verdicts.
 #include "scan/quarantine.hpp"
 
+#include "common/fd.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,34 +33,6 @@ constexpr std::size_t kMaxEntriesCounted = 100000;
 struct DigestDeleter {
   void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
 };
-
-class Descriptor {
- public:
-  explicit Descriptor(int fd) : fd_(fd) {}
-  ~Descriptor() {
-    if (fd_ >= 0)
-      ::close(fd_);
-  }
-  Descriptor(const Descriptor&) = delete;
-  Descriptor& operator=(const Descriptor&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
-bool write_all(int fd, const std::uint8_t* data, std::size_t size) {
-  for (std::size_t done = 0; done < size;) {
-    const ssize_t n = ::write(fd, data + done, size - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
 
 std::string new_id(std::int64_t now_ns) {
   const std::time_t seconds = static_cast<std::time_t>(now_ns / 1'000'000'000);
@@ -154,7 +128,7 @@ QuarantineEntry Quarantine::keep(Source& source, const std::string& origin, cons
     entry.not_kept = "the quarantine holds " + std::to_string(held >> 20) + " MiB, its bound is " +
                      std::to_string(max_bytes_ >> 20) + " MiB (scan.quarantine_max_bytes)";
   } else {
-    Descriptor fd(::open(data.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    Fd fd(::open(data.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     std::unique_ptr<EVP_MD_CTX, DigestDeleter> digest(EVP_MD_CTX_new());
     bool ok = fd.get() >= 0 && digest && EVP_DigestInit_ex(digest.get(), EVP_sha256(), nullptr);
     std::string failure = ok ? "" : std::strerror(errno);
@@ -164,7 +138,7 @@ QuarantineEntry Quarantine::keep(Source& source, const std::string& origin, cons
         const std::size_t n = source.read_at(offset, buffer);
         if (n == 0)
           break;
-        ok = write_all(fd.get(), buffer.data(), n) &&
+        ok = write_fully(fd.get(), buffer.data(), n) &&
              EVP_DigestUpdate(digest.get(), buffer.data(), n) == 1;
         if (!ok)
           failure = std::strerror(errno);
@@ -192,11 +166,11 @@ QuarantineEntry Quarantine::keep(Source& source, const std::string& origin, cons
   const fs::path path = dir_ / (entry.id + ".json");
   const fs::path tmp = dir_ / (entry.id + ".json.tmp");
   {
-    Descriptor fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    const bool ok =
-        fd.get() >= 0 &&
-        write_all(fd.get(), reinterpret_cast<const std::uint8_t*>(record.data()), record.size()) &&
-        ::fsync(fd.get()) == 0;
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    const bool ok = fd.get() >= 0 &&
+                    write_fully(fd.get(), reinterpret_cast<const std::uint8_t*>(record.data()),
+                                record.size()) &&
+                    ::fsync(fd.get()) == 0;
     if (!ok || ::close(fd.release()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
       ::unlink(tmp.c_str());
       throw LocalIoError("cannot write the quarantine record " + path.string() + ": " +

@@ -131,12 +131,6 @@ std::optional<std::uint32_t> parse_file_name(std::string_view name) {
   return number;
 }
 
-void Fd::reset() {
-  if (fd_ >= 0)
-    ::close(fd_);
-  fd_ = -1;
-}
-
 std::error_code open_file(const std::filesystem::path& path, int flags, unsigned mode, Fd& out) {
   int fd;
   do {

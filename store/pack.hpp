@@ -18,6 +18,7 @@
 #include <system_error>
 
 #include "common/bytes.hpp"
+#include "common/fd.hpp"
 
 namespace splitfs::store::pack {
 
@@ -41,35 +42,7 @@ std::string file_name(std::uint32_t number);
 // The number of a well-formed pack file name, nullopt for anything else.
 std::optional<std::uint32_t> parse_file_name(std::string_view name);
 
-// An owned file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& other) noexcept : fd_(other.release()) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = other.release();
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset();
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+using splitfs::Fd;
 
 // Opens with O_CLOEXEC added; errors carry errno in the system category.
 std::error_code open_file(const std::filesystem::path& path, int flags, unsigned mode, Fd& out);
