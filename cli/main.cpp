@@ -1,27 +1,26 @@
-// The splitfs command: init a client home, store, fetch, list, remove and inspect files; mount
-// the store as a folder, unmount it and show a mount's counters.
-#include <fcntl.h>
+// The splitfs command: init a client home, store, fetch, verify, list, remove and inspect files
+// (files.hpp); mount the store as a folder, unmount it and show a mount's counters; check files for
+// malware. docs/cli.md describes every command; errors.hpp has the documented exit codes.
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <splitfs/client.hpp>
 #include <sstream>
 #include <thread>
 
-#include "core/config.hpp"
+#include "cli/errors.hpp"
+#include "cli/files.hpp"
+#include "cli/progress.hpp"
 #include "core/config_show.hpp"
 #include "core/scan_gate.hpp"
 #include "fs/journal.hpp"
 #include "fs/mount.hpp"
-#include "fs/remote.hpp"
 #include "fs/status.hpp"
 #include "scan/quarantine.hpp"
 #include "scan/scan.hpp"
@@ -30,126 +29,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Exit codes, documented in the README.
-enum Exit : int {
-  kOk = 0,
-  kFailure = 1,
-  kUsage = 2,
-  kNotFound = 3,
-  kIntegrity = 4,
-  kUnavailable = 5,
-  kAuth = 6,
-  kConfig = 7,
-  kConflict = 8,
-  kQuota = 9,
-  kMalicious = 10,
-};
-
-std::string human_size(std::uint64_t bytes) {
-  static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
-  return text;
-}
-
-std::string local_time(std::int64_t ns) {
-  const std::time_t seconds = static_cast<std::time_t>(ns / 1'000'000'000);
-  std::tm tm{};
-  localtime_r(&seconds, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
-  return text;
-}
-
-int report(const char* what, int code) {
-  std::cerr << "splitfs: " << what << "\n";
-  return code;
-}
-
-int report(const std::string& what, int code) {
-  return report(what.c_str(), code);
-}
-
-// Files written through a mount live in its tree, not under their path: these find them there
-// when no plainly stored file has the name.
-
-std::optional<splitfs::fs::RemoteTree> mount_tree(splitfs::Client& client) {
-  return splitfs::fs::load_tree(client);
-}
-
-// gate: the malware check (nullptr with --no-scan).
-bool fetch_from_mount(splitfs::Client& client, const std::string& name, const std::string& dest,
-                      fs::path& written, splitfs::core::ScanGate* gate) {
-  const auto tree = mount_tree(client);
-  if (!tree)
-    return false;
-  const auto ino = splitfs::fs::resolve_path(tree->tree, name);
-  if (!ino)
-    return false;
-  if (!gate) {
-    written = splitfs::fs::fetch_file(client, tree->tree, *ino, name, dest);
-    return true;
-  }
-  // Into a private folder beside the destination first: the file appears under its name only
-  // once the malware check lets it through.
-  const fs::path target =
-      fs::is_directory(dest) ? fs::path(dest) / fs::path(name).filename() : fs::path(dest);
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  std::string staging = (dir / ".splitfs-scan-XXXXXX").string();
-  if (::mkdtemp(staging.data()) == nullptr)
-    throw splitfs::LocalIoError("cannot create a folder in " + dir.string());
-  struct Cleanup {
-    fs::path path;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  } cleanup{staging};
-  const fs::path staged =
-      splitfs::fs::fetch_file(client, tree->tree, *ino, name, cleanup.path / target.filename());
-  {
-    const int fd = ::open(staged.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-      throw splitfs::LocalIoError("cannot read " + staged.string());
-    struct Closer {
-      int fd;
-      ~Closer() { ::close(fd); }
-    } closer{fd};
-    gate->check_fetch(fd, name, target);
-  }
-  if (::rename(staged.c_str(), target.c_str()) != 0)
-    throw splitfs::LocalIoError("cannot write " + target.string());
-  written = target;
-  return true;
-}
-
-bool stat_from_mount(splitfs::Client& client, const std::string& name, splitfs::FileStat& out) {
-  const auto tree = mount_tree(client);
-  if (!tree)
-    return false;
-  const auto ino = splitfs::fs::resolve_path(tree->tree, name);
-  if (!ino)
-    return false;
-  const auto& rec = tree->tree.inodes.at(*ino);
-  if (!S_ISREG(rec.mode))
-    throw splitfs::Error("'" + name + "' is not a regular file in the mount");
-  if (rec.content_version == 0) {
-    out.entry = {name, 0, 0, rec.mtime_ns, 0};
-    out.mode = rec.mode & 07777;
-    out.mtime_ns = rec.mtime_ns;
-    return true;
-  }
-  out = client.stat_object(splitfs::fs::content_key(*ino));
-  out.entry.name = name;
-  out.entry.stored_at_ns = rec.mtime_ns;
-  return true;
-}
+using splitfs::cli::human_size;
+using splitfs::cli::kFailure;
+using splitfs::cli::kMalicious;
+using splitfs::cli::kOk;
+using splitfs::cli::kUnavailable;
+using splitfs::cli::kUsage;
+using splitfs::cli::local_time;
+using splitfs::cli::report;
 
 // The counters a mount shows in MOUNTPOINT/.splitfs/stats; empty if it is not a splitfs mount.
 std::string read_stats(const fs::path& mountpoint) {
@@ -339,6 +226,15 @@ int main(int argc, char** argv) {
   CLI::App app{"splitfs: keep files split across an HTTPS server and a TCP server, encrypted.",
                "splitfs"};
   app.require_subcommand(1);
+  app.footer(
+      "Examples:\n"
+      "  splitfs store -r ~/photos          store a folder (as photos/...), with progress\n"
+      "  splitfs ls -l --sort size          the stored files, largest first\n"
+      "  splitfs fetch -r photos -o /tmp    fetch the folder back as /tmp/photos/...\n"
+      "  splitfs verify photos/cat.jpg      check every chunk without writing anything\n"
+      "Each command has --help with an example. Exit codes: 0 ok, 1 error, 2 usage, 3 not found,\n"
+      "4 integrity, 5 server unavailable, 6 refused identity or not enrolled, 7 configuration,\n"
+      "8 conflict, 9 quota or out of space, 10 malicious file blocked.");
   std::string home;
   app.add_option("--home", home, "client home folder (default $SPLITFS_HOME or ~/.config/splitfs)");
 
@@ -360,6 +256,9 @@ int main(int argc, char** argv) {
   bool init_passphrase = false;
   init->add_flag("--passphrase", init_passphrase,
                  "protect a new content key with a passphrase (asked, or $SPLITFS_NEW_PASSPHRASE)");
+  init->add_flag("--legacy", init_options.legacy,
+                 "the problem statement's original servers: plain HTTP (--https http://HOST:5000) "
+                 "and raw TCP (--tcp HOST:65432), no TLS, no fingerprints");
 
   auto* id = app.add_subcommand(
       "id", "show this client's certificate fingerprint, for the servers' operators to enrol");
@@ -374,6 +273,7 @@ int main(int argc, char** argv) {
   auto* key = app.add_subcommand("key", "export, import or protect the content key");
   key->require_subcommand(1);
   key->footer(
+      "Example: splitfs key export /media/usb/splitfs.key\n"
       "Without the content key the stored data cannot be read by anyone: keep an exported copy.\n"
       "Passphrases are asked on the terminal, or taken from $SPLITFS_PASSPHRASE (and\n"
       "$SPLITFS_NEW_PASSPHRASE for a new one) in scripts.");
@@ -394,29 +294,58 @@ int main(int argc, char** argv) {
       "passwd", "protect the content key with a passphrase, or change or remove it");
   key_passwd->footer("Example: splitfs key passwd");
   key_passwd->add_flag("--remove", key_remove, "keep the key in clear (mode 0600)");
-  init->add_flag("--legacy", init_options.legacy,
-                 "the problem statement's original servers: plain HTTP (--https http://HOST:5000) "
-                 "and raw TCP (--tcp HOST:65432), no TLS, no fingerprints");
 
   std::vector<std::string> files;
   std::string as_name;
-  auto* store = app.add_subcommand("store", "store local files (each under its base name)");
-  store->footer("Example: splitfs store report.pdf photos.tar --as backup/photos.tar");
-  store->add_option("files", files, "local files")->required()->check(CLI::ExistingFile);
-  store->add_option("--as", as_name, "store a single file under this name");
+  bool recursive = false;
   bool no_scan = false;
+  bool quiet = false;
+  auto* store = app.add_subcommand(
+      "store", "store local files (each under its base name) and folders (with -r)");
+  store->footer(
+      "Examples: splitfs store report.pdf photo.jpg\n"
+      "          splitfs store -r ~/photos              (stored as photos/...)\n"
+      "          splitfs store notes.txt --as work/notes.txt\n"
+      "On a terminal each file's progress is drawn (bytes, rate, time left), then a total.\n"
+      "A file that fails is reported and the others are still stored; the exit code is the\n"
+      "first failure's. A server unavailable or refusing this client stops the command.");
+  store->add_option("files", files, "local files and folders")->required();
+  store->add_flag("-r,--recursive", recursive,
+                  "store folders with everything in them, as FOLDER/relative/path");
+  store->add_option("--as", as_name, "store a single file under this name (a folder: this prefix)");
   store->add_flag("--no-scan", no_scan, "store without the malware check (says so on stderr)");
+  store->add_flag("-q,--quiet", quiet, "print errors only: no progress, no line per file");
 
   std::vector<std::string> names;
   std::string dest = ".";
-  auto* fetch = app.add_subcommand("fetch", "fetch stored files");
-  fetch->footer("Example: splitfs fetch report.pdf -o ~/Downloads/");
-  fetch->add_option("names", names, "stored names")->required();
-  fetch->add_option("-o,--output", dest, "destination folder, or file for a single name");
+  auto* fetch = app.add_subcommand("fetch", "fetch stored files, or folders with -r");
+  fetch->footer(
+      "Examples: splitfs fetch report.pdf -o ~/Downloads/\n"
+      "          splitfs fetch report.pdf -o /tmp/copy.pdf\n"
+      "          splitfs fetch -r photos -o ~/restore    (writes ~/restore/photos/...)\n"
+      "Every byte is verified before a file appears under its name. Progress as for store.");
+  fetch->add_option("names", names, "stored names (with -r: folders too)")->required();
+  fetch->add_option("-o,--output", dest,
+                    "destination folder (created with -r), or file for a single name");
+  fetch->add_flag("-r,--recursive", recursive,
+                  "fetch every stored file under each name, recreating the folders");
   fetch->add_flag("--no-scan", no_scan, "fetch without the malware check (says so on stderr)");
+  fetch->add_flag("-q,--quiet", quiet, "print errors only: no progress, no line per file");
+
+  bool json = false;
+  auto* verify = app.add_subcommand(
+      "verify", "fetch and check stored files (every chunk, the whole file), writing nothing");
+  verify->footer(
+      "Examples: splitfs verify report.pdf\n"
+      "          splitfs verify -r photos --json\n"
+      "Prints each file's size, version and SHA-256 (compare: sha256sum FILE). Exit code 4\n"
+      "names the server that sent data failing verification.");
+  verify->add_option("names", names, "stored names (with -r: folders too)")->required();
+  verify->add_flag("-r,--recursive", recursive, "verify every stored file under each name");
+  verify->add_flag("--json", json, "a JSON array, one object per file");
+  verify->add_flag("-q,--quiet", quiet, "print errors only: no progress, no line per file");
 
   std::vector<std::string> scan_paths;
-  bool json = false;
   auto* scan = app.add_subcommand("scan", "check local files for malware, storing nothing");
   scan->footer(
       "Example: splitfs scan invoice.pdf photos.zip\n"
@@ -427,22 +356,40 @@ int main(int argc, char** argv) {
 
   auto* quarantine = app.add_subcommand("quarantine", "show the files a malware check blocked");
   quarantine->require_subcommand(1);
+  quarantine->footer("Example: splitfs quarantine list");
   auto* quarantine_list =
       quarantine->add_subcommand("list", "blocked files, newest first, and where they are kept");
   quarantine_list->footer("Example: splitfs quarantine list --json");
   quarantine_list->add_flag("--json", json, "as JSON");
 
-  auto* ls = app.add_subcommand("ls", "list stored files");
-  ls->footer("Example: splitfs ls");
+  std::string ls_prefix;
+  bool long_form = false;
+  bool reverse = false;
+  std::string sort = "name";
+  auto* ls = app.add_subcommand("ls", "list stored files: size, chunks, when stored, name");
+  ls->footer(
+      "Examples: splitfs ls\n"
+      "          splitfs ls -l --sort size photos/\n"
+      "          splitfs ls --json | jq '.[].name'\n"
+      "Files written through a mount are listed by their path in it (/docs/a.txt).");
+  ls->add_option("prefix", ls_prefix, "only names that start with this");
+  ls->add_flag("-l,--long", long_form, "long form: human size, version, where it came from");
+  ls->add_option("--sort", sort, "name (default), size (largest first) or time (newest first)")
+      ->check(CLI::IsMember({"name", "size", "time"}));
+  ls->add_flag("-r,--reverse", reverse, "reverse the order");
+  ls->add_flag("--json", json, "a JSON array, one object per file");
 
   auto* rm = app.add_subcommand("rm", "remove stored files");
-  rm->footer("Example: splitfs rm report.pdf");
+  rm->footer("Example: splitfs rm report.pdf old/notes.txt");
   rm->add_option("names", names, "stored names")->required();
 
   std::string stat_name;
   auto* stat = app.add_subcommand("stat", "show a stored file's size, version and chunk placement");
-  stat->footer("Example: splitfs stat report.pdf");
+  stat->footer(
+      "Example: splitfs stat report.pdf\n"
+      "Shows how many chunks, shares and stored bytes (compressed, encrypted) each server holds.");
   stat->add_option("name", stat_name, "stored name")->required();
+  stat->add_flag("--json", json, "one JSON object");
 
   auto* df = app.add_subcommand("df", "show what your stored data takes on each server");
   df->footer(
@@ -451,6 +398,7 @@ int main(int argc, char** argv) {
       "stored: after compression and encryption; unreferenced: removed or replaced, until the\n"
       "server compacts; on disk: all of it with the servers' records. Sizes count whole 1 KiB\n"
       "chunks.");
+  df->add_flag("--json", json, "one JSON object: each server and the total");
 
   std::string mountpoint;
   bool foreground = false;
@@ -479,23 +427,25 @@ int main(int argc, char** argv) {
   umount->add_option("--timeout", timeout_seconds, "seconds to wait for uploads (default 600)");
 
   auto* stats = app.add_subcommand("stats", "show a mount's cache and transfer counters");
-  stats->footer("Example: splitfs stats ~/vault");
+  stats->footer("Example: splitfs stats ~/vault --json");
   stats->add_option("mountpoint", mountpoint, "the mount point")->required();
+  stats->add_flag("--json", json, "one JSON object");
 
   std::vector<std::string> status_mounts;
-  bool status_json = false;
   auto* status =
       app.add_subcommand("status", "show whether the servers answer and what mounts still upload");
-  status->footer("Example: splitfs status --json");
+  status->footer(
+      "Example: splitfs status --json\n"
+      "Exit code 5 when a server does not answer.");
   status->add_option("mountpoint", status_mounts, "mounts to show (default: every splitfs mount)");
-  status->add_flag("--json", status_json, "one JSON object");
+  status->add_flag("--json", json, "one JSON object");
 
-  bool config_json = false;
   auto* config = app.add_subcommand("config", "show the client's settings");
   config->require_subcommand(1);
+  config->footer("Example: splitfs config show");
   auto* config_show = config->add_subcommand(
       "show", "print every setting in effect and where it comes from, secrets masked");
-  config_show->add_flag("--json", config_json, "one JSON object");
+  config_show->add_flag("--json", json, "one JSON object");
   config_show->footer(
       "Example: splitfs config show\n"
       "Precedence: flags (--home), then the environment (SPLITFS_*), then config.toml, then the\n"
@@ -510,8 +460,8 @@ int main(int argc, char** argv) {
   try {
     if (*config_show) {
       const auto settings = splitfs::core::effective_settings(home);
-      std::cout << (config_json ? splitfs::core::settings_json(settings)
-                                : splitfs::core::settings_text(settings));
+      std::cout << (json ? splitfs::core::settings_json(settings)
+                         : splitfs::core::settings_text(settings));
       return kOk;
     }
     const fs::path home_dir = home.empty() ? splitfs::Client::default_home() : fs::path(home);
@@ -571,14 +521,14 @@ int main(int argc, char** argv) {
       return kOk;
     }
     if (*status)
-      return splitfs::fs::print_status(home_dir, status_mounts, status_json, std::cout);
+      return splitfs::fs::print_status(home_dir, status_mounts, json, std::cout);
     if (*umount)
       return unmount(mountpoint, lazy, timeout_seconds);
     if (*stats) {
       const std::string text = read_stats(mountpoint);
       if (text.empty())
         return report(mountpoint + " is not a splitfs mount", kFailure);
-      std::cout << text;
+      std::cout << (json ? splitfs::cli::stats_json(text) : text);
       return kOk;
     }
     if (*mount) {
@@ -597,122 +547,22 @@ int main(int argc, char** argv) {
     splitfs::Client client(home_dir);
     if (no_scan)
       client.set_scanning(false);
-    if (*store) {
-      if (!as_name.empty() && files.size() != 1) {
-        return report("--as takes a single file", kUsage);
-      }
-      for (const auto& file : files) {
-        const std::string name = as_name.empty() ? fs::path(file).filename().string() : as_name;
-        if (no_scan)
-          std::cerr << "splitfs: warning: --no-scan: " << file
-                    << " is stored without a malware check\n";
-        client.store(file, name);
-        std::cout << "stored " << file << " as " << name << "\n";
-      }
-    } else if (*fetch) {
-      if (names.size() > 1 && !fs::is_directory(dest)) {
-        return report("fetching several names needs -o to name an existing folder", kUsage);
-      }
-      std::optional<splitfs::core::ScanGate> gate;
-      if (!no_scan)
-        gate.emplace(splitfs::core::load_scan_config(home_dir));
-      for (const auto& name : names) {
-        if (no_scan)
-          std::cerr << "splitfs: warning: --no-scan: " << name
-                    << " is fetched without a malware check\n";
-        fs::path written;
-        try {
-          written = client.fetch(name, dest);
-        } catch (const splitfs::NotFound&) {
-          if (!fetch_from_mount(client, name, dest, written, gate ? &*gate : nullptr))
-            throw;
-        }
-        std::cout << "fetched " << name << " to " << written.string() << "\n";
-      }
-    } else if (*ls) {
-      for (const auto& e : client.list()) {
-        std::printf("%12llu  %8llu chunks  %s  %s\n", static_cast<unsigned long long>(e.size),
-                    static_cast<unsigned long long>(e.chunks), local_time(e.stored_at_ns).c_str(),
-                    e.name.c_str());
-      }
-      // Files written through a mount, by their path in it.
-      if (const auto tree = mount_tree(client)) {
-        for (const auto& p : splitfs::fs::list_paths(tree->tree)) {
-          if (!S_ISREG(p.record->mode))
-            continue;
-          std::printf("%12llu  %8llu chunks  %s  %s\n",
-                      static_cast<unsigned long long>(p.record->size),
-                      static_cast<unsigned long long>((p.record->size + 1023) / 1024),
-                      local_time(p.record->mtime_ns).c_str(), p.path.c_str());
-        }
-      }
-    } else if (*rm) {
-      for (const auto& name : names) {
-        client.remove(name);
-        std::cout << "removed " << name << "\n";
-      }
-    } else if (*stat) {
-      splitfs::FileStat s;
-      try {
-        s = client.stat(stat_name);
-      } catch (const splitfs::NotFound&) {
-        if (!stat_from_mount(client, stat_name, s))
-          throw;
-      }
-      std::cout << "name:      " << s.entry.name << "\n"
-                << "size:      " << s.entry.size << " bytes (" << human_size(s.entry.size) << ")\n"
-                << "chunks:    " << s.entry.chunks << " of 1024 bytes\n"
-                << "version:   " << s.entry.version << "\n"
-                << "stored at: " << local_time(s.entry.stored_at_ns) << "\n";
-      for (const auto& p : s.servers) {
-        std::cout << p.server << (p.server.size() < 5 ? "  " : " ") << p.address << ": " << p.chunks
-                  << " chunks in " << p.shares << " shares, " << p.stored_bytes
-                  << " bytes stored, version " << p.version << "\n";
-      }
-    } else if (*df) {
-      const auto usage = client.df();
-      std::printf("%-6s %-22s %7s %10s %10s %10s %6s %11s %12s %10s\n", "server", "address",
-                  "files", "data", "unique", "stored", "dedup", "compression", "unreferenced",
-                  "on disk");
-      splitfs::ServerUsage total{"total", "", 0, 0, 0, 0, 0, 0};
-      for (const auto& u : usage) {
-        std::printf("%-6s %-22s %7llu %10s %10s %10s %5.2fx %10.2fx %12s %10s\n", u.server.c_str(),
-                    u.address.c_str(), static_cast<unsigned long long>(u.files),
-                    human_size(u.logical_bytes).c_str(), human_size(u.unique_logical_bytes).c_str(),
-                    human_size(u.stored_bytes).c_str(), u.dedup_ratio(), u.compression_ratio(),
-                    human_size(u.garbage_bytes).c_str(), human_size(u.disk_bytes).c_str());
-        total.files = std::max(total.files, u.files);
-        total.logical_bytes += u.logical_bytes;
-        total.unique_logical_bytes += u.unique_logical_bytes;
-        total.stored_bytes += u.stored_bytes;
-        total.garbage_bytes += u.garbage_bytes;
-        total.disk_bytes += u.disk_bytes;
-      }
-      std::printf(
-          "%-6s %-22s %7llu %10s %10s %10s %5.2fx %10.2fx %12s %10s\n", "total", "",
-          static_cast<unsigned long long>(total.files), human_size(total.logical_bytes).c_str(),
-          human_size(total.unique_logical_bytes).c_str(), human_size(total.stored_bytes).c_str(),
-          total.dedup_ratio(), total.compression_ratio(), human_size(total.garbage_bytes).c_str(),
-          human_size(total.disk_bytes).c_str());
-    }
+    if (*store)
+      return splitfs::cli::store_files(client, files, recursive, as_name, no_scan, quiet);
+    if (*fetch)
+      return splitfs::cli::fetch_files(client, home_dir, names, recursive, dest, no_scan, quiet);
+    if (*verify)
+      return splitfs::cli::verify_files(client, names, recursive, json, quiet);
+    if (*ls)
+      return splitfs::cli::list_files(client, ls_prefix, long_form, sort, reverse, json);
+    if (*rm)
+      return splitfs::cli::remove_files(client, names);
+    if (*stat)
+      return splitfs::cli::stat_file(client, stat_name, json);
+    if (*df)
+      return splitfs::cli::show_usage(client, json);
     return kOk;
-  } catch (const splitfs::NotFound& e) {
-    return report(e.what(), kNotFound);
-  } catch (const splitfs::IntegrityError& e) {
-    return report(e.what(), kIntegrity);
-  } catch (const splitfs::ServerUnavailable& e) {
-    return report(e.what(), kUnavailable);
-  } catch (const splitfs::AuthError& e) {
-    return report(e.what(), kAuth);
-  } catch (const splitfs::ConfigError& e) {
-    return report(e.what(), kConfig);
-  } catch (const splitfs::ConflictError& e) {
-    return report(e.what(), kConflict);
-  } catch (const splitfs::QuotaExceeded& e) {
-    return report(e.what(), kQuota);
-  } catch (const splitfs::MaliciousFileError& e) {
-    return report(e.what(), kMalicious);
   } catch (const std::exception& e) {
-    return report(e.what(), kFailure);
+    return splitfs::cli::report_error("", e);
   }
 }

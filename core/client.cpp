@@ -10,6 +10,7 @@
 // sends only the others, so what was committed before is not sent again; a fetch run again keeps
 // the verified part of the interrupted one's temporary file (PendingOutput).
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <future>
 #include <map>
@@ -48,6 +50,14 @@ namespace {
 // File bytes moved per batch: large enough that requests are few, small enough that memory stays
 // flat (two batches are alive at once).
 constexpr std::size_t kBatchFileBytes = 8u << 20;
+// File bytes per batch of a whole-file store or fetch: each server gets half of it in one request,
+// and each put costs the server one fsync, so fewer and larger ones pay (a server's reply stays
+// within protocol::kMaxBatchBytes).
+constexpr std::size_t kTransferBatchBytes = 16u << 20;
+// Batches of a whole-file store or fetch in flight at once, each on its own connection to each
+// server: a server's fsync of one batch then overlaps the transfer of the next.
+constexpr std::size_t kLanes = 2;
+constexpr std::uint64_t kMinBatchesForLanes = 4;
 
 struct IdHash {
   std::size_t operator()(const Id& id) const {
@@ -275,6 +285,9 @@ struct Client::Impl {
   ClientConfig config;
   KeySet keys;
   std::array<std::unique_ptr<transport::Transport>, kServers> servers;
+  // A second connection to each server for whole-file transfers (none for the legacy servers,
+  // which serve one connection at a time); connected on first use.
+  std::array<std::unique_ptr<transport::Transport>, kServers> second_lane;
   VersionLog versions;
   std::mutex mutex;  // one operation at a time per Client
   ScanGate scan_gate{config.scan};
@@ -288,21 +301,36 @@ struct Client::Impl {
                 config.legacy
                     ? transport::make_legacy_tcp_transport(config.tcp, config.timeouts)
                     : transport::make_tcp_transport(config.tcp, config.timeouts, config.identity)},
-        versions(home / "state.sqlite") {}
+        versions(home / "state.sqlite") {
+    if (!config.legacy) {
+      second_lane = {
+          transport::make_https_transport(config.https, config.timeouts, config.identity),
+          transport::make_tcp_transport(config.tcp, config.timeouts, config.identity)};
+    }
+  }
 
   const transport::Endpoint& endpoint(std::size_t j) const { return servers[j]->endpoint(); }
+
+  // Lanes for a transfer of `batches` batches: a short one gains nothing from a second connection
+  // (and a server stopped in the middle of it leaves a simpler picture behind).
+  std::size_t lanes(std::uint64_t batches) const {
+    return second_lane[0] && batches >= kMinBatchesForLanes ? kLanes : 1;
+  }
+  transport::Transport& lane(std::size_t j, std::size_t lane) {
+    return lane == 0 ? *servers[j] : *second_lane[j];
+  }
 
   Id file_id(const std::string& name) const { return keyed_hash(keys.file_id, as_bytes(name)); }
 
   std::size_t segments_per_batch(std::uint32_t segment_bytes) const {
-    return std::max<std::size_t>(1, kBatchFileBytes / segment_bytes);
+    return std::max<std::size_t>(1, kTransferBatchBytes / segment_bytes);
   }
 
   // ---- store ----
 
   // Hashes, encrypts and uploads the non-empty shares of one server; returns their ids in order
   // (kEmptyShare for empty shares).
-  std::vector<Id> upload(std::size_t j, const std::vector<Bytes>& plain) {
+  std::vector<Id> upload(std::size_t j, std::size_t on, const std::vector<Bytes>& plain) {
     std::vector<Id> ids(plain.size(), kEmptyShare);
     protocol::HasShares has;
     std::vector<std::size_t> first_of;  // index in `plain` of each id asked about
@@ -318,7 +346,7 @@ struct Client::Impl {
     }
     if (has.ids.empty())
       return ids;
-    const auto presence = expect<protocol::Presence>(servers[j]->call(has), endpoint(j));
+    const auto presence = expect<protocol::Presence>(lane(j, on).call(has), endpoint(j));
     if (presence.present.size() != has.ids.size()) {
       throw ServerError("the " + server_name(endpoint(j)) + " sent an unexpected reply");
     }
@@ -329,7 +357,7 @@ struct Client::Impl {
       put.shares.push_back({has.ids[k], seal_share(keys, has.ids[k], plain[first_of[k]])});
     }
     if (!put.shares.empty())
-      expect<protocol::Empty>(servers[j]->call(put), endpoint(j));
+      expect<protocol::Empty>(lane(j, on).call(put), endpoint(j));
     return ids;
   }
 
@@ -340,7 +368,7 @@ struct Client::Impl {
     return expect<protocol::FileInfo>(std::move(reply), endpoint(j)).version;
   }
 
-  void store(const fs::path& path, const std::string& name) {
+  void store(const fs::path& path, const std::string& name, const ProgressHandler& progress = {}) {
     validate_name(name);
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0)
@@ -369,12 +397,19 @@ struct Client::Impl {
 
     const std::size_t per_batch = segments_per_batch(manifest.segment_bytes);
     Bytes buffer(std::min<std::uint64_t>(per_batch * manifest.segment_bytes, manifest.entry.size));
-    std::future<BatchIds> inflight;
+    const std::size_t lanes = this->lanes((segments + per_batch - 1) / per_batch);
+    std::deque<std::future<BatchIds>> inflight;
     auto collect = [&] {
-      const BatchIds ids = inflight.get();
+      const BatchIds ids = inflight.front().get();
+      inflight.pop_front();
       for (std::size_t i = 0; i < ids[0].size(); ++i) {
         for (std::size_t j = 0; j < kServers; ++j)
           manifest.shares.push_back(ids[j][i]);
+      }
+      if (progress) {
+        const std::uint64_t stored = manifest.shares.size() / kServers;
+        progress({name, std::min(manifest.entry.size, stored * manifest.segment_bytes),
+                  manifest.entry.size, 0});
       }
     };
     for (std::uint64_t s = 0; s < segments; s += per_batch) {
@@ -397,13 +432,16 @@ struct Client::Impl {
         for (std::size_t j = 0; j < kServers; ++j)
           (*batch)[j][i] = std::move(shares[j]);
       }
-      if (inflight.valid())
+      if (inflight.size() == lanes)
         collect();
-      inflight = std::async(std::launch::async, [this, batch] {
-        return on_both([&](std::size_t j) { return upload(j, (*batch)[j]); });
-      });
+      // Batch b and batch b + lanes never overlap: the first is collected before the second
+      // starts, so each lane carries one batch at a time.
+      const std::size_t on = (s / per_batch) % lanes;
+      inflight.push_back(std::async(std::launch::async, [this, batch, on] {
+        return on_both([&](std::size_t j) { return upload(j, on, (*batch)[j]); });
+      }));
     }
-    if (inflight.valid())
+    while (!inflight.empty())
       collect();
 
     scan_gate.confirm_unchanged(fd.get(), path, scanned);
@@ -483,7 +521,7 @@ struct Client::Impl {
   }
 
   // Downloads and verifies one server's shares of segments [first, first + count).
-  std::vector<Bytes> download(std::size_t j, const Resolved& r, std::uint64_t first,
+  std::vector<Bytes> download(std::size_t j, std::size_t on, const Resolved& r, std::uint64_t first,
                               std::size_t count) {
     const Manifest& m = r.manifest;
     std::vector<Bytes> plain(count);
@@ -499,7 +537,7 @@ struct Client::Impl {
     if (get.ids.empty())
       return plain;
     const std::string what = "data of '" + m.entry.name + "' from the " + server_name(endpoint(j));
-    protocol::Reply reply = servers[j]->call(get);
+    protocol::Reply reply = lane(j, on).call(get);
     if (is_not_found(reply))
       throw IntegrityError(what + " is missing");
     const auto shares = expect<protocol::Shares>(std::move(reply), endpoint(j));
@@ -517,26 +555,34 @@ struct Client::Impl {
   }
 
   // Calls sink(segment index, segment bytes) for segments [first, last) in order, downloading the
-  // next batch while the current one is handed out.
+  // next batches (one per lane) while the current one is handed out.
   void for_each_segment(const Resolved& r, std::uint64_t first, std::uint64_t last,
                         const std::function<void(std::uint64_t, ByteView)>& sink) {
     const Manifest& m = r.manifest;
     const std::size_t per_batch = segments_per_batch(m.segment_bytes);
-    auto start = [&](std::uint64_t s) {
-      const std::size_t count =
-          static_cast<std::size_t>(std::min<std::uint64_t>(per_batch, last - s));
-      return std::async(std::launch::async, [this, &r, s, count] {
-        return on_both([&](std::size_t j) { return download(j, r, s, count); });
-      });
+    const std::size_t lanes = this->lanes((last - first + per_batch - 1) / per_batch);
+    std::deque<std::future<BatchShares>> ahead;
+    std::uint64_t next = first;
+    std::size_t started = 0;
+    // Batch k goes on lane k % lanes; it starts only once batch k - lanes was taken.
+    auto start_more = [&] {
+      while (next < last && ahead.size() < lanes) {
+        const std::uint64_t s = next;
+        const std::size_t count =
+            static_cast<std::size_t>(std::min<std::uint64_t>(per_batch, last - s));
+        const std::size_t on = started++ % lanes;
+        ahead.push_back(std::async(std::launch::async, [this, &r, s, count, on] {
+          return on_both([&](std::size_t j) { return download(j, on, r, s, count); });
+        }));
+        next += count;
+      }
     };
     Bytes segment(m.segment_bytes);
-    std::future<BatchShares> next;
-    if (first < last)
-      next = start(first);
+    start_more();
     for (std::uint64_t s = first; s < last; s += per_batch) {
-      BatchShares batch = next.get();
-      if (s + per_batch < last)
-        next = start(s + per_batch);
+      BatchShares batch = ahead.front().get();
+      ahead.pop_front();
+      start_more();
       for (std::size_t i = 0; i < batch[0].size(); ++i) {
         const std::size_t length = m.segment_length(s + i);
         const std::array<ByteView, kServers> shares{batch[0][i], batch[1][i]};
@@ -546,7 +592,8 @@ struct Client::Impl {
     }
   }
 
-  fs::path fetch(const std::string& name, const fs::path& dest) {
+  fs::path fetch(const std::string& name, const fs::path& dest,
+                 const ProgressHandler& progress = {}) {
     fs::path target = dest;
     if (fs::is_directory(dest)) {
       const fs::path base = fs::path(name).filename();
@@ -559,8 +606,14 @@ struct Client::Impl {
     PendingOutput output(target, r.manifest.entry.mode);
     const std::uint64_t first = verified_segments(r.manifest, output);
     try {
-      for_each_segment(r, first, r.manifest.segment_count(),
-                       [&](std::uint64_t, ByteView bytes) { output.write(bytes); });
+      for_each_segment(r, first, r.manifest.segment_count(), [&](std::uint64_t s, ByteView bytes) {
+        output.write(bytes);
+        if (progress) {
+          const Manifest& m = r.manifest;
+          progress(
+              {name, s * m.segment_bytes + bytes.size(), m.entry.size, first * m.segment_bytes});
+        }
+      });
     } catch (const ServerUnavailable&) {
       output.keep();
       throw;
@@ -598,6 +651,41 @@ struct Client::Impl {
     }
     output.keep_prefix(s * m.segment_bytes);
     return s;
+  }
+
+  VerifyResult verify(const std::string& name, const ProgressHandler& progress) {
+    const Resolved r = resolve(name);
+    const Manifest& m = r.manifest;
+    const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> hash(EVP_MD_CTX_new(),
+                                                                       &EVP_MD_CTX_free);
+    if (!hash || EVP_DigestInit_ex(hash.get(), EVP_sha256(), nullptr) != 1)
+      throw Error("cannot start a SHA-256 hash");
+    std::uint64_t done = 0;
+    for_each_segment(r, 0, m.segment_count(), [&](std::uint64_t, ByteView bytes) {
+      if (EVP_DigestUpdate(hash.get(), bytes.data(), bytes.size()) != 1)
+        throw Error("cannot hash '" + name + "'");
+      done += bytes.size();
+      if (progress)
+        progress({name, done, m.entry.size, 0});
+    });
+    if (done != m.entry.size)
+      throw IntegrityError("'" + name + "' rebuilt to " + std::to_string(done) + " bytes, not " +
+                           std::to_string(m.entry.size));
+    std::array<std::uint8_t, EVP_MAX_MD_SIZE> digest{};
+    unsigned int length = 0;
+    if (EVP_DigestFinal_ex(hash.get(), digest.data(), &length) != 1)
+      throw Error("cannot hash '" + name + "'");
+    static constexpr char kHex[] = "0123456789abcdef";
+    VerifyResult out;
+    for (unsigned int i = 0; i < length; ++i) {
+      out.sha256.push_back(kHex[digest[i] >> 4]);
+      out.sha256.push_back(kHex[digest[i] & 15]);
+    }
+    const Entry& e = m.entry;
+    out.entry = {e.name, e.size, e.version, e.stored_at_ns, chunk_count(e.size)};
+    out.segments = m.segment_count();
+    versions.raise(r.file, e.version);
+    return out;
   }
 
   std::vector<std::uint8_t> read(const std::string& name, std::uint64_t offset,
@@ -1020,9 +1108,25 @@ void Client::store(const fs::path& path, const std::string& name) {
   impl_->store(path, name);
 }
 
+void Client::store(const fs::path& path, const std::string& name, const ProgressHandler& progress) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->store(path, name, progress);
+}
+
 fs::path Client::fetch(const std::string& name, const fs::path& dest) {
   std::lock_guard lock(impl_->mutex);
   return impl_->fetch(name, dest);
+}
+
+fs::path Client::fetch(const std::string& name, const fs::path& dest,
+                       const ProgressHandler& progress) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->fetch(name, dest, progress);
+}
+
+VerifyResult Client::verify(const std::string& name, const ProgressHandler& progress) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->verify(name, progress);
 }
 
 std::vector<std::uint8_t> Client::read(const std::string& name, std::uint64_t offset,

@@ -105,16 +105,24 @@ Key hkdf(const Key& secret, std::string_view info) {
   return out;
 }
 
+// One cipher context per thread, re-initialised for each call: allocating a context per share
+// costs more than sealing a small one.
+EVP_CIPHER_CTX* cipher_context() {
+  thread_local const CipherCtx ctx(EVP_CIPHER_CTX_new());
+  if (!ctx)
+    fail("AEAD context");
+  return ctx.get();
+}
+
 // AES-256-GCM over `parts` of plaintext (concatenated), writing ciphertext to `out` and the tag
 // after it.
 void gcm_seal(const Key& key, const std::uint8_t* nonce, ByteView associated,
               std::initializer_list<ByteView> parts, std::uint8_t* out) {
-  CipherCtx ctx(EVP_CIPHER_CTX_new());
-  if (!ctx || EVP_EncryptInit_ex2(ctx.get(), aes256gcm(), key.data(), nonce, nullptr) != 1) {
+  EVP_CIPHER_CTX* ctx = cipher_context();
+  if (EVP_EncryptInit_ex2(ctx, aes256gcm(), key.data(), nonce, nullptr) != 1)
     fail("AEAD init");
-  }
   int len = 0;
-  if (!associated.empty() && EVP_EncryptUpdate(ctx.get(), nullptr, &len, associated.data(),
+  if (!associated.empty() && EVP_EncryptUpdate(ctx, nullptr, &len, associated.data(),
                                                static_cast<int>(associated.size())) != 1) {
     fail("AEAD associated data");
   }
@@ -122,67 +130,103 @@ void gcm_seal(const Key& key, const std::uint8_t* nonce, ByteView associated,
   for (ByteView part : parts) {
     if (part.empty())
       continue;
-    if (EVP_EncryptUpdate(ctx.get(), out + written, &len, part.data(),
-                          static_cast<int>(part.size())) != 1) {
+    if (EVP_EncryptUpdate(ctx, out + written, &len, part.data(), static_cast<int>(part.size())) !=
+        1) {
       fail("AEAD encrypt");
     }
     written += static_cast<std::size_t>(len);
   }
-  if (EVP_EncryptFinal_ex(ctx.get(), out + written, &len) != 1)
+  if (EVP_EncryptFinal_ex(ctx, out + written, &len) != 1)
     fail("AEAD final");
   written += static_cast<std::size_t>(len);
-  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTagBytes, out + written) != 1) {
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagBytes, out + written) != 1)
     fail("AEAD tag");
-  }
 }
 
+// Authenticates and decrypts `sealed` (ciphertext then tag): its first `head.size()` plaintext
+// bytes go to `head`, the rest to `plaintext` (resized to fit), so a leading format byte never
+// costs a copy of the body. On failure nothing decrypted is kept.
 bool gcm_open(const Key& key, const std::uint8_t* nonce, ByteView associated, ByteView sealed,
-              Bytes& plaintext) {
-  if (sealed.size() < kTagBytes)
+              MutableByteView head, Bytes& plaintext) {
+  if (sealed.size() < kTagBytes + head.size())
     return false;
-  const std::size_t body = sealed.size() - kTagBytes;
-  CipherCtx ctx(EVP_CIPHER_CTX_new());
-  if (!ctx || EVP_DecryptInit_ex2(ctx.get(), aes256gcm(), key.data(), nonce, nullptr) != 1) {
+  const std::size_t body = sealed.size() - kTagBytes - head.size();
+  EVP_CIPHER_CTX* ctx = cipher_context();
+  if (EVP_DecryptInit_ex2(ctx, aes256gcm(), key.data(), nonce, nullptr) != 1)
     fail("AEAD init");
-  }
   int len = 0;
-  if (!associated.empty() && EVP_DecryptUpdate(ctx.get(), nullptr, &len, associated.data(),
+  if (!associated.empty() && EVP_DecryptUpdate(ctx, nullptr, &len, associated.data(),
                                                static_cast<int>(associated.size())) != 1) {
     return false;
   }
+  if (!head.empty() &&
+      EVP_DecryptUpdate(ctx, head.data(), &len, sealed.data(), static_cast<int>(head.size())) != 1)
+    return false;
   plaintext.resize(body);
-  if (body > 0 && EVP_DecryptUpdate(ctx.get(), plaintext.data(), &len, sealed.data(),
+  if (body > 0 && EVP_DecryptUpdate(ctx, plaintext.data(), &len, sealed.data() + head.size(),
                                     static_cast<int>(body)) != 1) {
+    plaintext.clear();
     return false;
   }
   std::uint8_t tag[kTagBytes];
-  std::memcpy(tag, sealed.data() + body, kTagBytes);
-  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagBytes, tag) != 1)
-    return false;
-  if (EVP_DecryptFinal_ex(ctx.get(), plaintext.data() + body, &len) != 1) {
+  std::memcpy(tag, sealed.data() + head.size() + body, kTagBytes);
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagBytes, tag) != 1 ||
+      EVP_DecryptFinal_ex(ctx, plaintext.data() + body, &len) != 1) {
     plaintext.clear();
     return false;
   }
   return true;
 }
 
-// HMAC-SHA256(key, the concatenation of `parts`).
+bool gcm_open(const Key& key, const std::uint8_t* nonce, ByteView associated, ByteView sealed,
+              Bytes& plaintext) {
+  return gcm_open(key, nonce, associated, sealed, {}, plaintext);
+}
+
+// HMAC-SHA256(key, the concatenation of `parts`). Each thread keeps a context per key it used
+// last (a few: share ids and nonces alternate), re-initialised with that key's precomputed state
+// instead of a context set up afresh per call.
 Id hmac_sha256(const Key& key, std::initializer_list<ByteView> parts) {
-  std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(EVP_MAC_CTX_new(hmac()));
-  char digest[] = "SHA256";
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-                         OSSL_PARAM_construct_end()};
-  if (!ctx || EVP_MAC_init(ctx.get(), key.data(), key.size(), params) != 1)
-    fail("HMAC init");
+  struct Cached {
+    Key key{};
+    std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx;
+  };
+  constexpr std::size_t kCachedKeys = 4;
+  thread_local std::array<Cached, kCachedKeys> cache;
+  thread_local std::size_t next = 0;
+  EVP_MAC_CTX* ctx = nullptr;
+  for (Cached& c : cache) {
+    if (c.ctx && c.key == key) {
+      ctx = c.ctx.get();
+      break;
+    }
+  }
+  if (ctx != nullptr) {
+    // A null key keeps the one set before.
+    if (EVP_MAC_init(ctx, nullptr, 0, nullptr) != 1)
+      fail("HMAC init");
+  } else {
+    Cached& slot = cache[next];
+    next = (next + 1) % kCachedKeys;
+    slot.ctx.reset(EVP_MAC_CTX_new(hmac()));
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    if (!slot.ctx || EVP_MAC_init(slot.ctx.get(), key.data(), key.size(), params) != 1) {
+      slot.ctx.reset();
+      fail("HMAC init");
+    }
+    slot.key = key;
+    ctx = slot.ctx.get();
+  }
   for (ByteView part : parts) {
-    if (EVP_MAC_update(ctx.get(), part.data(), part.size()) != 1)
+    if (EVP_MAC_update(ctx, part.data(), part.size()) != 1)
       fail("HMAC update");
   }
   Id out{};
   std::size_t len = 0;
-  if (EVP_MAC_final(ctx.get(), out.data(), &len, out.size()) != 1 || len != out.size()) {
+  if (EVP_MAC_final(ctx, out.data(), &len, out.size()) != 1 || len != out.size())
     fail("HMAC final");
-  }
   return out;
 }
 
@@ -326,28 +370,32 @@ bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintex
   plaintext.clear();
   if (blob.size() < kShareOverhead)
     return false;
+  std::uint8_t encoding = 0xff;
   if (blob[0] == kShareFormat) {
+    // The id is the nonce and part of the associated data, and only this key's holder seals, always
+    // under the id of the very bytes sealed (seal_share's contract): a blob that authenticates
+    // under `id` is the share `id` names, so hashing the plaintext again would prove nothing more.
     if (blob.size() - kShareOverhead > max_size ||
-        !gcm_open(keys.share_enc, id.data(), share_associated(id), blob.subspan(1), plaintext) ||
-        plaintext.empty() || plaintext[0] != kEncodingRaw) {
+        !gcm_open(keys.share_enc, id.data(), share_associated(id), blob.subspan(1),
+                  MutableByteView(&encoding, 1), plaintext) ||
+        encoding != kEncodingRaw) {
       plaintext.clear();
       return false;
     }
-    plaintext.erase(plaintext.begin());
-  } else if (blob[0] == kCompressedShareFormat) {
-    Bytes body;
-    if (blob.size() < kCompressedShareOverhead ||
-        !gcm_open(keys.share_enc, blob.data() + 1, share_associated(id),
-                  blob.subspan(1 + kNonceBytes), body) ||
-        body.empty() || body[0] != kEncodingZstd ||
-        !zstd_decompress(ByteView(body).subspan(1), max_size, plaintext)) {
-      plaintext.clear();
-      return false;
-    }
-  } else {
+    return true;
+  }
+  if (blob[0] != kCompressedShareFormat)
+    return false;
+  Bytes body;
+  if (blob.size() < kCompressedShareOverhead ||
+      !gcm_open(keys.share_enc, blob.data() + 1, share_associated(id),
+                blob.subspan(1 + kNonceBytes), MutableByteView(&encoding, 1), body) ||
+      encoding != kEncodingZstd || !zstd_decompress(body, max_size, plaintext)) {
+    plaintext.clear();
     return false;
   }
-  // The id is a hash of the plaintext: recomputing it proves the share is the one named.
+  // A compressed share is rebuilt by a decoder: recomputing its id proves the bytes rebuilt are
+  // the share named, whatever the frame held.
   if (share_id(keys, plaintext) != id) {
     plaintext.clear();
     return false;

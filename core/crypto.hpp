@@ -59,6 +59,8 @@ enum class Compression {
 };
 
 Id share_id(const KeySet& keys, ByteView plaintext);
+// `id` must be share_id(keys, plaintext), computed from these very bytes: open_share() relies on it
+// (a raw share that authenticates under an id is that id's share; it is not hashed again).
 // Compression::automatic first compresses a small sample at zstd's fastest level (about a
 // microsecond), so data that does not compress (random, already compressed) is not slowed down.
 Bytes seal_share(const KeySet& keys, const Id& id, ByteView plaintext,

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <splitfs/errors.hpp>
+#include <thread>
 #include <utility>
 
 #include "common/wire.hpp"
@@ -331,6 +332,93 @@ void Journal::write_atomically(const std::string& name, ByteView bytes) {
     fail("cannot sync " + dir_.string());
 }
 
+int Journal::write_temporary(const std::string& name, ByteView bytes) {
+  const std::string tmp = name + ".tmp";
+  const int fd = ::openat(dir_fd_, tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0)
+    fail("cannot write " + (dir_ / tmp).string());
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      const int e = n < 0 ? errno : EIO;
+      ::close(fd);
+      ::unlinkat(dir_fd_, tmp.c_str(), 0);
+      errno = e;
+      fail("cannot write " + (dir_ / tmp).string());
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return fd;
+}
+
+std::uint64_t Journal::put_file_and_tree(const JournalFile& file, int data_fd,
+                                         const JournalTree* tree) {
+  const Bytes record_bytes = encode_journal_file(file);
+  const Bytes tree_bytes = tree ? encode_journal_tree(*tree) : Bytes();
+  const std::string record_name = file_record(file.ino);
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<int, std::string>> temporaries;  // (fd, final name)
+  const auto discard = [&] {
+    const int e = errno;
+    for (const auto& [fd, name] : temporaries) {
+      ::close(fd);
+      ::unlinkat(dir_fd_, (name + ".tmp").c_str(), 0);
+    }
+    errno = e;
+  };
+  try {
+    temporaries.emplace_back(write_temporary(record_name, record_bytes), record_name);
+    if (tree)
+      temporaries.emplace_back(write_temporary(kTreeFile, tree_bytes), kTreeFile);
+  } catch (...) {
+    discard();
+    throw;
+  }
+  // Each sync waits for a commit of the file system's journal; issued together they share one.
+  std::vector<int> fds{data_fd};
+  for (const auto& [fd, name] : temporaries)
+    fds.push_back(fd);
+  std::vector<int> errors(fds.size(), 0);
+  {
+    std::vector<std::jthread> syncs;
+    for (std::size_t i = 1; i < fds.size(); ++i)
+      syncs.emplace_back([&, i] { errors[i] = ::fdatasync(fds[i]) == 0 ? 0 : errno; });
+    errors[0] = ::fdatasync(fds[0]) == 0 ? 0 : errno;
+  }
+  for (const int e : errors) {
+    if (e != 0) {
+      errno = e;
+      discard();
+      fail("cannot sync the journal in " + dir_.string());
+    }
+  }
+  for (std::size_t i = 0; i < temporaries.size(); ++i) {
+    const auto& [fd, name] = temporaries[i];
+    ::close(fd);
+    if (::renameat(dir_fd_, (name + ".tmp").c_str(), dir_fd_, name.c_str()) != 0) {
+      const int e = errno;
+      for (std::size_t k = i; k < temporaries.size(); ++k) {
+        if (k > i)
+          ::close(temporaries[k].first);
+        ::unlinkat(dir_fd_, (temporaries[k].second + ".tmp").c_str(), 0);
+      }
+      errno = e;
+      fail("cannot write " + (dir_ / name).string());
+    }
+  }
+  if (::fsync(dir_fd_) != 0)
+    fail("cannot sync " + dir_.string());
+  if (tree)
+    tree_ = true;
+  auto& record = records_[file.ino];
+  if (!record.data_name.empty() && record.data_name != file.data_name)
+    remove(record.data_name);
+  return std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
+}
+
 void Journal::remove(const std::string& name) {
   ::unlinkat(dir_fd_, name.c_str(), 0);
 }
@@ -356,6 +444,32 @@ std::uint64_t Journal::drop_file(std::uint64_t ino, std::uint64_t sequence) {
   remove(it->second.data_name);
   const std::uint64_t bytes = it->second.bytes;
   records_.erase(it);
+  return bytes;
+}
+
+std::uint64_t Journal::drop_files(
+    const std::vector<std::pair<std::uint64_t, std::uint64_t>>& files) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::map<std::uint64_t, Record>::iterator> dropped;
+  for (const auto& [ino, sequence] : files) {
+    const auto it = records_.find(ino);
+    if (it == records_.end() || it->second.sequence != sequence ||
+        std::find(dropped.begin(), dropped.end(), it) != dropped.end()) {
+      continue;
+    }
+    remove(file_record(ino));
+    dropped.push_back(it);
+  }
+  if (dropped.empty())
+    return 0;
+  // As in drop_file(): the records go (durably) before their data files.
+  ::fsync(dir_fd_);
+  std::uint64_t bytes = 0;
+  for (const auto it : dropped) {
+    remove(it->second.data_name);
+    bytes += it->second.bytes;
+    records_.erase(it);
+  }
   return bytes;
 }
 

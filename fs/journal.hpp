@@ -23,6 +23,7 @@
 #include <optional>
 #include <splitfs/client.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/bytes.hpp"
@@ -96,9 +97,18 @@ class Journal {
   // is the same file). Durable when it returns; returns the bytes the replaced record held.
   // Throws LocalIoError.
   std::uint64_t put_file(const JournalFile& file);
+  // put_file() of a record whose data file (open as data_fd) is not synced yet, and put_tree()
+  // of tree when given, in one step: the data file and both records are synced at once (the
+  // file system commits them together), then both records are renamed into place and the folder
+  // synced once. Durable when it returns; on a failure nothing was replaced. Returns the bytes
+  // the replaced file record held. Throws LocalIoError.
+  std::uint64_t put_file_and_tree(const JournalFile& file, int data_fd, const JournalTree* tree);
   // Drops ino's record and data file if the record is still `sequence`; returns the bytes it
   // held (0 if not dropped).
   std::uint64_t drop_file(std::uint64_t ino, std::uint64_t sequence);
+  // drop_file() of several (ino, sequence) at once, with one sync of the folder; returns the
+  // bytes they held.
+  std::uint64_t drop_files(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& files);
   // ino's current record: its sequence and data file name.
   std::optional<std::pair<std::uint64_t, std::string>> current(std::uint64_t ino) const;
   void put_tree(const JournalTree& tree);
@@ -114,6 +124,8 @@ class Journal {
     std::uint64_t bytes = 0;
   };
   void write_atomically(const std::string& name, ByteView bytes);
+  // Writes name + ".tmp" (not synced); returns its descriptor. Throws LocalIoError.
+  int write_temporary(const std::string& name, ByteView bytes);
   void remove(const std::string& name);
 
   std::filesystem::path root_;

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,11 +75,18 @@ constexpr std::uint64_t kInodeBlock = 1u << 16;
 // Segments uploaded or downloaded per library call.
 constexpr std::size_t kSegmentsPerBatch = 32;
 constexpr std::size_t kClients = 6;
+// Files the uploader commits at once (each on a client of its own).
+constexpr std::size_t kDrainWorkers = 4;
+// A new file at most this large is journaled at close() and uploaded with others (group commit)
+// instead of costing its close() several round trips.
+constexpr std::uint64_t kGroupCommitMaxBytes = 1u << 20;
 constexpr std::size_t kReadaheadWorkers = 2;
 constexpr std::size_t kReadaheadQueue = 16;
 // Write-behind: a file's bytes written but not uploaded yet stay below this; past it, a writer
 // waits while its finished segments upload.
 constexpr std::uint64_t kMaxUnstagedBytes = 64u << 20;
+// How long such a writer waits at most for one batch of the background upload.
+constexpr auto kStageWait = std::chrono::seconds(15);
 // Largest request the kernel sends (max_read, max_write).
 constexpr std::uint32_t kMaxIo = 1u << 20;
 // While a server is away, it is probed this long after the failure, then at most kProbeMax apart:
@@ -135,15 +143,19 @@ int errno_of(const std::exception& e) {
   return EIO;
 }
 
-// Appends timestamped lines to the mount's log file (and stderr in the foreground).
+// Appends timestamped lines to the mount's log file (and stderr in the foreground), and sends the
+// same words to the system log (syslog, ident "splitfs-mount"; the journal on systemd machines).
 class Log {
  public:
   Log(const fsys::path& file, bool to_stderr) : to_stderr_(to_stderr) {
     file_ = std::fopen(file.c_str(), "a");
+    // No LOG_NDELAY: the socket opens at the first line, in the process that serves.
+    ::openlog("splitfs-mount", LOG_PID, LOG_DAEMON);
   }
   ~Log() {
     if (file_)
       std::fclose(file_);
+    ::closelog();
   }
   Log(const Log&) = delete;
   Log& operator=(const Log&) = delete;
@@ -164,6 +176,7 @@ class Log {
     }
     if (to_stderr_)
       std::fprintf(stderr, "splitfs: %s\n", text.c_str());
+    ::syslog(LOG_INFO, "%s", text.c_str());
   }
 
  private:
@@ -245,6 +258,10 @@ struct FileData {
   // Write-behind (under mutex): where the last write ended, and whether an upload is queued.
   std::uint64_t last_write_end = 0;
   bool staging = false;
+  std::condition_variable staged_cv;  // a background upload staged a batch, or ended
+  // wb->changes() + 1 as of the last malware check that let the content through (0: none).
+  std::uint64_t scanned_changes = 0;
+  std::string scanned_path;
   // What wb counts against the write-back bound (under mutex), and the mount's total it is part
   // of (journaled files count there through the journal).
   std::uint64_t accounted = 0;
@@ -1164,9 +1181,11 @@ class Fs {
   }
 
   void ensure_writeback(FileData& data) {
-    if (!data.wb)
+    if (!data.wb) {
       data.wb = std::make_unique<WriteBack>(writeback_dir_, segment_bytes_,
                                             data.base ? data.base->size : 0);
+      data.wb->set_keep_staged(scanner_ != nullptr);
+    }
   }
 
   // Segments by ref, from the cache or the servers (one batch); concurrent fetches of one
@@ -1344,15 +1363,24 @@ class Fs {
   // Under data.mutex, after a write of [offset, end): uploads finished segments ahead of the
   // commit. A sequential writer's segments go in the background; a writer past kMaxUnstagedBytes
   // waits while some go now, which bounds the local write-back file.
-  void write_behind(std::uint64_t ino, FileData& data, std::uint64_t offset, std::uint64_t end) {
+  void write_behind(std::uint64_t ino, FileData& data, std::unique_lock<std::mutex>& lock,
+                    std::uint64_t offset, std::uint64_t end) {
     const bool sequential = offset == data.last_write_end;
     data.last_write_end = end;
     const std::uint64_t finished = end / segment_bytes_;  // segments wholly before the write end
-    if (scanner_)
-      return;  // nothing of a file leaves before its malware check (scan_before_store)
+    // With the malware check on, segments upload as they are written too: shares staged before
+    // the verdict are safe (encrypted, and referenced by nothing until the commit, which waits
+    // for the check); their local bytes stay for the check at close (set_keep_staged).
     if (servers_down_.load())
       return;  // the bytes wait in the write-back area, within its bound
     if (data.wb->unstaged_bytes() > kMaxUnstagedBytes) {
+      if (data.staging) {
+        // The background upload is on it: wait for it rather than send its segments twice.
+        data.staged_cv.wait_for(lock, kStageWait, [&] {
+          return !data.staging || !data.wb || data.wb->unstaged_bytes() <= kMaxUnstagedBytes;
+        });
+        return;
+      }
       try {
         stage_some(data, data.wb->segment_count(), kSegmentsPerBatch);
       } catch (const std::exception& e) {
@@ -1432,6 +1460,7 @@ class Fs {
       }
       std::lock_guard lock(data->mutex);
       data->staging = false;
+      data->staged_cv.notify_all();
     }
   }
 
@@ -1471,6 +1500,7 @@ class Fs {
       }
       segments_staged_.fetch_add(staged, std::memory_order_relaxed);
       account(data);
+      data.staged_cv.notify_all();
     }
   }
 
@@ -1486,14 +1516,14 @@ class Fs {
     if (!data)
       return ENOENT;
     try {
-      std::lock_guard lock(data->mutex);
+      std::unique_lock lock(data->mutex);
       ensure_base(ino, *data);
       ensure_writeback(*data);
       if (int err = reserve_writeback(ino, *data, data->wb->growth(offset, bytes.size())))
         return err;
       fill_segments(*data, data->wb->base_needed(offset, bytes.size()));
       data->wb->write(offset, bytes);
-      write_behind(ino, *data, offset, offset + bytes.size());
+      write_behind(ino, *data, lock, offset, offset + bytes.size());
       account(*data);
       std::unique_lock tlock(tree_mutex_);
       note_dirty_locked(ino, *data);
@@ -1830,13 +1860,15 @@ class Fs {
       return 0;
     const WriteBack& wb = *data.wb;
     const std::string path = path_of(ino);
+    if (data.scanned_changes == wb.changes() + 1 && data.scanned_path == path)
+      return 0;  // checked (at close) under this name, and unchanged since
     scan::SegmentSource source(wb.size(), segment_bytes_, [&](std::uint64_t s, Bytes& out) {
       const auto from = [&](const SegmentRef& ref) {
         const auto got = get_segments({ref});
         const ByteView bytes = got.at(0).bytes();
         out.assign(bytes.begin(), bytes.end());
       };
-      if (const SegmentRef* staged = wb.staged(s)) {
+      if (const SegmentRef* staged = wb.staged(s); staged && !wb.keeps_staged()) {
         from(*staged);
       } else if (wb.reusable(s)) {
         from(data.base->segments[s]);
@@ -1857,13 +1889,18 @@ class Fs {
       return file_failed(ino, data, e);
     }
     const scan::Action action = scan_config_.policy.decide(verdict.severity);
-    if (action == scan::Action::allow)
+    if (action == scan::Action::allow) {
+      data.scanned_changes = wb.changes() + 1;
+      data.scanned_path = path;
       return 0;
+    }
     const scan::Finding& worst = *verdict.worst();
     const std::string found = verdict.summary() + " (detector " + worst.detector + ", rule " +
                               worst.rule + "): " + worst.detail;
     if (action == scan::Action::warn) {
       log_.line("malware check: " + path + ": " + found + "; stored anyway (policy: warn)");
+      data.scanned_changes = wb.changes() + 1;
+      data.scanned_path = path;
       return 0;
     }
     std::string kept;
@@ -2012,7 +2049,7 @@ class Fs {
   // close() of a file opened for writing: stored and committed now; or, while a server is away
   // or earlier files wait, durable in the journal and queued for upload. 0 or an errno.
   int close_file(std::uint64_t ino) {
-    if (should_defer()) {
+    if (should_defer() || small_new_file(ino)) {
       // Stored later, but the malware check answers this close() now.
       if (const int blocked = scan_at_close(ino); blocked != 0)
         return blocked;
@@ -2029,6 +2066,22 @@ class Fs {
     if (sync_tree() != 0)
       return write_tree_journal() ? 0 : EIO;
     return 0;
+  }
+
+  // Whether ino is a new file (no committed content yet) of at most kGroupCommitMaxBytes with
+  // changes to store: its close() goes through the journal and the group commit.
+  bool small_new_file(std::uint64_t ino) {
+    std::shared_ptr<FileData> data;
+    {
+      std::shared_lock lock(tree_mutex_);
+      const auto it = files_.find(ino);
+      if (it == files_.end())
+        return false;
+      data = it->second;
+    }
+    std::lock_guard lock(data->mutex);
+    return data->wb && data->wb->dirty() && data->base_version.load() == 0 &&
+           data->wb->size() <= kGroupCommitMaxBytes;
   }
 
   bool tree_uncommitted() {
@@ -2078,7 +2131,7 @@ class Fs {
         JournalFile f;
         f.ino = ino;
         f.bytes = data.wb->footprint();
-        f.data_name = data.wb->freeze();
+        f.data_name = data.wb->freeze_unsynced();
         f.segment_bytes = segment_bytes_;
         f.base_version = data.base_version.load();
         if (data.base) {
@@ -2093,7 +2146,24 @@ class Fs {
           std::lock_guard lock(pending_mutex_);
           f.sequence = ++journal_sequence_;
         }
-        const std::uint64_t replaced = journal_.put_file(f);
+        // The data file, its record and the tree naming it are synced together.
+        std::uint64_t replaced = 0;
+        {
+          std::lock_guard jlock(tree_journal_mutex_);
+          std::uint64_t generation = 0;
+          std::optional<JournalTree> tree = tree_record_locked(generation);
+          try {
+            replaced =
+                journal_.put_file_and_tree(f, data.wb->descriptor(), tree ? &*tree : nullptr);
+          } catch (...) {
+            data.wb->unfreeze();
+            throw;
+          }
+          if (tree) {
+            journaled_generation_ = generation;
+            journaled_version_ = tree->base_version;
+          }
+        }
         writeback_used_.fetch_add(f.bytes);
         writeback_used_.fetch_sub(replaced);
         account(data);
@@ -2111,21 +2181,28 @@ class Fs {
 
   // Writes the journal's tree record: the tree as last committed and as this mount has it, unless
   // the record already says so. False when the local disk failed.
+  // Under tree_journal_mutex_: the tree record to write, unless the journal's says so already.
+  std::optional<JournalTree> tree_record_locked(std::uint64_t& generation) {
+    JournalTree record;
+    std::shared_lock tlock(tree_mutex_);
+    generation = ns_->generation();
+    if (journal_.has_tree() && generation == journaled_generation_ &&
+        tree_version_ == journaled_version_) {
+      return std::nullopt;
+    }
+    record.base = base_tree_;
+    record.base_version = tree_version_;
+    record.local = committed_snapshot();
+    return record;
+  }
+
   bool write_tree_journal() {
     std::lock_guard lock(tree_journal_mutex_);
-    JournalTree record;
     std::uint64_t generation = 0;
-    {
-      std::shared_lock tlock(tree_mutex_);
-      generation = ns_->generation();
-      if (journal_.has_tree() && generation == journaled_generation_ &&
-          tree_version_ == journaled_version_) {
-        return true;
-      }
-      record.base = base_tree_;
-      record.base_version = tree_version_;
-      record.local = committed_snapshot();
-    }
+    const std::optional<JournalTree> pending = tree_record_locked(generation);
+    if (!pending)
+      return true;
+    const JournalTree& record = *pending;
     try {
       journal_.put_tree(record);
     } catch (const std::exception& e) {
@@ -2235,42 +2312,61 @@ class Fs {
           batch.emplace_back(ino, p.sequence);
       }
     }
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> done;
-    for (const auto& [ino, sequence] : batch) {
-      if (!stopping) {
-        std::lock_guard lock(pending_mutex_);
-        if (upload_stop_)
-          break;
+    // Group commit: several files upload and commit at once (each on a pooled client), then one
+    // commit of the tree names them all.
+    std::vector<int> results(batch.size(), kPending);
+    std::atomic<std::size_t> next{0};
+    std::atomic<bool> absent{false};
+    const auto work = [&] {
+      for (;;) {
+        const std::size_t i = next.fetch_add(1);
+        if (i >= batch.size() || absent.load())
+          return;
+        if (!stopping) {
+          std::lock_guard lock(pending_mutex_);
+          if (upload_stop_)
+            return;
+        }
+        results[i] = commit_file(batch[i].first);
+        if (results[i] == kPending)
+          absent = true;  // a server went away again
       }
-      const int err = commit_file(ino);
-      if (err == 0)
-        done.emplace_back(ino, sequence);
-      else if (err == kPending)
-        break;  // a server went away again
-      else
-        mark_failing(ino);
+    };
+    {
+      std::vector<std::jthread> workers;
+      const std::size_t n = std::min(kDrainWorkers, batch.size());
+      for (std::size_t w = 1; w < n; ++w)
+        workers.emplace_back(work);
+      work();
+    }
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> done;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (results[i] == 0)
+        done.push_back(batch[i]);
+      else if (results[i] != kPending)
+        mark_failing(batch[i].first);
     }
     if (done.empty())
       return 0;
     // The new versions must be named by a durable tree before the records can go.
     if (sync_tree() != 0 && !write_tree_journal())
       return 0;
-    for (const auto& [ino, sequence] : done) {
-      bool current = false;
-      {
-        std::lock_guard lock(pending_mutex_);
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> current;
+    {
+      std::lock_guard lock(pending_mutex_);
+      std::set<std::uint64_t> gone;
+      for (const auto& [ino, sequence] : done) {
         const auto it = pending_.find(ino);
         if (it != pending_.end() && it->second.sequence == sequence) {
           pending_.erase(it);
-          std::erase(pending_order_, ino);
-          current = true;
+          gone.insert(ino);
+          current.emplace_back(ino, sequence);
         }
       }
-      if (current) {
-        writeback_used_.fetch_sub(journal_.drop_file(ino, sequence));
-        uploads_done_.fetch_add(1, std::memory_order_relaxed);
-      }
+      std::erase_if(pending_order_, [&](std::uint64_t ino) { return gone.contains(ino); });
     }
+    writeback_used_.fetch_sub(journal_.drop_files(current));
+    uploads_done_.fetch_add(current.size(), std::memory_order_relaxed);
     settle_journal();
     return done.size();
   }

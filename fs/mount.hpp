@@ -24,12 +24,16 @@
 //     pending tree written), and the upload happens later, in the order files were closed, as
 //     soon as a probe (probe.hpp, every 0.1-0.25 s) finds both servers back. A mount killed
 //     meanwhile loses nothing: the next mount of the store replays the journal before serving.
-//     While uploads are pending, a close() joins the queue instead of jumping it. Other failures
-//     (quota, integrity, ...) are close()'s error, and the changes are kept and retried too.
-//     The journal is bounded (writeback_size): a write that would exceed it gets ENOSPC, after
-//     trying to upload finished segments first. Namespace changes without a close (mkdir,
-//     rename, unlink, chmod, utimens, xattrs, ...) are committed within commit_delay (default
-//     0.5 s) as one batch, and journaled when that fails; fsync on a directory forces the
+//     While uploads are pending, a close() joins the queue instead of jumping it. A new file of
+//     at most 1 MiB always takes the journal's way (group commit): its close() returns once it is
+//     durable in the journal, and the uploader stores it within moments, several files at once
+//     and one commit of the tree for all of them. Segments of a file being written upload as
+//     they are written (also before the malware check: nothing is committed before its verdict).
+//     Other failures (quota, integrity, ...) are close()'s error, and the changes are kept and
+//     retried too. The journal is bounded (writeback_size): a write that would exceed it gets
+//     ENOSPC, after trying to upload finished segments first. Namespace changes without a close
+//     (mkdir, rename, unlink, chmod, utimens, xattrs, ...) are committed within commit_delay
+//     (default 0.5 s) as one batch, and journaled when that fails; fsync on a directory forces the
 //     commit. Unmounting uploads everything pending while progress is made, gives up after
 //     unmount_wait seconds without any, and then says what is left and where (the journal keeps
 //     it for the next mount; the exit code is then 1).

@@ -87,7 +87,7 @@ void WriteBack::thaw(bool copy) {
   if (copy) {
     Bytes buffer;
     for (const auto s : local_) {
-      if (staged_.contains(s) || segment_start(s) >= size_)
+      if ((staged_.contains(s) && !keep_staged_) || segment_start(s) >= size_)
         continue;
       buffer.resize(segment_length(s));
       try {
@@ -117,6 +117,7 @@ void WriteBack::thaw(bool copy) {
 }
 
 void WriteBack::reset(std::uint64_t base_size) {
+  ++changes_;
   if (frozen_)
     thaw(false);
   else if (::ftruncate(fd_, 0) != 0)
@@ -136,10 +137,14 @@ std::uint64_t WriteBack::local_bytes() const {
 }
 
 std::uint64_t WriteBack::footprint() const {
-  std::uint64_t bytes = 0;
-  for (const auto s : local_) {
-    if (!staged_.contains(s) && segment_start(s) < size_)
-      bytes += segment_length(s);
+  // Every staged segment is local, every local one is below size(), and all but the last are
+  // full: no walk over the segments (this runs at every write).
+  const std::uint64_t held = keep_staged_ ? local_.size() : local_.size() - staged_.size();
+  std::uint64_t bytes = held * segment_bytes_;
+  if (held > 0 && size_ > 0) {
+    const std::uint64_t last = (size_ - 1) / segment_bytes_;
+    if (is_local(last) && (keep_staged_ || !staged_.contains(last)))
+      bytes -= segment_bytes_ - segment_length(last);
   }
   return bytes;
 }
@@ -153,7 +158,9 @@ std::uint64_t WriteBack::growth(std::uint64_t offset, std::uint64_t length) cons
     const std::uint64_t start = segment_start(s);
     return size > start ? std::min<std::uint64_t>(segment_bytes_, size - start) : 0;
   };
-  const auto held = [&](std::uint64_t s) { return is_local(s) && !staged_.contains(s); };
+  const auto held = [&](std::uint64_t s) {
+    return is_local(s) && (keep_staged_ || !staged_.contains(s));
+  };
   std::uint64_t bytes = 0;
   const std::uint64_t first = offset / segment_bytes_;
   const std::uint64_t last = (end - 1) / segment_bytes_;
@@ -178,6 +185,11 @@ std::string WriteBack::freeze() {
       fail("cannot sync a write-back file");
     frozen_ = true;
   }
+  return name_;
+}
+
+std::string WriteBack::freeze_unsynced() {
+  frozen_ = true;
   return name_;
 }
 
@@ -253,6 +265,7 @@ std::vector<std::uint64_t> WriteBack::truncate_needs(std::uint64_t size) const {
 void WriteBack::fill(std::uint64_t s, ByteView bytes) {
   if (is_local(s) && !staged_.contains(s))
     return;
+  ++changes_;
   thaw();
   const auto staged = staged_.find(s);
   const std::uint64_t start = segment_start(s);
@@ -280,6 +293,7 @@ void WriteBack::fill(std::uint64_t s, ByteView bytes) {
 void WriteBack::write(std::uint64_t offset, ByteView data) {
   if (data.empty())
     return;
+  ++changes_;
   thaw();
   const std::uint64_t end = offset + data.size();
   for (std::uint64_t s = offset / segment_bytes_; segment_start(s) < end; ++s) {
@@ -306,6 +320,7 @@ void WriteBack::write(std::uint64_t offset, ByteView data) {
 void WriteBack::truncate(std::uint64_t size) {
   if (size == size_)
     return;
+  ++changes_;
   thaw();
   if (size < size_) {
     valid_base_ = std::min(valid_base_, size);
@@ -359,7 +374,7 @@ bool WriteBack::stage(std::uint64_t s, std::uint64_t version, const SegmentRef& 
   staged_[s] = ref;
   // Release the local copy; where holes cannot be punched the bytes just stay, and a frozen file
   // keeps them for the journal.
-  if (!frozen_)
+  if (!frozen_ && !keep_staged_)
     ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                 static_cast<off_t>(segment_start(s)), static_cast<off_t>(ref.length));
   return true;

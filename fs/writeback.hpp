@@ -83,6 +83,8 @@ class WriteBack {
   std::uint64_t size() const { return size_; }
   std::uint32_t segment_bytes() const { return segment_bytes_; }
   bool dirty() const { return dirty_; }
+  // Bumped by every change of the content (write, truncate, fill, reset); never repeats.
+  std::uint64_t changes() const { return changes_; }
   bool is_local(std::uint64_t segment) const { return local_.contains(segment); }
   std::size_t local_segments() const { return local_.size(); }
   // Bytes the local file holds on disk (its allocated blocks).
@@ -98,6 +100,12 @@ class WriteBack {
   // Syncs the local file and hands it to the journal; returns its name in the folder. Changes
   // after this go to a fresh file (see above). Throws WriteBackError.
   std::string freeze();
+  // freeze() without the sync, for a caller that syncs descriptor() itself before the journal
+  // names the file.
+  std::string freeze_unsynced();
+  int descriptor() const { return fd_; }
+  // Undoes freeze_unsynced() when the journal did not take the file.
+  void unfreeze() { frozen_ = false; }
   bool frozen() const { return frozen_; }
   // The local file's name in the folder.
   const std::string& file_name() const { return name_; }
@@ -136,6 +144,11 @@ class WriteBack {
 
   // ---- write-behind ----
 
+  // Keep: a staged segment's local bytes stay until the next reset() (a malware check reads them
+  // at close, before the commit), and count in footprint().
+  void set_keep_staged(bool keep) { keep_staged_ = keep; }
+  bool keeps_staged() const { return keep_staged_; }
+
   // Local, unstaged, full-length segments below `below` (at most max of them, lowest first).
   std::vector<std::uint64_t> stageable(std::uint64_t below, std::size_t max) const;
   // The version of local segment s (0 if not local).
@@ -173,6 +186,8 @@ class WriteBack {
   std::map<std::uint64_t, std::uint64_t> versions_;  // of local segments
   std::uint64_t counter_ = 0;                        // versions never repeat, even across reset()
   bool dirty_ = false;
+  bool keep_staged_ = false;
+  std::uint64_t changes_ = 0;
 };
 
 }  // namespace splitfs::fs

@@ -80,6 +80,9 @@ class Source {
   virtual std::uint64_t size() const = 0;
   // Fills out with the bytes at offset; returns how many (fewer only at the end).
   virtual std::size_t read_at(std::uint64_t offset, MutableByteView out) = 0;
+  // Whether read_at may run on several threads at once (a detector may then read a large source
+  // in parallel).
+  virtual bool concurrent_reads() const { return false; }
 };
 
 // A local file, by path or by an open descriptor (borrowed: not closed here). Reads with pread,
@@ -93,6 +96,7 @@ class FileSource : public Source {
   FileSource& operator=(const FileSource&) = delete;
   std::uint64_t size() const override { return size_; }
   std::size_t read_at(std::uint64_t offset, MutableByteView out) override;
+  bool concurrent_reads() const override { return true; }  // pread
 
  private:
   int fd_ = -1;
@@ -107,6 +111,7 @@ class MemorySource : public Source {
   explicit MemorySource(ByteView bytes) : bytes_(bytes) {}
   std::uint64_t size() const override { return bytes_.size(); }
   std::size_t read_at(std::uint64_t offset, MutableByteView out) override;
+  bool concurrent_reads() const override { return true; }
 
  private:
   ByteView bytes_;

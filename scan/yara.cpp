@@ -3,9 +3,15 @@
 #include <yara.h>
 
 #include <algorithm>
+#include <array>
+#include <cctype>
 #include <cstdio>
+#include <map>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <splitfs/errors.hpp>
+#include <thread>
 
 #include "scan/detectors.hpp"
 
@@ -21,6 +27,12 @@ constexpr std::size_t kBlockBytes = 1u << 20;
 constexpr std::size_t kOverlap = 4096;
 constexpr int kTimeoutSeconds = 120;
 constexpr std::size_t kMaxRuleFiles = 1000;
+// A source this large that can be read from two threads is scanned as two halves at once when the
+// rules allow it (see Yara::presence_only_).
+constexpr std::uint64_t kParallelMinBytes = 64u << 20;
+// Between the matches a re-scan puts side by side: bytes no bundled pattern crosses.
+constexpr std::size_t kSeparatorBytes = 128;
+constexpr std::uint8_t kSeparator = 0x01;
 constexpr std::uintmax_t kMaxRuleFileBytes = 16u << 20;
 
 void initialize_yara() {
@@ -146,9 +158,38 @@ class BlockIterator {
   std::uint64_t other_base_ = ~std::uint64_t{0};
 };
 
+// Bytes [offset, offset + size) of another source.
+class RangeSource : public Source {
+ public:
+  RangeSource(Source& base, std::uint64_t offset, std::uint64_t size)
+      : base_(base), offset_(offset), size_(size) {}
+  std::uint64_t size() const override { return size_; }
+  std::size_t read_at(std::uint64_t offset, MutableByteView out) override {
+    if (offset >= size_)
+      return 0;
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size_ - offset));
+    return base_.read_at(offset_ + offset, out.first(n));
+  }
+  bool concurrent_reads() const override { return base_.concurrent_reads(); }
+
+ private:
+  Source& base_;
+  std::uint64_t offset_;
+  std::uint64_t size_;
+};
+
+// What one part of a split scan found: the rules that matched in it, and for each rule that did
+// not, where its strings matched (offsets within the part).
+struct PartMatches {
+  std::vector<const YR_RULE*> matched;
+  std::map<const YR_RULE*, std::vector<std::pair<std::uint64_t, std::uint32_t>>> strings;
+};
+
 struct ScanContext {
   Verdict& verdict;
   std::string where;
+  PartMatches* part = nullptr;  // set: collect instead of adding findings
 };
 
 std::string meta_string(const YR_RULE* rule, const char* key) {
@@ -162,22 +203,78 @@ std::string meta_string(const YR_RULE* rule, const char* key) {
   return {};
 }
 
-int on_scan_message(YR_SCAN_CONTEXT*, int message, void* data, void* context) {
-  if (message != CALLBACK_MSG_RULE_MATCHING)
-    return CALLBACK_CONTINUE;
+void add_finding(const YR_RULE* rule, const std::string& where, Verdict& verdict);
+
+int on_scan_message(YR_SCAN_CONTEXT* yara, int message, void* data, void* context) {
   auto* scan = static_cast<ScanContext*>(context);
   const auto* rule = static_cast<const YR_RULE*>(data);
+  if (scan->part != nullptr && message == CALLBACK_MSG_RULE_NOT_MATCHING) {
+    const YR_STRING* string = nullptr;
+    yr_rule_strings_foreach(rule, string) {
+      const YR_MATCH* match = nullptr;
+      yr_string_matches_foreach(yara, string, match) {
+        scan->part->strings[rule].emplace_back(
+            static_cast<std::uint64_t>(match->base + match->offset),
+            static_cast<std::uint32_t>(match->match_length));
+        break;  // one place per string is enough: conditions ask only whether it occurs
+      }
+    }
+    return CALLBACK_CONTINUE;
+  }
+  if (message != CALLBACK_MSG_RULE_MATCHING)
+    return CALLBACK_CONTINUE;
+  if (scan->part != nullptr)
+    scan->part->matched.push_back(rule);
+  else
+    add_finding(rule, scan->where, scan->verdict);
+  return CALLBACK_CONTINUE;
+}
+
+void add_finding(const YR_RULE* rule, const std::string& where, Verdict& verdict) {
   // Rules say how bad a match is in their meta; a match is malicious unless they say otherwise.
   const std::string severity = meta_string(rule, "severity");
   std::string detail = meta_string(rule, "description");
   if (detail.empty())
     detail = "matched YARA rule " + std::string(rule->identifier);
   const std::string ns = rule->ns && rule->ns->name ? rule->ns->name : "";
-  scan->verdict.add(
+  verdict.add(
       {severity == "suspicious" ? Severity::suspicious : Severity::malicious, "yara",
        ns.empty() || ns == "default" ? std::string(rule->identifier) : ns + ":" + rule->identifier,
-       scan->where, detail});
-  return CALLBACK_CONTINUE;
+       where, detail});
+}
+
+// Whether every condition in `text` (YARA source) is string names joined by and/or, with
+// parentheses: a rule like that matches a file exactly when it matches on the set of its strings
+// found anywhere in it, so the file can be scanned in parts. Returns how many conditions it saw,
+// or nullopt when one is anything else (counts, offsets, filesize, modules, not, other rules).
+std::optional<std::size_t> presence_conditions(std::string_view text) {
+  std::size_t count = 0;
+  for (std::size_t at = text.find("condition:"); at != std::string_view::npos;
+       at = text.find("condition:", at)) {
+    at += std::string_view("condition:").size();
+    const std::size_t end = text.find('}', at);
+    if (end == std::string_view::npos)
+      return std::nullopt;
+    const std::string_view condition = text.substr(at, end - at);
+    for (std::size_t i = 0; i < condition.size();) {
+      const char c = condition[i];
+      if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '(' || c == ')') {
+        ++i;
+        continue;
+      }
+      std::size_t j = i + 1;
+      while (j < condition.size() &&
+             (std::isalnum(static_cast<unsigned char>(condition[j])) || condition[j] == '_'))
+        ++j;
+      const std::string_view word = condition.substr(i, j - i);
+      if (!(word == "and" || word == "or" || (c == '$' && word.size() > 1)))
+        return std::nullopt;
+      i = j;
+    }
+    ++count;
+    at = end;
+  }
+  return count;
 }
 
 class Yara : public Detector {
@@ -223,6 +320,22 @@ class Yara : public Detector {
     if (yr_compiler_get_rules(compiler.get(), &rules) != ERROR_SUCCESS)
       fail("out of memory");
     rules_.reset(rules);
+    if (settings.yara_rule_dirs.empty()) {
+      // Only the bundled rules, whose text is at hand: each must be a presence-only condition.
+      std::size_t conditions = 0;
+      bool presence = true;
+      for (const BundledRule& rule : bundled_rules()) {
+        const auto n = presence_conditions(rule.text);
+        presence = presence && n.has_value();
+        conditions += n.value_or(0);
+      }
+      std::size_t compiled = 0;
+      const YR_RULE* rule = nullptr;
+      yr_rules_foreach(rules_.get(), rule) {
+        ++compiled;
+      }
+      presence_only_ = presence && conditions == compiled;
+    }
   }
 
   std::string_view name() const override { return "yara"; }
@@ -230,23 +343,107 @@ class Yara : public Detector {
   bool wants_members() const override { return true; }
 
   void scan(const Item& item, Verdict& verdict) override {
-    BlockIterator blocks(item.source);
-    ScanContext context{verdict, std::string(item.where)};
-    const int result = yr_rules_scan_mem_blocks(rules_.get(), blocks.get(), SCAN_FLAGS_FAST_MODE,
-                                                on_scan_message, &context, kTimeoutSeconds);
-    if (blocks.failure)
-      std::rethrow_exception(blocks.failure);
-    if (result == ERROR_SCAN_TIMEOUT) {
-      verdict.note("yara: timed out after " + std::to_string(kTimeoutSeconds) + " s" +
-                   (item.where.empty() ? "" : " on " + std::string(item.where)));
-    } else if (result != ERROR_SUCCESS) {
-      verdict.note("yara: scan failed (error " + std::to_string(result) + ")" +
-                   (item.where.empty() ? "" : " on " + std::string(item.where)));
+    if (presence_only_ && item.source.concurrent_reads() &&
+        item.source.size() >= kParallelMinBytes) {
+      scan_halves(item, verdict);
+      return;
     }
+    ScanContext context{verdict, std::string(item.where)};
+    run(item.source, item.where, context, SCAN_FLAGS_FAST_MODE);
   }
 
  private:
+  void run(Source& source, std::string_view where, ScanContext& context, int flags) {
+    BlockIterator blocks(source);
+    const int result = yr_rules_scan_mem_blocks(rules_.get(), blocks.get(), flags, on_scan_message,
+                                                &context, kTimeoutSeconds);
+    if (blocks.failure)
+      std::rethrow_exception(blocks.failure);
+    if (result == ERROR_SCAN_TIMEOUT) {
+      context.verdict.note("yara: timed out after " + std::to_string(kTimeoutSeconds) + " s" +
+                           (where.empty() ? "" : " on " + std::string(where)));
+    } else if (result != ERROR_SUCCESS) {
+      context.verdict.note("yara: scan failed (error " + std::to_string(result) + ")" +
+                           (where.empty() ? "" : " on " + std::string(where)));
+    }
+  }
+
+  // The two halves on two threads (overlapping by kOverlap, as blocks do), then the rules that
+  // matched in neither but found strings in both: their matches, read back and set side by side,
+  // are scanned once more, so a rule needing one string from each half still matches.
+  void scan_halves(const Item& item, Verdict& verdict) {
+    const std::uint64_t size = item.source.size();
+    const std::uint64_t middle = size / 2;
+    const std::array<std::uint64_t, 2> start{0, middle};
+    RangeSource first(item.source, 0, std::min(size, middle + kOverlap));
+    RangeSource second(item.source, middle, size - middle);
+    std::array<PartMatches, 2> parts;
+    std::array<Verdict, 2> notes;
+    constexpr int kFlags = SCAN_FLAGS_FAST_MODE | SCAN_FLAGS_REPORT_RULES_MATCHING |
+                           SCAN_FLAGS_REPORT_RULES_NOT_MATCHING;
+    std::exception_ptr failure;
+    std::thread other([&] {
+      try {
+        ScanContext context{notes[1], std::string(item.where), &parts[1]};
+        run(second, item.where, context, kFlags);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+    });
+    try {
+      ScanContext context{notes[0], std::string(item.where), &parts[0]};
+      run(first, item.where, context, kFlags);
+    } catch (...) {
+      other.join();
+      throw;
+    }
+    other.join();
+    if (failure)
+      std::rethrow_exception(failure);
+    for (const Verdict& v : notes) {
+      for (const std::string& note : v.notes)
+        verdict.note(note);
+    }
+    std::set<const YR_RULE*> matched;
+    for (const PartMatches& part : parts) {
+      for (const YR_RULE* rule : part.matched) {
+        if (matched.insert(rule).second)
+          add_finding(rule, std::string(item.where), verdict);
+      }
+    }
+    Bytes joined;
+    std::set<const YR_RULE*> again;
+    for (const auto& [rule, places] : parts[0].strings) {
+      const auto in_second = parts[1].strings.find(rule);
+      if (matched.count(rule) || in_second == parts[1].strings.end())
+        continue;
+      again.insert(rule);
+      for (std::size_t p = 0; p < parts.size(); ++p) {
+        for (const auto& [offset, length] : p == 0 ? places : in_second->second) {
+          const std::size_t at = joined.size();
+          joined.resize(at + length);
+          joined.resize(at + item.source.read_at(start[p] + offset,
+                                                 MutableByteView(joined.data() + at, length)));
+          joined.insert(joined.end(), kSeparatorBytes, kSeparator);
+        }
+      }
+    }
+    if (again.empty())
+      return;
+    MemorySource source(joined);
+    PartMatches rescanned;
+    ScanContext context{verdict, std::string(item.where), &rescanned};
+    run(source, item.where, context, kFlags);
+    for (const YR_RULE* rule : rescanned.matched) {
+      if (again.count(rule))
+        add_finding(rule, std::string(item.where), verdict);
+    }
+  }
+
   std::unique_ptr<YR_RULES, RulesDeleter> rules_;
+  // Every rule's condition only asks which strings occur (presence_conditions): a large file may
+  // be scanned in two halves at once.
+  bool presence_only_ = false;
 };
 
 }  // namespace

@@ -32,6 +32,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "store/shared_store.hpp"
 #include "store/store.hpp"
 #include "tls/enrolment.hpp"
 #include "tls/identity.hpp"
@@ -61,6 +62,10 @@ struct Options {
   int max_user_connections = 64;
   int max_unauthenticated = 256;
   StorageSettings storage;
+  // The shared store (store/shared_store.hpp) instead of local packs, when --backend is given.
+  std::string backend;
+  std::string index;
+  std::string s3_credentials;
 };
 
 // Start-up failure: one line for stderr.
@@ -449,7 +454,10 @@ int serve(const Options& options, const Door& door) {
   fs::path data = prepare_data_folder(options.data);
   std::unique_ptr<store::Store> store;
   try {
-    store = store::Store::open(data / "store", options.storage.store_options(data));
+    store = options.backend.empty()
+                ? store::Store::open(data / "store", options.storage.store_options(data))
+                : store::open_shared(options.backend, options.index, options.s3_credentials,
+                                     options.storage.store_options(data));
   } catch (const std::exception& e) {
     throw StartupError(std::string("cannot open the store: ") + e.what());
   }
@@ -721,6 +729,16 @@ int server_main(int argc, char** argv, const Door& door) {
                  "makes room for a newcomer")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
+  app.add_option("--backend", options.backend,
+                 "Keep the store in an S3 bucket shared with other server processes: "
+                 "s3://BUCKET?endpoint=https://HOST:PORT[&region=R][&ca=CA_FILE]; needs --index "
+                 "(default: local packs in DATA/store)");
+  app.add_option("--index", options.index,
+                 "With --backend: the shared index, postgresql://USER@HOST:PORT/DB[?schema=NAME] "
+                 "or a file holding it (the password goes in PGPASSFILE, never here)");
+  app.add_option("--s3-credentials", options.s3_credentials,
+                 "With --backend: a file (mode 0600) with access_key = ... and secret_key = ... "
+                 "(default: $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY)");
 
   UsersCommand users_command;
   auto* users = app.add_subcommand("users", "Enrol, list and revoke the clients of this server");

@@ -18,6 +18,9 @@
 // short transaction, then unlink the old pack), so a crash at any point loses no committed share.
 // check() verifies the index against the packs, every record's checksum and every refcount.
 //
+// store/shared_store.hpp is the other implementation of this interface: packs as objects in an
+// S3-compatible bucket and the index in PostgreSQL, served by several processes at once.
+//
 // Running out of space: put_shares answers no_space, instead of io, when the disk is full (ENOSPC,
 // EDQUOT, SQLite's SQLITE_FULL) or when the store would grow past Options::capacity_bytes. Nothing
 // stored before is touched: a pack append that did not fit is cut back off the pack, and an index

@@ -191,6 +191,29 @@ struct ScanWarning {
   std::vector<Finding> findings;
 };
 
+// How far one store, fetch or verify has come (Client::store, fetch and verify with a handler).
+// Store counts the file's bytes whose shares both servers hold; fetch and verify count bytes
+// downloaded and verified. bytes_done only grows, and reaches bytes_total once all is done.
+struct TransferProgress {
+  std::string name;  // the stored name
+  std::uint64_t bytes_done = 0;
+  std::uint64_t bytes_total = 0;
+  // Of bytes_done, those not moved by this call: what a resumed fetch kept from the interrupted
+  // one. Rates should count bytes_done - bytes_resumed.
+  std::uint64_t bytes_resumed = 0;
+};
+// Called on the thread that called store/fetch/verify, as segments complete (often: throttle any
+// drawing). It must not call into the same Client; an exception it throws ends the transfer.
+using ProgressHandler = std::function<void(const TransferProgress&)>;
+
+// What Client::verify() checked: every share of every segment fetched, decrypted and
+// authenticated against the manifest, and the whole content hashed.
+struct VerifyResult {
+  ListEntry entry;
+  std::uint64_t segments = 0;
+  std::string sha256;  // lowercase hex of the content's SHA-256, to compare with a local copy
+};
+
 class Client {
  public:
   // $SPLITFS_HOME, else ~/.config/splitfs.
@@ -206,6 +229,14 @@ class Client {
   // Rebuilds name into dest (a file path, or a folder to fetch into under the name's last
   // component). The output appears only once every byte is verified.
   std::filesystem::path fetch(const std::string& name, const std::filesystem::path& dest);
+  // The same, reporting progress to `progress` (may be empty).
+  void store(const std::filesystem::path& path, const std::string& name,
+             const ProgressHandler& progress);
+  std::filesystem::path fetch(const std::string& name, const std::filesystem::path& dest,
+                              const ProgressHandler& progress);
+  // Fetches and checks every share of name without writing anything. Throws NotFound,
+  // IntegrityError naming the server whose data failed, ServerUnavailable, ...
+  VerifyResult verify(const std::string& name, const ProgressHandler& progress = {});
   // Bytes [offset, offset + length) of name, verified; shorter at the end of the file.
   std::vector<std::uint8_t> read(const std::string& name, std::uint64_t offset,
                                  std::uint64_t length);

@@ -226,7 +226,8 @@ TEST_CASE("mount reliability: fsync returns an error unless the data is on both 
 TEST_CASE("mount reliability: the write-back area is bounded", "[mount][reliability]") {
   Mount m("allow_other,writeback_size=1M");
   const std::string chunk = random_bytes(300 << 10, 3);
-  put(m / "stored", chunk);  // servers up: uploaded, costs nothing locally
+  put(m / "stored", chunk);                           // servers up: uploaded, costs nothing locally
+  REQUIRE(wait_stored(m, std::chrono::seconds(30)));  // (a small new file uploads after close)
   m.servers.tcp.kill(SIGKILL);
 
   int written = 0;

@@ -65,6 +65,8 @@ for size in "${sizes[@]}"; do
 done
 mkdir "$mnt/docs"
 cp "$work/in/f1025" "$mnt/docs/report.bin"
+# A closed file uploads in the background; fsync returns once it is on both servers.
+sync "$mnt/docs/report.bin"
 splitfs fetch docs/report.bin -o "$work/out/report.bin" >/dev/null
 cmp "$work/in/f1025" "$work/out/report.bin" || fail "splitfs fetch docs/report.bin"
 splitfs ls | grep -qE "^ +1025 +2 chunks .* /docs/report.bin\$" || fail "ls lacks /docs/report.bin"

@@ -7,9 +7,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
+#include <map>
 #include <mutex>
+#include <random>
 #include <regex>
 #include <stdexcept>
 #include <system_error>
@@ -86,7 +90,68 @@ std::string binary_path(std::string binary) {
                                                : std::move(binary);
 }
 
+// NAME=VALUE lines of an env file the engine scripts wrote.
+std::map<std::string, std::string> read_env_file(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in)
+    throw std::runtime_error("cannot read " + path.string() + " (are the engines up?)");
+  std::map<std::string, std::string> values;
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto eq = line.find('=');
+    if (eq != std::string::npos)
+      values[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return values;
+}
+
+std::string random_name() {
+  static std::mutex mutex;
+  static std::mt19937_64 rng(std::random_device{}());
+  std::lock_guard lock(mutex);
+  static const char* const digits = "0123456789abcdef";
+  std::string name = "t";
+  for (int i = 0; i < 16; ++i)
+    name.push_back(digits[rng() % 16]);
+  return name;
+}
+
 }  // namespace
+
+const Engines& test_engines() {
+  static const Engines engines = [] {
+    const char* dir = std::getenv("SPLITFS_TEST_ENGINES");
+    if (dir == nullptr || *dir == '\0')
+      throw std::runtime_error(
+          "SPLITFS_TEST_ENGINES is not set: run this test through ctest, whose fixture starts "
+          "Swift and PostgreSQL (scripts/swift-up.sh, scripts/pg-up.sh)");
+    auto swift = read_env_file(fs::path(dir) / "swift" / "env");
+    auto pg = read_env_file(fs::path(dir) / "pg" / "env");
+    Engines e;
+    e.s3_endpoint = swift["SWIFT_S3_ENDPOINT"];
+    e.ca_file = swift["SWIFT_CA_FILE"];
+    e.pg_url = pg["SPLITFS_PG_URL"];
+    if (e.s3_endpoint.empty() || e.pg_url.empty())
+      throw std::runtime_error(std::string("incomplete engine env files in ") + dir);
+    ::setenv("AWS_ACCESS_KEY_ID", swift["AWS_ACCESS_KEY_ID"].c_str(), 1);
+    ::setenv("AWS_SECRET_ACCESS_KEY", swift["AWS_SECRET_ACCESS_KEY"].c_str(), 1);
+    ::setenv("PGPASSFILE", pg["PGPASSFILE"].c_str(), 1);
+    return e;
+  }();
+  return engines;
+}
+
+std::vector<std::string> shared_store_args(const Engines& engines) {
+  const std::string name = random_name();
+  return {"--backend",
+          "s3://" + name + "?endpoint=" + engines.s3_endpoint + "&ca=" + engines.ca_file, "--index",
+          engines.pg_url + "?schema=" + name};
+}
+
+bool s3_backend_requested() {
+  const char* backend = std::getenv("SPLITFS_TEST_BACKEND");
+  return backend != nullptr && std::string_view(backend) == "s3";
+}
 
 std::string test_client_fingerprint() {
   // Lives as long as the test process; removed at exit.
@@ -164,6 +229,11 @@ ServerProcess::ServerProcess(std::string binary, fs::path data_dir,
     : binary_(binary_path(std::move(binary))),
       data_dir_(std::move(data_dir)),
       extra_args_(std::move(extra_args)) {
+  if (s3_backend_requested() &&
+      std::find(extra_args_.begin(), extra_args_.end(), "--backend") == extra_args_.end()) {
+    const auto shared = shared_store_args(test_engines());
+    extra_args_.insert(extra_args_.end(), shared.begin(), shared.end());
+  }
   if (enrol == Enrol::test_client) {
     const CommandResult added = command({"users", "add", kTestUser, test_client_fingerprint()});
     if (added.status != 0)

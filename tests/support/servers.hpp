@@ -110,6 +110,22 @@ class ServerProcess {
   std::string line_;
 };
 
+// The shared-store engines a ctest run started once for the tests of label s3 (a Swift with s3api
+// and a PostgreSQL, scripts/swift-up.sh and pg-up.sh): their folder is $SPLITFS_TEST_ENGINES.
+struct Engines {
+  std::string s3_endpoint;  // https://127.0.0.1:PORT
+  std::string ca_file;
+  std::string pg_url;  // postgresql://splitfs@127.0.0.1:PORT/splitfs (password in $PGPASSFILE)
+};
+// Reads the engines' env files and exports their credentials (AWS_*, PGPASSFILE) to this process
+// and the servers it starts. Throws when $SPLITFS_TEST_ENGINES is unset or unreadable.
+const Engines& test_engines();
+// --backend and --index for a new, empty shared store (a fresh bucket and index schema).
+std::vector<std::string> shared_store_args(const Engines& engines);
+// True when $SPLITFS_TEST_BACKEND is "s3": every server a test starts without --backend of its
+// own keeps its store on the engines, each in a fresh bucket and schema.
+bool s3_backend_requested();
+
 // An HTTPS and a TCP server side by side in one scratch folder (root/https and root/tcp).
 struct TestServers {
   explicit TestServers(const std::vector<std::string>& extra_args = {},

@@ -1,0 +1,140 @@
+// The mount's log and its group commit: every log line also goes to the system log under the ident
+// "splitfs-mount" (read back through a listener on /dev/log when the machine has no logger), and
+// many small new files closed in a row are journaled at close and committed together, all of them
+// stored once the unmount completes.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/integration/mount_fixture.hpp"
+
+using splitfs::testing::Mount;
+
+namespace {
+
+// A datagram socket bound at /dev/log for as long as it lives.
+class SyslogListener {
+ public:
+  SyslogListener() {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0)
+      return;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, kPath, sizeof addr.sun_path - 1);
+    if (::bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+      return;
+    }
+    ::chmod(kPath, 0666);
+    timeval tv{0, 200'000};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~SyslogListener() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+      ::unlink(kPath);
+    }
+  }
+  SyslogListener(const SyslogListener&) = delete;
+  SyslogListener& operator=(const SyslogListener&) = delete;
+
+  bool ok() const { return fd_ >= 0; }
+
+  // Messages received until one contains every word of `wanted`, or 10 s passed.
+  std::vector<std::string> until(const std::vector<std::string>& wanted) {
+    std::vector<std::string> got;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      char buffer[4096];
+      const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+      if (n <= 0)
+        continue;
+      got.emplace_back(buffer, static_cast<std::size_t>(n));
+      bool all = true;
+      for (const auto& w : wanted)
+        all = all && got.back().find(w) != std::string::npos;
+      if (all)
+        break;
+    }
+    return got;
+  }
+
+  static constexpr const char* kPath = "/dev/log";
+
+ private:
+  int fd_ = -1;
+};
+
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace
+
+TEST_CASE("mount: the log goes to the system log too, with the same words", "[mount][log]") {
+  struct stat st {};
+  if (::lstat(SyslogListener::kPath, &st) == 0) {
+    WARN(
+        "skipped: /dev/log belongs to this machine's logger; this test listens there only "
+        "where nothing does");
+    return;
+  }
+  SyslogListener listener;
+  if (!listener.ok()) {
+    WARN("skipped: cannot listen on /dev/log (" << std::strerror(errno) << ")");
+    return;
+  }
+  Mount m;
+  const std::string mounted = "mounted " + m.mountpoint.string();
+  const auto messages = listener.until({"splitfs-mount[", mounted});
+  REQUIRE_FALSE(messages.empty());
+  const std::string& last = messages.back();
+  INFO("last message: " << last);
+  CHECK(last.find("splitfs-mount[") != std::string::npos);
+  CHECK(last.find(mounted) != std::string::npos);
+  // The same words are in the log file.
+  CHECK(slurp(m.home / "mount.log").find(mounted) != std::string::npos);
+}
+
+TEST_CASE("mount: small new files are journaled at close and committed in groups",
+          "[mount][groupcommit]") {
+  Mount m;
+  constexpr int kFiles = 200;
+  REQUIRE(::mkdir((m / "many").c_str(), 0755) == 0);
+  for (int i = 0; i < kFiles; ++i) {
+    const std::string body = "file " + std::to_string(i) + std::string(100 + i, 'x');
+    const int fd = ::open((m / ("many/f" + std::to_string(i))).c_str(), O_WRONLY | O_CREAT, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size()));
+    REQUIRE(::close(fd) == 0);
+  }
+  // Each close() was answered from the journal; the uploads follow, several files per commit of
+  // the tree (a close() that committed on its own would cost a tree commit per file).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (m.stats().at("uploads_done") < kFiles && std::chrono::steady_clock::now() < deadline)
+    ::usleep(20'000);
+  const auto stats = m.stats();
+  CHECK(stats.at("uploads_done") == kFiles);
+  CHECK(stats.at("files_committed") >= kFiles);
+  CHECK(stats.at("tree_commits") < kFiles);
+  m.remount();  // everything must be stored: the unmount reports nothing pending
+  for (int i = 0; i < kFiles; ++i) {
+    const std::string body = "file " + std::to_string(i) + std::string(100 + i, 'x');
+    CHECK(slurp(m / ("many/f" + std::to_string(i))) == body);
+  }
+}

@@ -1,0 +1,256 @@
+// Several server processes per door on one shared store (Swift + PostgreSQL from the ctest
+// fixture): two processes per door share a data folder (one TLS identity, one users file) and one
+// bucket and index schema. A client pinned to the first pair writes, a client pinned to the second
+// pair reads. Then HAProxy (Debian's) in front of each pair, as docs/deployment.md describes: a
+// client keeps storing through the balancers while one process per door is killed with SIGKILL
+// mid-store; a store that fails is tried again (as the mount's write-back does), lands on the
+// survivors, and nothing is lost.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <splitfs/client.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/servers.hpp"
+
+namespace fs = std::filesystem;
+using splitfs::testing::Enrol;
+using splitfs::testing::ServerProcess;
+using splitfs::testing::shared_store_args;
+using splitfs::testing::TempDir;
+using splitfs::testing::test_engines;
+
+namespace {
+
+std::string random_text(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string out(n, '\0');
+  for (auto& c : out)
+    c = static_cast<char>(rng());
+  return out;
+}
+
+void write_file(const fs::path& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+  REQUIRE(out.good());
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Two processes of one door on one data folder and one shared store.
+struct DoorPair {
+  DoorPair(const std::string& binary, const fs::path& data, std::vector<std::string> args)
+      : first(binary, data, args), second(binary, data, args, Enrol::none) {
+    REQUIRE(first.fingerprint() == second.fingerprint());
+  }
+  ServerProcess first;
+  ServerProcess second;
+};
+
+struct Pairs {
+  TempDir root{"splitfs-scaleout"};
+  DoorPair https{"splitfs-https-server", root / "https", shared_store_args(test_engines())};
+  DoorPair tcp{"splitfs-tcp-server", root / "tcp", shared_store_args(test_engines())};
+  DoorPair& h() { return https; }
+  DoorPair& t() { return tcp; }
+};
+
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  socklen_t length = sizeof addr;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// HAProxy in TCP mode before two server processes: health checks every 200 ms, a connection that
+// cannot reach its server is sent to the other.
+class Balancer {
+ public:
+  Balancer(const fs::path& dir, const std::string& name, const ServerProcess& a,
+           const ServerProcess& b)
+      : port_(free_port()) {
+    const fs::path config = dir / (name + ".cfg");
+    std::ofstream out(config);
+    out << "global\n  maxconn 2000\n"
+        << "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n"
+        << "  timeout server 120s\n  retries 3\n  option redispatch\n"
+        << "frontend door\n  bind 127.0.0.1:" << port_ << "\n  default_backend servers\n"
+        << "backend servers\n  balance roundrobin\n"
+        << "  default-server inter 200ms fall 1 rise 2 on-marked-down shutdown-sessions\n"
+        << "  server a " << a.address() << " check\n"
+        << "  server b " << b.address() << " check\n";
+    out.close();
+    const std::string log = (dir / (name + ".log")).string();
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execlp("haproxy", "haproxy", "-db", "-f", config.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    // Ready once it accepts.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(port_);
+      const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+      ::close(fd);
+      if (up)
+        break;
+      REQUIRE(std::chrono::steady_clock::now() < deadline);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ~Balancer() {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  Balancer(const Balancer&) = delete;
+  Balancer& operator=(const Balancer&) = delete;
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  std::uint16_t port_;
+  pid_t pid_ = -1;
+};
+
+fs::path init_home(const fs::path& home, const std::string& https, const std::string& tcp,
+                   Pairs& pairs, bool keep_key) {
+  splitfs::InitOptions options;
+  options.https = https;
+  options.tcp = tcp;
+  options.https_fingerprint = pairs.h().first.fingerprint();
+  options.tcp_fingerprint = pairs.t().first.fingerprint();
+  options.force = keep_key;
+  splitfs::init(home, options);
+  return home;
+}
+
+}  // namespace
+
+TEST_CASE("two server processes per door on one store: stored through one, read through the other",
+          "[scaleout][servers]") {
+  Pairs pairs;
+  TempDir work("splitfs-scaleout-client");
+  const fs::path home_a =
+      init_home(work / "a", pairs.h().first.address(), pairs.t().first.address(), pairs, false);
+  // The same key in a second home, pinned to the other process of each door.
+  fs::copy(home_a, work / "b", fs::copy_options::recursive);
+  const fs::path home_b =
+      init_home(work / "b", pairs.h().second.address(), pairs.t().second.address(), pairs, true);
+
+  splitfs::Client a(home_a);
+  splitfs::Client b(home_b);
+  const std::string content = random_text(3 * a.segment_bytes() + 123, 1);
+  write_file(work / "in", content);
+  a.store(work / "in", "docs/report.bin");
+  b.fetch("docs/report.bin", work / "out");
+  CHECK(read_file(work / "out") == content);
+
+  // A new version through the second pair is what the first pair serves next.
+  const std::string second = random_text(a.segment_bytes() / 2, 2);
+  write_file(work / "in2", second);
+  b.store(work / "in2", "docs/report.bin");
+  a.fetch("docs/report.bin", work / "out2");
+  CHECK(read_file(work / "out2") == second);
+  const auto listed = a.list();
+  REQUIRE(listed.size() == 1);
+  b.remove("docs/report.bin");
+  CHECK(a.list().empty());
+}
+
+TEST_CASE(
+    "behind a TCP balancer, a process killed mid-store costs nothing: the client retries on "
+    "the other",
+    "[scaleout][servers]") {
+  Pairs pairs;
+  Balancer https(pairs.root.path(), "https", pairs.h().first, pairs.h().second);
+  Balancer tcp(pairs.root.path(), "tcp", pairs.t().first, pairs.t().second);
+  TempDir work("splitfs-scaleout-client");
+  const fs::path home = init_home(work / "home", https.address(), tcp.address(), pairs, false);
+
+  splitfs::Client client(home);
+  const std::size_t segment = client.segment_bytes();
+  constexpr int kFiles = 12;
+  std::vector<std::string> contents;
+  for (int i = 0; i < kFiles; ++i)
+    contents.push_back(random_text(24 * segment + static_cast<std::size_t>(i), 100 + i));
+
+  // A writer that keeps storing; each store that fails is tried again, as the mount's write-back
+  // does, and must then succeed through the surviving processes.
+  std::atomic<int> stored{0};
+  std::atomic<int> started{0};
+  std::atomic<int> retried{0};
+  std::string failure;
+  std::thread writer([&] {
+    for (int i = 0; i < kFiles; ++i) {
+      const fs::path input = work / ("in" + std::to_string(i));
+      write_file(input, contents[static_cast<std::size_t>(i)]);
+      for (int attempt = 0;; ++attempt) {
+        try {
+          ++started;
+          splitfs::Client(home).store(input, "f" + std::to_string(i));
+          ++stored;
+          break;
+        } catch (const splitfs::ServerUnavailable& e) {
+          ++retried;
+          if (attempt == 20) {
+            failure = e.what();
+            return;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+    }
+  });
+  // Into the fourth store.
+  while (started < 4 && failure.empty())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  const int stored_before_kill = stored;
+  pairs.h().first.kill(SIGKILL);
+  pairs.t().second.kill(SIGKILL);
+  writer.join();
+  INFO(failure);
+  CHECK(stored_before_kill < kFiles);
+  // Usually the transports resend the interrupted request on a fresh connection themselves (the
+  // balancer routes it to the survivor), so `retried` often stays 0.
+  REQUIRE(stored == kFiles);
+
+  // Everything reads back through the survivors, and the stores are consistent.
+  for (int i = 0; i < kFiles; ++i) {
+    const fs::path out = work / ("out" + std::to_string(i));
+    client.fetch("f" + std::to_string(i), out);
+    CHECK(read_file(out) == contents[static_cast<std::size_t>(i)]);
+  }
+  CHECK(client.list().size() == kFiles);
+}
