@@ -6,10 +6,14 @@
 # Each run is the median of three.
 #
 #   bench/s3_backend.sh [SIZE_MIB]     (default 256)
-#   SPLITFS_BIN_DIR   the binaries (default build/bin)
+#   SPLITFS_BIN_DIR            the binaries (default build/bin)
+#   SPLITFS_BASELINE_BIN_DIR   optional: other server binaries (e.g. a copy of an earlier build)
+#                              measured on the S3 backend in the same run, with the same client,
+#                              Swift and PostgreSQL, to compare a change before and after
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(realpath "${SPLITFS_BIN_DIR:-$root/build/bin}")
+baseline=${SPLITFS_BASELINE_BIN_DIR:+$(realpath "$SPLITFS_BASELINE_BIN_DIR")}
 mib=${1:-256}
 work=$(mktemp -d "${TMPDIR:-/tmp}/splitfs-s3bench.XXXXXX")
 chmod 755 "$work"
@@ -79,14 +83,15 @@ done
 rm -f "$work/raw.out" "$work/a.out" "$work/b.out"
 
 # start NAME BINARY ARGS...: a server with data in $work/NAME, in the background; sets
-# NAME_address and NAME_fingerprint.
+# NAME_address and NAME_fingerprint. The servers come from $server_bin.
+server_bin=$bin
 start() {
   local name=$1 binary=$2
   shift 2
-  "$bin/$binary" --data "$work/$name" --port 0 "$@" >"$work/$name.log" 2>&1 &
+  "$server_bin/$binary" --data "$work/$name" --port 0 "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do
-    if grep -q '^listening on ' "$work/$name.log"; then
+    if grep -qs '^listening on ' "$work/$name.log"; then
       printf -v "${name}_address" '%s' "$(grep -m1 '^listening on ' "$work/$name.log" | awk '{print $3}')"
       printf -v "${name}_fingerprint" '%s' "$(grep -m1 '^listening on ' "$work/$name.log" | awk '{print $5}')"
       return 0
@@ -106,14 +111,14 @@ run() {
   local fingerprint
   fingerprint=$("$bin/splitfs" --home "$home" id)
   for door in https tcp; do
-    "$bin/splitfs-$door-server" --data "$work/${kind}_$door" users add local "$fingerprint" >/dev/null
+    "$server_bin/splitfs-$door-server" --data "$work/${kind}_$door" users add local "$fingerprint" >/dev/null
   done
   local extra_https=() extra_tcp=()
-  if [ "$kind" = s3 ]; then
-    extra_https=(--backend "s3://bench-https?endpoint=$SWIFT_S3_ENDPOINT&ca=$SWIFT_CA_FILE"
-      --index "$SPLITFS_PG_URL?schema=bench_https")
-    extra_tcp=(--backend "s3://bench-tcp?endpoint=$SWIFT_S3_ENDPOINT&ca=$SWIFT_CA_FILE"
-      --index "$SPLITFS_PG_URL?schema=bench_tcp")
+  if [ "$kind" != local ]; then
+    extra_https=(--backend "s3://$kind-https?endpoint=$SWIFT_S3_ENDPOINT&ca=$SWIFT_CA_FILE"
+      --index "$SPLITFS_PG_URL?schema=${kind}_https")
+    extra_tcp=(--backend "s3://$kind-tcp?endpoint=$SWIFT_S3_ENDPOINT&ca=$SWIFT_CA_FILE"
+      --index "$SPLITFS_PG_URL?schema=${kind}_tcp")
   fi
   start "${kind}_https" splitfs-https-server "${extra_https[@]}"
   start "${kind}_tcp" splitfs-tcp-server "${extra_tcp[@]}"
@@ -139,6 +144,11 @@ run() {
 # Not in a subshell: the servers' PIDs must reach the cleanup.
 run local >"$work/local.result"
 run s3 >"$work/s3.result"
+if [ -n "$baseline" ]; then
+  server_bin=$baseline
+  run s3base >"$work/s3base.result"
+  server_bin=$bin
+fi
 read -r local_store local_fetch <"$work/local.result"
 read -r s3_store s3_fetch <"$work/s3.result"
 
@@ -154,3 +164,8 @@ echo "local packs:       store $local_store MB/s, fetch $local_fetch MB/s"
 echo "S3 backend:        store $s3_store MB/s = $(ratio "$s3_store" "$cp1")x curl PUT" \
   "($(ratio "$s3_store" "$cp2")x two streams), fetch $s3_fetch MB/s = $(ratio "$s3_fetch" "$cg1")x" \
   "curl GET ($(ratio "$s3_fetch" "$cg2")x two streams)"
+if [ -n "$baseline" ]; then
+  read -r base_store base_fetch <"$work/s3base.result"
+  echo "S3, baseline:      store $base_store MB/s = $(ratio "$base_store" "$cp1")x curl PUT," \
+    "fetch $base_fetch MB/s = $(ratio "$base_fetch" "$cg1")x curl GET (servers from $baseline)"
+fi

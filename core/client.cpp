@@ -25,6 +25,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <splitfs/client.hpp>
 #include <unordered_set>
 #include <utility>
@@ -37,6 +38,7 @@
 #include "core/stripe.hpp"
 #include "core/version_log.hpp"
 #include "protocol/messages.hpp"
+#include "scan/scan.hpp"
 #include "transport/legacy_transport.hpp"
 #include "transport/transport.hpp"
 
@@ -58,6 +60,8 @@ constexpr std::size_t kTransferBatchBytes = 16u << 20;
 // server: a server's fsync of one batch then overlaps the transfer of the next.
 constexpr std::size_t kLanes = 2;
 constexpr std::uint64_t kMinBatchesForLanes = 4;
+// Files at least this large are scanned beside their upload rather than before it.
+constexpr std::uint64_t kScanFirstBytes = kTransferBatchBytes;
 
 struct IdHash {
   std::size_t operator()(const Id& id) const {
@@ -329,8 +333,10 @@ struct Client::Impl {
   // ---- store ----
 
   // Hashes, encrypts and uploads the non-empty shares of one server; returns their ids in order
-  // (kEmptyShare for empty shares).
-  std::vector<Id> upload(std::size_t j, std::size_t on, const std::vector<Bytes>& plain) {
+  // (kEmptyShare for empty shares). `put` is this lane's and server's request, kept from batch to
+  // batch so that its buffers are reused rather than allocated (and faulted in) again.
+  std::vector<Id> upload(std::size_t j, std::size_t on, const std::vector<Bytes>& plain,
+                         protocol::Request& request) {
     std::vector<Id> ids(plain.size(), kEmptyShare);
     protocol::HasShares has;
     std::vector<std::size_t> first_of;  // index in `plain` of each id asked about
@@ -350,14 +356,22 @@ struct Client::Impl {
     if (presence.present.size() != has.ids.size()) {
       throw ServerError("the " + server_name(endpoint(j)) + " sent an unexpected reply");
     }
-    protocol::PutShares put;
+    if (!std::holds_alternative<protocol::PutShares>(request))
+      request.emplace<protocol::PutShares>();
+    auto& put = std::get<protocol::PutShares>(request);
+    std::size_t sending = 0;
     for (std::size_t k = 0; k < has.ids.size(); ++k) {
       if (presence.present[k])
         continue;
-      put.shares.push_back({has.ids[k], seal_share(keys, has.ids[k], plain[first_of[k]])});
+      if (sending == put.shares.size())
+        put.shares.emplace_back();
+      protocol::ShareBlob& blob = put.shares[sending++];
+      blob.id = has.ids[k];
+      seal_share(keys, blob.id, plain[first_of[k]], blob.data);
     }
-    if (!put.shares.empty())
-      expect<protocol::Empty>(lane(j, on).call(put), endpoint(j));
+    put.shares.resize(sending);
+    if (sending > 0)
+      expect<protocol::Empty>(lane(j, on).call(request), endpoint(j));
     return ids;
   }
 
@@ -377,8 +391,25 @@ struct Client::Impl {
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
       throw LocalIoError(path.string() + " is not a regular file");
     }
-    // Before anything reaches a server.
-    const ScanGate::Scanned scanned = scan_gate.check_store(fd.get(), path, name);
+    // A small file is scanned before anything reaches a server. A large one is scanned beside its
+    // upload (the scan reads the file on its own, from the page cache): its shares may reach the
+    // servers before the verdict, but only the commit makes them a file, and it waits for the
+    // verdict; a blocked file's shares stay unreferenced until compaction removes them.
+    ScanGate::Scanned scanned;
+    std::future<ScanGate::Scanned> scanning;
+    if (static_cast<std::uint64_t>(st.st_size) < kScanFirstBytes || !scan_gate.enabled()) {
+      scanned = scan_gate.check_store(fd.get(), path, name);
+    } else {
+      scanning = std::async(std::launch::async,
+                            [&] { return scan_gate.check_store(fd.get(), path, name); });
+    }
+    // A blocked verdict stops the upload as soon as it is known.
+    auto verdict_if_ready = [&] {
+      if (scanning.valid() &&
+          scanning.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+        scanned = scanning.get();
+      }
+    };
     const Id file = file_id(name);
     const auto remote = on_both([&](std::size_t j) { return remote_version(j, file); });
     const std::uint64_t version = std::max({remote[0], remote[1], versions.seen(file)}) + 1;
@@ -398,6 +429,12 @@ struct Client::Impl {
     const std::size_t per_batch = segments_per_batch(manifest.segment_bytes);
     Bytes buffer(std::min<std::uint64_t>(per_batch * manifest.segment_bytes, manifest.entry.size));
     const std::size_t lanes = this->lanes((segments + per_batch - 1) / per_batch);
+    // Buffers reused from batch to batch: the striped shares of each batch in flight and of the
+    // one being read (lanes + 1), and each lane's put request to each server.
+    std::vector<std::shared_ptr<BatchShares>> batches(lanes + 1);
+    for (auto& b : batches)
+      b = std::make_shared<BatchShares>();
+    std::array<std::array<protocol::Request, kServers>, kLanes> puts;
     std::deque<std::future<BatchIds>> inflight;
     auto collect = [&] {
       const BatchIds ids = inflight.front().get();
@@ -421,29 +458,33 @@ struct Client::Impl {
       if (!read_fully(fd.get(), buffer.data(), bytes)) {
         throw LocalIoError("cannot read " + path.string() + " (did it shrink while being stored?)");
       }
-      auto batch = std::make_shared<BatchShares>();
+      // Batch b - (lanes + 1), the last user of this slot, was collected: at most `lanes` are in
+      // flight.
+      const auto& batch = batches[(s / per_batch) % batches.size()];
       for (auto& shares : *batch)
         shares.resize(count);
       for (std::size_t i = 0; i < count; ++i) {
         const std::size_t offset = i * manifest.segment_bytes;
         const std::size_t length = std::min<std::size_t>(manifest.segment_bytes, bytes - offset);
-        std::array<Bytes, kServers> shares;
+        std::array<Bytes, kServers> shares{std::move((*batch)[0][i]), std::move((*batch)[1][i])};
         stripe(ByteView(buffer.data() + offset, length), shares);
         for (std::size_t j = 0; j < kServers; ++j)
           (*batch)[j][i] = std::move(shares[j]);
       }
       if (inflight.size() == lanes)
         collect();
+      verdict_if_ready();
       // Batch b and batch b + lanes never overlap: the first is collected before the second
       // starts, so each lane carries one batch at a time.
       const std::size_t on = (s / per_batch) % lanes;
-      inflight.push_back(std::async(std::launch::async, [this, batch, on] {
-        return on_both([&](std::size_t j) { return upload(j, on, (*batch)[j]); });
+      inflight.push_back(std::async(std::launch::async, [this, batch, on, &puts] {
+        return on_both([&](std::size_t j) { return upload(j, on, (*batch)[j], puts[on][j]); });
       }));
     }
     while (!inflight.empty())
       collect();
-
+    if (scanning.valid())
+      scanned = scanning.get();
     scan_gate.confirm_unchanged(fd.get(), path, scanned);
     commit(file, manifest);
     versions.raise(file, version);
@@ -520,14 +561,16 @@ struct Client::Impl {
     return out;
   }
 
-  // Downloads and verifies one server's shares of segments [first, first + count).
-  std::vector<Bytes> download(std::size_t j, std::size_t on, const Resolved& r, std::uint64_t first,
-                              std::size_t count) {
+  // Downloads and verifies one server's shares of segments [first, first + count) into `plain`
+  // (whose buffers are reused).
+  void download(std::size_t j, std::size_t on, const Resolved& r, std::uint64_t first,
+                std::size_t count, std::vector<Bytes>& plain) {
     const Manifest& m = r.manifest;
-    std::vector<Bytes> plain(count);
+    plain.resize(count);
     protocol::GetShares get;
     std::vector<std::size_t> wanted;
     for (std::size_t i = 0; i < count; ++i) {
+      plain[i].clear();
       const Id& id = m.shares[(first + i) * kServers + j];
       if (id == kEmptyShare)
         continue;
@@ -535,7 +578,7 @@ struct Client::Impl {
       wanted.push_back(i);
     }
     if (get.ids.empty())
-      return plain;
+      return;
     const std::string what = "data of '" + m.entry.name + "' from the " + server_name(endpoint(j));
     protocol::Reply reply = lane(j, on).call(get);
     if (is_not_found(reply))
@@ -551,7 +594,6 @@ struct Client::Impl {
         throw IntegrityError(what + " failed verification (altered, swapped or foreign data)");
       }
     }
-    return plain;
   }
 
   // Calls sink(segment index, segment bytes) for segments [first, last) in order, downloading the
@@ -561,7 +603,11 @@ struct Client::Impl {
     const Manifest& m = r.manifest;
     const std::size_t per_batch = segments_per_batch(m.segment_bytes);
     const std::size_t lanes = this->lanes((last - first + per_batch - 1) / per_batch);
-    std::deque<std::future<BatchShares>> ahead;
+    // Shares of the batches downloading and of the one handed out, reused from batch to batch:
+    // batch k fills slot k % (lanes + 1) once batch k - lanes was taken, and the one taken before
+    // it (k - lanes - 1) is handed out by then.
+    std::vector<BatchShares> slots(lanes + 1);
+    std::deque<std::future<BatchShares*>> ahead;
     std::uint64_t next = first;
     std::size_t started = 0;
     // Batch k goes on lane k % lanes; it starts only once batch k - lanes was taken.
@@ -570,9 +616,14 @@ struct Client::Impl {
         const std::uint64_t s = next;
         const std::size_t count =
             static_cast<std::size_t>(std::min<std::uint64_t>(per_batch, last - s));
-        const std::size_t on = started++ % lanes;
-        ahead.push_back(std::async(std::launch::async, [this, &r, s, count, on] {
-          return on_both([&](std::size_t j) { return download(j, on, r, s, count); });
+        const std::size_t on = started % lanes;
+        BatchShares* slot = &slots[started++ % slots.size()];
+        ahead.push_back(std::async(std::launch::async, [this, &r, s, count, on, slot] {
+          on_both([&](std::size_t j) {
+            download(j, on, r, s, count, (*slot)[j]);
+            return true;
+          });
+          return slot;
         }));
         next += count;
       }
@@ -580,7 +631,7 @@ struct Client::Impl {
     Bytes segment(m.segment_bytes);
     start_more();
     for (std::uint64_t s = first; s < last; s += per_batch) {
-      BatchShares batch = ahead.front().get();
+      const BatchShares& batch = *ahead.front().get();
       ahead.pop_front();
       start_more();
       for (std::size_t i = 0; i < batch[0].size(); ++i) {
@@ -605,9 +656,28 @@ struct Client::Impl {
     const Resolved r = resolve(name);
     PendingOutput output(target, r.manifest.entry.mode);
     const std::uint64_t first = verified_segments(r.manifest, output);
+    // The malware check reads the output while it is written, waiting for bytes not there yet;
+    // the rename into place waits for its verdict. Leaving early abandons the source first, so
+    // the scan stops instead of waiting for bytes that will not come.
+    std::optional<scan::GrowingFileSource> source;
+    std::future<void> scanning;
+    if (scan_gate.enabled()) {
+      source.emplace(output.fd(), r.manifest.entry.size, target);
+      source->written(first * r.manifest.segment_bytes);
+      scanning =
+          std::async(std::launch::async, [&] { scan_gate.check_fetch(*source, name, target); });
+    }
+    const auto abandon = [](scan::GrowingFileSource* s) {
+      if (s != nullptr)
+        s->abandon();
+    };
+    std::unique_ptr<scan::GrowingFileSource, decltype(abandon)> stop_scan(
+        source ? &*source : nullptr, abandon);
     try {
       for_each_segment(r, first, r.manifest.segment_count(), [&](std::uint64_t s, ByteView bytes) {
         output.write(bytes);
+        if (source)
+          source->written(s * r.manifest.segment_bytes + bytes.size());
         if (progress) {
           const Manifest& m = r.manifest;
           progress(
@@ -618,7 +688,9 @@ struct Client::Impl {
       output.keep();
       throw;
     }
-    scan_gate.check_fetch(output.fd(), name, target);
+    stop_scan.reset();  // no more bytes come: the scan reads what is there, never waits
+    if (scanning.valid())
+      scanning.get();
     output.commit();
     versions.raise(r.file, r.manifest.entry.version);
     return target;

@@ -140,20 +140,12 @@ void identity_settings(const fs::path& home, std::vector<Setting>& out) {
                  chosen != nullptr && *chosen != '\0'
                      ? std::string("environment ") + tls::kIdentityEnvironment
                      : "default (HOME/identity)"});
-  std::string fingerprint;
+  const std::string fingerprint = client_identity_text(home);
   std::string private_key = "present, readable by its owner only";
-  std::error_code ec;
-  if (!fs::exists(dir / "cert.pem", ec) && !fs::exists(dir / "key.pem", ec)) {
-    fingerprint = "none yet: 'splitfs id' makes one";
+  if (fingerprint.starts_with("none yet"))
     private_key = "none yet";
-  } else {
-    try {
-      fingerprint = tls::load_client_identity(dir).fingerprint;
-    } catch (const tls::TlsError& e) {
-      fingerprint = "unusable";
-      private_key = e.what();
-    }
-  }
+  else if (fingerprint.starts_with("unusable: "))
+    private_key = fingerprint.substr(10);
   out.push_back({"identity.fingerprint", fingerprint, (dir / "cert.pem").string()});
   out.push_back({"identity.private_key", private_key, (dir / "key.pem").string()});
 }
@@ -208,6 +200,18 @@ void json_string(std::string& out, std::string_view text) {
 }
 
 }  // namespace
+
+std::string client_identity_text(const fs::path& home) {
+  const fs::path dir = identity_dir(home);
+  std::error_code ec;
+  if (!fs::exists(dir / "cert.pem", ec) && !fs::exists(dir / "key.pem", ec))
+    return "none yet: 'splitfs id' makes one";
+  try {
+    return tls::load_client_identity(dir).fingerprint;
+  } catch (const tls::TlsError& e) {
+    return std::string("unusable: ") + e.what();
+  }
+}
 
 std::vector<Setting> effective_settings(const std::string& home_flag) {
   std::vector<Setting> out;

@@ -8,6 +8,7 @@
 // Never throws for a missing or broken client home: what cannot be read is shown as such.
 #pragma once
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,10 @@ struct Setting {
 // in), key, identity, version log, passphrase variables, other SPLITFS_* variables, and last
 // "check": "ok", or what the library would refuse the configuration for.
 std::vector<Setting> effective_settings(const std::string& home_flag);
+
+// This client's TLS fingerprint ("SHA256:..."), or why there is none: "none yet: ..." or
+// "unusable: ...". Never creates an identity.
+std::string client_identity_text(const std::filesystem::path& home);
 
 // One line per setting, columns aligned: NAME  VALUE  (SOURCE).
 std::string settings_text(const std::vector<Setting>& settings);

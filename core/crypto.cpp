@@ -353,16 +353,24 @@ Id share_id(const KeySet& keys, ByteView plaintext) {
 }
 
 Bytes seal_share(const KeySet& keys, const Id& id, ByteView plaintext, Compression compression) {
+  Bytes blob;
+  seal_share(keys, id, plaintext, blob, compression);
+  return blob;
+}
+
+void seal_share(const KeySet& keys, const Id& id, ByteView plaintext, Bytes& blob,
+                Compression compression) {
   if (compression == Compression::automatic) {
-    if (const std::optional<Bytes> frame = worth_compressing(plaintext))
-      return seal_compressed(keys, id, kEncodingZstd, *frame);
+    if (const std::optional<Bytes> frame = worth_compressing(plaintext)) {
+      blob = seal_compressed(keys, id, kEncodingZstd, *frame);
+      return;
+    }
   }
-  Bytes blob(kShareOverhead + plaintext.size());
+  blob.resize(kShareOverhead + plaintext.size());
   blob[0] = kShareFormat;
   const std::uint8_t encoding = kEncodingRaw;
   gcm_seal(keys.share_enc, id.data(), share_associated(id), {ByteView(&encoding, 1), plaintext},
            blob.data() + 1);
-  return blob;
 }
 
 bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintext,

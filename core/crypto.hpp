@@ -65,6 +65,9 @@ Id share_id(const KeySet& keys, ByteView plaintext);
 // microsecond), so data that does not compress (random, already compressed) is not slowed down.
 Bytes seal_share(const KeySet& keys, const Id& id, ByteView plaintext,
                  Compression compression = Compression::automatic);
+// The same into `blob`, whose memory is reused when it is large enough (a raw share).
+void seal_share(const KeySet& keys, const Id& id, ByteView plaintext, Bytes& blob,
+                Compression compression = Compression::automatic);
 // Authenticates and decrypts; false when the blob is not the share `id` names or its plaintext
 // would exceed max_size bytes (decompression never produces more than that).
 bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintext,

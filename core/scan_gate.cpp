@@ -123,4 +123,13 @@ void ScanGate::check_fetch(int fd, const std::string& name, const fs::path& dest
   check(source, "fetch", name, dest.filename().string());
 }
 
+void ScanGate::check_fetch(scan::Source& source, const std::string& name, const fs::path& dest) {
+  check(source, "fetch", name, dest.filename().string());
+}
+
+bool ScanGate::enabled() {
+  std::lock_guard lock(mutex_);
+  return enabled_;
+}
+
 }  // namespace splitfs::core

@@ -1,5 +1,6 @@
 // The malware check between a Client and the servers. Client::store asks it about a local file
-// before anything is sent; Client::fetch about the rebuilt file before it is renamed into place.
+// before anything is committed (a small file: before anything is sent); Client::fetch about the
+// rebuilt file before it is renamed into place.
 // A verdict the policy blocks puts a copy in the quarantine folder and raises MaliciousFileError;
 // one it lets through with a warning goes to the warning handler. The scanner (YARA rules, the
 // ClamAV engine) is made on the first check and shared by every Client of the process with the
@@ -32,14 +33,19 @@ class ScanGate {
     bool scanned = false;
     struct stat st {};
   };
-  // Scans the local file open as fd (stored as name) before anything is sent. Throws
-  // MaliciousFileError when blocked.
+  // Scans the local file open as fd (stored as name) before the commit (before anything is sent,
+  // or on its own thread beside the upload). Throws MaliciousFileError when blocked.
   Scanned check_store(int fd, const std::filesystem::path& path, const std::string& name);
   // Before the commit: throws LocalIoError if the file changed since it was scanned.
   void confirm_unchanged(int fd, const std::filesystem::path& path, const Scanned& scanned) const;
   // Scans a fetched file (the temporary open as fd) before it is renamed to dest. Throws
   // MaliciousFileError when blocked; the caller then removes the temporary.
   void check_fetch(int fd, const std::string& name, const std::filesystem::path& dest);
+  // The same over a source (a fetch's output read while it is being written).
+  void check_fetch(scan::Source& source, const std::string& name,
+                   const std::filesystem::path& dest);
+  // Whether a check would scan anything (scanning is on).
+  bool enabled();
 
  private:
   void check(scan::Source& source, const std::string& origin, const std::string& file,

@@ -1,6 +1,7 @@
 #include "fs/journal.hpp"
 
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <splitfs/errors.hpp>
 #include <thread>
 #include <utility>
@@ -24,7 +26,9 @@ namespace {
 
 constexpr std::uint32_t kFileMagic = 0x53464A46;  // "SFJF"
 constexpr std::uint32_t kTreeMagic = 0x53464A54;  // "SFJT"
-constexpr std::uint8_t kFormat = 1;
+constexpr std::uint8_t kFormat = 2;               // 2 added data_digest
+constexpr std::uint8_t kOldFileFormat = 1;        // still read
+constexpr std::uint8_t kTreeRecordFormat = 1;
 constexpr const char* kLockFile = "lock";
 constexpr const char* kTreeFile = "tree.rec";
 constexpr std::size_t kMaxDataNameBytes = 255;
@@ -118,13 +122,19 @@ Bytes encode_journal_file(const JournalFile& f) {
     w.u64(s);
     write_ref(w, ref);
   }
+  w.u8(f.data_digest ? 1 : 0);
+  if (f.data_digest)
+    w.raw(*f.data_digest);
   return out;
 }
 
 bool decode_journal_file(ByteView bytes, JournalFile& out) {
   wire::Reader r(bytes);
   JournalFile f;
-  if (r.u32() != kFileMagic || r.u8() != kFormat)
+  if (r.u32() != kFileMagic)
+    return false;
+  const std::uint8_t format = r.u8();
+  if (format != kFormat && format != kOldFileFormat)
     return false;
   f.ino = r.u64();
   f.sequence = r.u64();
@@ -152,6 +162,8 @@ bool decode_journal_file(ByteView bytes, JournalFile& out) {
     const std::uint64_t s = r.u64();
     f.state.staged[s] = read_ref(r);
   }
+  if (format >= 2 && r.boolean())
+    f.data_digest = r.id();
   if (!r.done() || !valid_data_name(f.data_name) || f.segment_bytes == 0 ||
       f.state.local.size() != local || f.state.staged.size() != staged) {
     return false;
@@ -161,20 +173,25 @@ bool decode_journal_file(ByteView bytes, JournalFile& out) {
 }
 
 Bytes encode_journal_tree(const JournalTree& t) {
+  return encode_journal_tree(t.base_version, encode_tree(t.base), encode_tree(t.local));
+}
+
+Bytes encode_journal_tree(std::uint64_t base_version, ByteView base, ByteView local) {
   Bytes out;
+  out.reserve(32 + base.size() + local.size());
   wire::Writer w(out);
   w.u32(kTreeMagic);
-  w.u8(kFormat);
-  w.u64(t.base_version);
-  w.blob(encode_tree(t.base));
-  w.blob(encode_tree(t.local));
+  w.u8(kTreeRecordFormat);
+  w.u64(base_version);
+  w.blob(base);
+  w.blob(local);
   return out;
 }
 
 bool decode_journal_tree(ByteView bytes, JournalTree& out) {
   wire::Reader r(bytes);
   JournalTree t;
-  if (r.u32() != kTreeMagic || r.u8() != kFormat)
+  if (r.u32() != kTreeMagic || r.u8() != kTreeRecordFormat)
     return false;
   t.base_version = r.u64();
   const ByteView base = r.blob(kMaxTreeBytes);
@@ -217,6 +234,7 @@ Journal::Journal(const fsys::path& root) : root_(root) {
 }
 
 Journal::~Journal() {
+  sync_pending();
   bool empty = false;
   {
     std::lock_guard lock(mutex_);
@@ -419,6 +437,147 @@ std::uint64_t Journal::put_file_and_tree(const JournalFile& file, int data_fd,
   return std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
 }
 
+std::uint64_t Journal::put_file_and_tree_lazy(const JournalFile& file, int data_fd,
+                                              const Bytes* tree) {
+  if (!file.data_digest)
+    throw LocalIoError("a record put without a sync needs the digest of its data");
+  const Bytes record_bytes = encode_journal_file(file);
+  const Bytes& tree_bytes = tree ? *tree : record_bytes;
+  const std::string record_name = file_record(file.ino);
+  const int data_copy = ::fcntl(data_fd, F_DUPFD_CLOEXEC, 0);
+  if (data_copy < 0)
+    fail("cannot keep a write-back file for the journal's sync");
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<int, std::string>> written;  // (fd, final name)
+  const auto discard = [&] {
+    const int e = errno;
+    for (const auto& [fd, name] : written) {
+      ::close(fd);
+      ::unlinkat(dir_fd_, (name + ".tmp").c_str(), 0);
+    }
+    ::close(data_copy);
+    errno = e;
+  };
+  try {
+    written.emplace_back(write_temporary(record_name, record_bytes), record_name);
+    if (tree)
+      written.emplace_back(write_temporary(kTreeFile, tree_bytes), kTreeFile);
+  } catch (...) {
+    discard();
+    throw;
+  }
+  // The record goes in first: a tree naming the file with no record yet would show it empty.
+  for (std::size_t i = 0; i < written.size(); ++i) {
+    const auto& [fd, name] = written[i];
+    if (::renameat(dir_fd_, (name + ".tmp").c_str(), dir_fd_, name.c_str()) != 0) {
+      const int e = errno;
+      for (std::size_t k = i; k < written.size(); ++k)
+        ::unlinkat(dir_fd_, (written[k].second + ".tmp").c_str(), 0);
+      // The records renamed already stay, to be synced like any other.
+      for (std::size_t k = 0; k < written.size(); ++k) {
+        if (k < i)
+          unsynced_fds_.push_back(written[k].first);
+        else
+          ::close(written[k].first);
+      }
+      unsynced_fds_.push_back(data_copy);
+      errno = e;
+      fail("cannot write " + (dir_ / name).string());
+    }
+  }
+  for (const auto& [fd, name] : written) {
+    if (name == kTreeFile)
+      keep_unsynced_tree_locked(fd);
+    else
+      unsynced_fds_.push_back(fd);
+  }
+  unsynced_fds_.push_back(data_copy);
+  ++unsynced_records_;
+  if (tree)
+    tree_ = true;
+  auto& record = records_[file.ino];
+  if (!record.data_name.empty() && record.data_name != file.data_name)
+    removals_after_sync_.push_back(record.data_name);
+  return std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
+}
+
+bool Journal::sync_pending() {
+  std::lock_guard sync_lock(sync_mutex_);
+  std::vector<int> fds;
+  std::vector<std::string> removals;
+  {
+    std::lock_guard lock(mutex_);
+    fds.swap(unsynced_fds_);
+    if (unsynced_tree_fd_ >= 0)
+      fds.push_back(std::exchange(unsynced_tree_fd_, -1));
+    removals.swap(removals_after_sync_);
+    unsynced_records_ = 0;
+  }
+  if (fds.empty() && removals.empty())
+    return true;
+  // Start the write-out of every file first, so that their blocks are allocated and the first
+  // fdatasync's commit of the file system covers them all; the others then find their data on
+  // disk and their metadata committed.
+  for (const int fd : fds)
+    ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+  bool ok = true;
+  for (const int fd : fds)
+    ok = ::fdatasync(fd) == 0 && ok;
+  ok = ::fsync(dir_fd_) == 0 && ok;
+  if (!ok) {
+    // Tried again at the next call; nothing is removed before its replacement is durable.
+    std::lock_guard lock(mutex_);
+    unsynced_fds_.insert(unsynced_fds_.end(), fds.begin(), fds.end());
+    removals_after_sync_.insert(removals_after_sync_.end(), removals.begin(), removals.end());
+    unsynced_records_ += 1;
+    return false;
+  }
+  for (const int fd : fds)
+    ::close(fd);
+  std::lock_guard lock(mutex_);
+  for (const auto& name : removals)
+    remove(name);
+  return true;
+}
+
+std::size_t Journal::unsynced() const {
+  std::lock_guard lock(mutex_);
+  return unsynced_records_;
+}
+
+std::array<std::uint8_t, 32> digest_data_file(int fd, std::uint64_t size) {
+  const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
+                                                                    &EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+    throw LocalIoError("cannot compute a digest");
+  Bytes buffer(std::min<std::uint64_t>(size, 1u << 20));
+  for (std::uint64_t at = 0; at < size;) {
+    const std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), size - at));
+    std::size_t got = 0;
+    while (got < want) {
+      const ssize_t n = ::pread(fd, buffer.data() + got, want - got, static_cast<off_t>(at + got));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        fail("cannot read a write-back file");
+      if (n == 0)
+        break;
+      got += static_cast<std::size_t>(n);
+    }
+    std::fill(buffer.begin() + static_cast<std::ptrdiff_t>(got),
+              buffer.begin() + static_cast<std::ptrdiff_t>(want), std::uint8_t{0});
+    if (EVP_DigestUpdate(ctx.get(), buffer.data(), want) != 1)
+      throw LocalIoError("cannot compute a digest");
+    at += want;
+  }
+  std::array<std::uint8_t, 32> out{};
+  unsigned int length = 0;
+  if (EVP_DigestFinal_ex(ctx.get(), out.data(), &length) != 1 || length != out.size())
+    throw LocalIoError("cannot compute a digest");
+  return out;
+}
+
 void Journal::remove(const std::string& name) {
   ::unlinkat(dir_fd_, name.c_str(), 0);
 }
@@ -486,6 +645,29 @@ void Journal::put_tree(const JournalTree& tree) {
   std::lock_guard lock(mutex_);
   write_atomically(kTreeFile, bytes);
   tree_ = true;
+}
+
+void Journal::put_tree_lazy(const Bytes& tree_record) {
+  std::lock_guard lock(mutex_);
+  const int fd = write_temporary(kTreeFile, tree_record);
+  const std::string tmp = std::string(kTreeFile) + ".tmp";
+  if (::renameat(dir_fd_, tmp.c_str(), dir_fd_, kTreeFile) != 0) {
+    const int e = errno;
+    ::close(fd);
+    ::unlinkat(dir_fd_, tmp.c_str(), 0);
+    errno = e;
+    fail("cannot write " + (dir_ / kTreeFile).string());
+  }
+  keep_unsynced_tree_locked(fd);
+  ++unsynced_records_;
+  tree_ = true;
+}
+
+void Journal::keep_unsynced_tree_locked(int fd) {
+  // Only the newest tree record needs the sync: the ones it replaced are gone from the folder.
+  if (unsynced_tree_fd_ >= 0)
+    ::close(unsynced_tree_fd_);
+  unsynced_tree_fd_ = fd;
 }
 
 void Journal::drop_tree() {

@@ -10,12 +10,22 @@
 //   tree.rec      the pending namespace change (JournalTree): the tree as last committed and as
 //                 this mount has it, merged into the servers' tree on replay like any other change.
 // Records are replaced atomically (written to a temporary name, synced, renamed, folder synced),
-// so a record is either the old or the new one, never half of each. A folder nobody holds is an
-// orphan: a mount that ended without storing everything; the next mount claims it (renames it to a
-// folder of its own first, so two mounts starting at once never both replay it), replays it,
-// writes the result into its own folder and only then removes the orphan.
+// so a record is either the old or the new one, never half of each.
+//
+// Group commit (put_file_and_tree_lazy): a record can also be put without waiting for the disk.
+// Its data file, the record and the tree record are written (the page cache holds them, so a
+// killed process loses nothing) and renamed into place at once; sync_pending() (a background
+// syncer, every few tens of milliseconds) makes every record put so far durable with about one
+// commit of the file system for the whole batch. A machine crash may lose what was put since the
+// last sync_pending(); a record put that way carries a digest of its data, so that a replay after
+// such a crash leaves out a record whose data did not reach the disk instead of uploading zeros.
+// The data file a lazy put replaces stays until the sync, so the older version is never lost. A
+// folder nobody holds is an orphan: a mount that ended without storing everything; the next mount
+// claims it (renames it to a folder of its own first, so two mounts starting at once never both
+// replay it), replays it, writes the result into its own folder and only then removes the orphan.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -47,6 +57,9 @@ struct JournalFile {
   std::uint32_t mode = 0;
   std::int64_t mtime_ns = 0;
   WriteBack::State state;
+  // SHA-256 of the data file's bytes [0, state.size) (zeros past its end), for a record put
+  // without a sync (see above); none for a record synced with its data.
+  std::optional<std::array<std::uint8_t, 32>> data_digest;
   friend bool operator==(const JournalFile&, const JournalFile&) = default;
 };
 
@@ -62,6 +75,8 @@ Bytes encode_journal_file(const JournalFile& file);
 // False when the bytes are not a well-formed record.
 bool decode_journal_file(ByteView bytes, JournalFile& out);
 Bytes encode_journal_tree(const JournalTree& tree);
+// The same from the trees' encode_tree() bytes.
+Bytes encode_journal_tree(std::uint64_t base_version, ByteView base, ByteView local);
 bool decode_journal_tree(ByteView bytes, JournalTree& out);
 
 class Journal {
@@ -103,6 +118,18 @@ class Journal {
   // synced once. Durable when it returns; on a failure nothing was replaced. Returns the bytes
   // the replaced file record held. Throws LocalIoError.
   std::uint64_t put_file_and_tree(const JournalFile& file, int data_fd, const JournalTree* tree);
+  // put_file_and_tree() without waiting for the disk (see "Group commit" above): file must carry
+  // its data_digest. Survives the end of this process when it returns; durable after the next
+  // sync_pending(). Returns the bytes the replaced file record held. Throws LocalIoError.
+  // tree_record: encode_journal_tree() bytes, or null to leave the tree record as it is.
+  std::uint64_t put_file_and_tree_lazy(const JournalFile& file, int data_fd,
+                                       const Bytes* tree_record);
+  // Makes everything put so far durable (about one file system commit for all of it), then
+  // removes the data files lazy puts replaced. False when a sync failed (the records stay, and
+  // the next call tries them again).
+  bool sync_pending();
+  // Records put lazily and not synced yet.
+  std::size_t unsynced() const;
   // Drops ino's record and data file if the record is still `sequence`; returns the bytes it
   // held (0 if not dropped).
   std::uint64_t drop_file(std::uint64_t ino, std::uint64_t sequence);
@@ -112,6 +139,9 @@ class Journal {
   // ino's current record: its sequence and data file name.
   std::optional<std::pair<std::uint64_t, std::string>> current(std::uint64_t ino) const;
   void put_tree(const JournalTree& tree);
+  // put_tree() of encode_journal_tree() bytes without waiting for the disk, like
+  // put_file_and_tree_lazy(). Throws LocalIoError.
+  void put_tree_lazy(const Bytes& tree_record);
   void drop_tree();
   bool has_tree() const;
   std::size_t file_count() const;
@@ -136,7 +166,18 @@ class Journal {
   mutable std::mutex mutex_;
   std::map<std::uint64_t, Record> records_;
   bool tree_ = false;
+  // Lazy puts waiting for sync_pending(): descriptors to sync (owned), and data files to remove
+  // once they are synced.
+  void keep_unsynced_tree_locked(int fd);
+  std::vector<int> unsynced_fds_;
+  int unsynced_tree_fd_ = -1;  // the newest tree record put lazily
+  std::size_t unsynced_records_ = 0;
+  std::vector<std::string> removals_after_sync_;
+  std::mutex sync_mutex_;  // one sync_pending() at a time; taken before mutex_
 };
+
+// The SHA-256 of a data file's bytes [0, size) (zeros past its end). Throws LocalIoError.
+std::array<std::uint8_t, 32> digest_data_file(int fd, std::uint64_t size);
 
 // What the journal folders hold: root (a writeback/ folder: every folder in it) or one folder.
 struct JournalSummary {

@@ -47,6 +47,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "cache/disk_tier.hpp"
 #include "cache/segment_cache.hpp"
 #include "core/config.hpp"
 #include "fs/journal.hpp"
@@ -77,9 +78,16 @@ constexpr std::size_t kSegmentsPerBatch = 32;
 constexpr std::size_t kClients = 6;
 // Files the uploader commits at once (each on a client of its own).
 constexpr std::size_t kDrainWorkers = 4;
+// The uploader stages the segments of several small files in requests of about this size.
+constexpr std::uint64_t kPrestageBytes = 4u << 20;
 // A new file at most this large is journaled at close() and uploaded with others (group commit)
 // instead of costing its close() several round trips.
 constexpr std::uint64_t kGroupCommitMaxBytes = 1u << 20;
+// The journal's group commit (mount.hpp "Durability"): how often the syncer runs, how many
+// unsynced records wake it early, and how many make a close() sync itself.
+constexpr auto kSyncInterval = std::chrono::milliseconds(25);
+constexpr std::size_t kSyncBatch = 128;
+constexpr std::size_t kSyncBacklog = 1024;
 constexpr std::size_t kReadaheadWorkers = 2;
 constexpr std::size_t kReadaheadQueue = 16;
 // Write-behind: a file's bytes written but not uploaded yet stay below this; past it, a writer
@@ -309,6 +317,10 @@ class Fs {
         writeback_dir_(journal_.dir()) {
     auto client = pool_.acquire();
     segment_bytes_ = client->segment_bytes();
+    if (!options.cache_dir.empty()) {
+      disk_ = std::make_unique<cache::DiskTier>(options.cache_dir, options.cache_dir_bytes,
+                                                client->local_key());
+    }
     init_scan();
   }
 
@@ -349,6 +361,25 @@ class Fs {
     stager_ = std::thread([this] { stage_loop(); });
     notifier_ = std::thread([this] { notify_loop(); });
     uploader_ = std::thread([this] { upload_loop(); });
+    syncer_ = std::thread([this] { sync_loop(); });
+  }
+
+  // The journal's group commit: syncs what closes put lazily, every kSyncInterval or as soon as
+  // kSyncBatch records wait.
+  void sync_loop() {
+    for (;;) {
+      {
+        std::unique_lock lock(sync_mutex_);
+        sync_cv_.wait_for(lock, kSyncInterval,
+                          [this] { return sync_stop_ || journal_.unsynced() >= kSyncBatch; });
+        if (sync_stop_)
+          break;
+      }
+      if (!journal_.sync_pending())
+        note_error("cannot sync the journal in " + journal_.dir().string());
+      journal_syncs_.fetch_add(1, std::memory_order_relaxed);
+    }
+    journal_.sync_pending();
   }
 
   // After the session ends: stores what is pending while that makes progress; returns whether
@@ -432,6 +463,13 @@ class Fs {
       committer_.join();
     for (auto& t : readahead_workers_)
       t.join();
+    {
+      std::lock_guard lock(sync_mutex_);
+      sync_stop_ = true;
+    }
+    sync_cv_.notify_all();
+    if (syncer_.joinable())
+      syncer_.join();
     log_.line(ok ? "unmounted, everything stored" : "unmounted with changes NOT stored");
     return ok;
   }
@@ -1214,6 +1252,32 @@ class Fs {
         fetch.push_back(i);
       }
     }
+    if (disk_ && !fetch.empty()) {
+      // The disk tier (cache_dir) before the network.
+      std::vector<std::size_t> missed;
+      for (const std::size_t i : fetch) {
+        if (auto bytes = disk_->get(keys[i]))
+          out[i] = cache_.insert(keys[i], std::move(*bytes));
+        else
+          missed.push_back(i);
+      }
+      if (missed.size() != fetch.size()) {
+        std::lock_guard lock(inflight_mutex_);
+        for (std::size_t k = 0; k < fetch.size(); ++k) {
+          if (out[fetch[k]]) {
+            inflight_.erase(keys[fetch[k]]);
+            promises[k].set_value();
+          }
+        }
+        std::vector<std::promise<void>> still;
+        for (std::size_t k = 0; k < fetch.size(); ++k) {
+          if (!out[fetch[k]])
+            still.push_back(std::move(promises[k]));
+        }
+        promises = std::move(still);
+        fetch = std::move(missed);
+      }
+    }
     if (!fetch.empty()) {
       std::vector<SegmentRef> wanted;
       wanted.reserve(fetch.size());
@@ -1223,8 +1287,11 @@ class Fs {
       try {
         auto client = pool_.acquire();
         auto data = client->read_segments(wanted);
-        for (std::size_t k = 0; k < fetch.size(); ++k)
+        for (std::size_t k = 0; k < fetch.size(); ++k) {
+          if (disk_)
+            disk_->put(keys[fetch[k]], data[k]);
           out[fetch[k]] = cache_.insert(keys[fetch[k]], std::move(data[k]));
+        }
       } catch (...) {
         failure = std::current_exception();
       }
@@ -1715,6 +1782,13 @@ class Fs {
         cache_.insert(cache_key(staged[k]), std::move(batch[k]));
       return staged;
     };
+    if (!todo.empty() && todo.size() <= kSegmentsPerBatch) {
+      // One batch: nothing to overlap, so no thread for it.
+      const auto staged = upload(build(0));
+      for (std::size_t k = 0; k < staged.size(); ++k)
+        refs[todo[k]] = staged[k];
+      return refs;
+    }
     std::future<std::vector<SegmentRef>> inflight;
     std::size_t inflight_first = 0;
     for (std::size_t first = 0; first < todo.size(); first += kSegmentsPerBatch) {
@@ -1815,25 +1889,8 @@ class Fs {
 
   // The path of ino in the mount (one of its names), for messages and name checks.
   std::string path_of(std::uint64_t ino) {
-    Tree tree;
-    {
-      std::shared_lock lock(tree_mutex_);
-      tree = ns_->snapshot();
-    }
-    std::unordered_map<std::uint64_t, std::pair<std::uint64_t, const std::string*>> up;
-    for (const auto& [dir, rec] : tree.inodes) {
-      for (const auto& [name, child] : rec.entries)
-        up.try_emplace(child, dir, &name);
-    }
-    std::string path;
-    for (std::size_t depth = 0; ino != kRootIno && depth < 4096; ++depth) {
-      const auto it = up.find(ino);
-      if (it == up.end())
-        break;
-      path = "/" + *it->second.second + path;
-      ino = it->second.first;
-    }
-    return path.empty() ? "/" : path;
+    std::shared_lock lock(tree_mutex_);
+    return ns_->path_of(ino);
   }
 
   // close_file() of a file the journal keeps for later: scanned now when its bytes are at hand,
@@ -2055,8 +2112,9 @@ class Fs {
         return blocked;
       if (const int err = keep_pending(ino); err != 0)
         return err;
-      // Also a file with nothing to upload (a new empty one) keeps its name.
-      return tree_uncommitted() && !write_tree_journal() ? EIO : 0;
+      // Also a file with nothing to upload (a new empty one) keeps its name; a small file's
+      // close() goes with the group commit (see mount.hpp "Durability").
+      return tree_uncommitted() && !write_tree_journal(!small_file(ino)) ? EIO : 0;
     }
     const int err = commit_file(ino);
     if (err == kPending)
@@ -2082,6 +2140,20 @@ class Fs {
     std::lock_guard lock(data->mutex);
     return data->wb && data->wb->dirty() && data->base_version.load() == 0 &&
            data->wb->size() <= kGroupCommitMaxBytes;
+  }
+
+  // Whether ino's content is at most kGroupCommitMaxBytes (its journaling is lazy).
+  bool small_file(std::uint64_t ino) {
+    std::shared_ptr<FileData> data;
+    {
+      std::shared_lock lock(tree_mutex_);
+      const auto it = files_.find(ino);
+      if (it == files_.end())
+        return true;
+      data = it->second;
+    }
+    std::lock_guard lock(data->mutex);
+    return !data->wb || data->wb->size() <= kGroupCommitMaxBytes;
   }
 
   bool tree_uncommitted() {
@@ -2146,28 +2218,52 @@ class Fs {
           std::lock_guard lock(pending_mutex_);
           f.sequence = ++journal_sequence_;
         }
-        // The data file, its record and the tree naming it are synced together.
+        // The data file, its record and the tree naming it are synced together: at once for a
+        // large file; for a small one by the syncer's next group commit (see mount.hpp).
+        const bool lazy = data.wb->size() <= kGroupCommitMaxBytes;
+        if (lazy)
+          f.data_digest = digest_data_file(data.wb->descriptor(), data.wb->size());
         std::uint64_t replaced = 0;
         {
           std::lock_guard jlock(tree_journal_mutex_);
           std::uint64_t generation = 0;
-          std::optional<JournalTree> tree = tree_record_locked(generation);
+          std::uint64_t version = 0;
+          bool tree_written = false;
           try {
-            replaced =
-                journal_.put_file_and_tree(f, data.wb->descriptor(), tree ? &*tree : nullptr);
+            if (lazy) {
+              const std::optional<Bytes> tree = tree_record_bytes_locked(generation, version);
+              replaced = journal_.put_file_and_tree_lazy(f, data.wb->descriptor(),
+                                                         tree ? &*tree : nullptr);
+              tree_written = tree.has_value();
+            } else {
+              const std::optional<JournalTree> tree = tree_record_locked(generation);
+              replaced =
+                  journal_.put_file_and_tree(f, data.wb->descriptor(), tree ? &*tree : nullptr);
+              tree_written = tree.has_value();
+              version = tree ? tree->base_version : 0;
+            }
           } catch (...) {
             data.wb->unfreeze();
             throw;
           }
-          if (tree) {
+          if (tree_written) {
             journaled_generation_ = generation;
-            journaled_version_ = tree->base_version;
+            journaled_version_ = version;
+            journaled_synced_ = !lazy;
           }
         }
         writeback_used_.fetch_add(f.bytes);
         writeback_used_.fetch_sub(replaced);
         account(data);
         enqueue(ino, f.sequence);
+        if (lazy) {
+          lazy_closes_.fetch_add(1, std::memory_order_relaxed);
+          const std::size_t waiting = journal_.unsynced();
+          if (waiting >= kSyncBacklog)
+            journal_.sync_pending();  // the syncer fell behind: this close waits for the disk
+          else if (waiting >= kSyncBatch)
+            sync_cv_.notify_one();
+        }
       }
     } catch (const std::exception& e) {
       const std::string text = "cannot keep the changes of inode " + std::to_string(ino) +
@@ -2176,7 +2272,7 @@ class Fs {
       note_error(text);
       return errno_of(e);
     }
-    return write_tree_journal() ? 0 : EIO;
+    return write_tree_journal(data.wb->size() > kGroupCommitMaxBytes) ? 0 : EIO;
   }
 
   // Writes the journal's tree record: the tree as last committed and as this mount has it, unless
@@ -2196,15 +2292,49 @@ class Fs {
     return record;
   }
 
-  bool write_tree_journal() {
+  // tree_record_locked() as encoded bytes, built without copying the trees: the base's bytes
+  // are kept while the base stays (it changes only with tree_version_).
+  std::optional<Bytes> tree_record_bytes_locked(std::uint64_t& generation, std::uint64_t& version) {
+    std::shared_lock tlock(tree_mutex_);
+    generation = ns_->generation();
+    version = tree_version_;
+    if (journal_.has_tree() && generation == journaled_generation_ &&
+        version == journaled_version_) {
+      return std::nullopt;
+    }
+    if (!base_tree_bytes_ || base_tree_bytes_version_ != version) {
+      base_tree_bytes_ = encode_tree(base_tree_);
+      base_tree_bytes_version_ = version;
+    }
+    return encode_journal_tree(version, *base_tree_bytes_, ns_->encode_snapshot(dirty_content_));
+  }
+
+  // durable: synced when it returns (else written, and synced by the syncer's next group commit,
+  // like a small file's close()).
+  bool write_tree_journal(bool durable = true) {
     std::lock_guard lock(tree_journal_mutex_);
     std::uint64_t generation = 0;
-    const std::optional<JournalTree> pending = tree_record_locked(generation);
-    if (!pending)
-      return true;
-    const JournalTree& record = *pending;
+    std::uint64_t version = 0;
     try {
-      journal_.put_tree(record);
+      if (!durable) {
+        const std::optional<Bytes> bytes = tree_record_bytes_locked(generation, version);
+        if (!bytes)
+          return true;
+        journal_.put_tree_lazy(*bytes);
+        journaled_synced_ = false;
+      } else {
+        const std::optional<JournalTree> pending = tree_record_locked(generation);
+        if (!pending) {
+          // Current, but maybe written lazily and not synced yet.
+          if (!journaled_synced_ && !journal_.sync_pending())
+            throw LocalIoError("cannot sync the journal in " + journal_.dir().string());
+          journaled_synced_ = true;
+          return true;
+        }
+        journal_.put_tree(*pending);
+        version = pending->base_version;
+        journaled_synced_ = true;
+      }
     } catch (const std::exception& e) {
       const std::string text = std::string("cannot write the journal's tree record: ") + e.what();
       log_.line(text);
@@ -2212,7 +2342,7 @@ class Fs {
       return false;
     }
     journaled_generation_ = generation;
-    journaled_version_ = record.base_version;
+    journaled_version_ = version;
     return true;
   }
 
@@ -2312,8 +2442,9 @@ class Fs {
           batch.emplace_back(ino, p.sequence);
       }
     }
-    // Group commit: several files upload and commit at once (each on a pooled client), then one
-    // commit of the tree names them all.
+    // Group commit: the segments of the batch's small files go up in a few requests, then the
+    // files commit at once (each on a pooled client), then one commit of the tree names them all.
+    prestage(batch);
     std::vector<int> results(batch.size(), kPending);
     std::atomic<std::size_t> next{0};
     std::atomic<bool> absent{false};
@@ -2369,6 +2500,77 @@ class Fs {
     uploads_done_.fetch_add(current.size(), std::memory_order_relaxed);
     settle_journal();
     return done.size();
+  }
+
+  // Uploads the segments of the batch's small files (local, not staged yet) in requests of up to
+  // kPrestageBytes for several files, and marks them staged, so that each file's commit needs one
+  // round trip instead of two. A segment changed meanwhile is not marked (its commit uploads it
+  // again); a failure leaves everything to the commits, which handle it.
+  void prestage(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& batch) {
+    struct Piece {
+      std::shared_ptr<FileData> data;
+      std::uint64_t segment = 0;
+      std::uint64_t version = 0;
+    };
+    std::vector<Piece> pieces;
+    std::vector<Bytes> bytes;
+    std::uint64_t total = 0;
+    const auto flush = [&] {
+      if (pieces.empty())
+        return;
+      std::vector<ByteView> views(bytes.begin(), bytes.end());
+      std::vector<SegmentRef> refs;
+      try {
+        auto client = pool_.acquire();
+        refs = client->stage_segments(views);
+      } catch (const std::exception&) {
+        pieces.clear();
+        bytes.clear();
+        total = 0;
+        return;
+      }
+      std::size_t staged = 0;
+      for (std::size_t k = 0; k < pieces.size(); ++k) {
+        std::lock_guard lock(pieces[k].data->mutex);
+        WriteBack* wb = pieces[k].data->wb.get();
+        if (wb && wb->stage(pieces[k].segment, pieces[k].version, refs[k])) {
+          cache_.insert(cache_key(refs[k]), std::move(bytes[k]));
+          ++staged;
+        }
+      }
+      segments_staged_.fetch_add(staged, std::memory_order_relaxed);
+      pieces.clear();
+      bytes.clear();
+      total = 0;
+    };
+    for (const auto& [ino, sequence] : batch) {
+      std::shared_ptr<FileData> data;
+      {
+        std::shared_lock lock(tree_mutex_);
+        const auto it = files_.find(ino);
+        if (it == files_.end())
+          continue;
+        data = it->second;
+      }
+      {
+        std::lock_guard lock(data->mutex);
+        const WriteBack* wb = data->wb.get();
+        if (!wb || !wb->dirty() || data->staging || wb->size() > kGroupCommitMaxBytes)
+          continue;
+        for (std::uint64_t s = 0; s < wb->segment_count(); ++s) {
+          if (!wb->is_local(s) || wb->staged(s))
+            continue;
+          Bytes segment;
+          wb->build(s, {}, segment);
+          total += segment.size();
+          bytes.push_back(std::move(segment));
+          pieces.push_back({data, s, wb->version(s)});
+        }
+      }
+      if (total >= kPrestageBytes)
+        flush();
+    }
+    flush();
   }
 
   // A pending file that failed for another reason than an absent server: tried again later, and
@@ -2436,6 +2638,14 @@ class Fs {
     try {
       const std::string name = journal_.adopt_data(orphan, f.data_name);
       auto wb = std::make_unique<WriteBack>(journal_.dir(), segment_bytes_, f.state, name);
+      if (f.data_digest && digest_data_file(wb->descriptor(), f.state.size) != *f.data_digest) {
+        // Put without a sync and cut by a crash of the machine before the group commit.
+        ::unlinkat(AT_FDCWD, (journal_.dir() / name).c_str(), 0);
+        log_.line(what +
+                  " did not reach the disk before the machine stopped (closed within "
+                  "the journal's last sync interval, never fsync'd): lost");
+        return 0;
+      }
       auto data = file_data_locked(f.ino);
       if (f.base_version > 0) {
         data->base = StoredObject{content_key(f.ino),   f.base_version, f.base_size,
@@ -2919,6 +3129,7 @@ class Fs {
 
   std::string stats_text() {
     const auto c = cache_.stats();
+    const auto d = disk_ ? disk_->stats() : cache::DiskTierStats{};
     const auto t = pool_.counters();
     std::uint64_t pending = 0;
     std::uint64_t inodes = 0;
@@ -2957,6 +3168,10 @@ class Fs {
         << "cache_entries: " << c.entries << "\n"
         << "cache_evictions: " << c.evictions << "\n"
         << "cache_pinned_bytes: " << c.pinned_bytes << "\n"
+        << "disk_cache_hits: " << d.hits << "\n"
+        << "disk_cache_misses: " << d.misses << "\n"
+        << "disk_cache_bytes: " << d.usage << "\n"
+        << "disk_cache_capacity: " << d.capacity << "\n"
         << "readahead_segments: " << readahead_segments_.load() << "\n"
         << "segments_uploaded_ahead: " << segments_staged_.load() << "\n"
         << "reads: " << reads_.load() << "\n"
@@ -2970,6 +3185,8 @@ class Fs {
         << "object_commits: " << t.commits << "\n"
         << "files_committed: " << files_committed_.load() << "\n"
         << "tree_commits: " << tree_commits_.load() << "\n"
+        << "journal_syncs: " << journal_syncs_.load() << "\n"
+        << "journal_lazy_closes: " << lazy_closes_.load() << "\n"
         << "file_commit_us: " << file_commit_us_.load() << "\n"
         << "tree_commit_us: " << tree_commit_us_.load() << "\n"
         << "sync_wait_us: " << sync_wait_us_.load() << "\n"
@@ -2996,6 +3213,7 @@ class Fs {
   Log log_;
   ClientPool pool_;
   cache::SegmentCache cache_;
+  std::unique_ptr<cache::DiskTier> disk_;  // -o cache_dir: the second tier, or null
   Journal journal_;  // outlives files_ (their write-back files live in its folder)
   fsys::path writeback_dir_;
   std::uint32_t segment_bytes_ = 0;
@@ -3047,6 +3265,12 @@ class Fs {
   bool notify_stop_ = false;
   std::thread notifier_;
 
+  std::mutex sync_mutex_;
+  std::condition_variable sync_cv_;
+  bool sync_stop_ = false;
+  std::thread syncer_;
+  std::atomic<std::uint64_t> journal_syncs_{0}, lazy_closes_{0};
+
   std::mutex stage_mutex_;
   std::condition_variable stage_cv_;
   std::deque<std::uint64_t> stage_queue_;
@@ -3082,6 +3306,9 @@ class Fs {
   std::mutex tree_journal_mutex_;
   std::uint64_t journaled_generation_ = 0;  // what the tree record holds (under the above)
   std::uint64_t journaled_version_ = 0;
+  bool journaled_synced_ = true;          // whether that record is synced (or only written)
+  std::optional<Bytes> base_tree_bytes_;  // encode_tree(base_tree_), as of the version below
+  std::uint64_t base_tree_bytes_version_ = 0;
 
   std::mutex error_mutex_;
   std::string last_error_;
@@ -3345,7 +3572,12 @@ void parse_mount_options(const std::string& list, MountOptions& options) {
     } else if (key == "noscan") {
       options.scan = false;
     } else if (key == "cache_dir") {
-      throw Error("cache_dir (an on-disk cache tier) is not supported yet");
+      if (value.empty())
+        bad();
+      options.cache_dir = fsys::absolute(value);  // the mount may chdir("/") before using it
+    } else if (key == "cache_dir_size") {
+      if (!parse_size(value, options.cache_dir_bytes) || options.cache_dir_bytes == 0)
+        bad();
     } else if (key == "max_read" || key == "max_write" || key == "fsname" || key == "subtype" ||
                key == "default_permissions") {
       continue;  // set by splitfs itself

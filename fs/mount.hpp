@@ -25,9 +25,16 @@
 //     soon as a probe (probe.hpp, every 0.1-0.25 s) finds both servers back. A mount killed
 //     meanwhile loses nothing: the next mount of the store replays the journal before serving.
 //     While uploads are pending, a close() joins the queue instead of jumping it. A new file of
-//     at most 1 MiB always takes the journal's way (group commit): its close() returns once it is
-//     durable in the journal, and the uploader stores it within moments, several files at once
-//     and one commit of the tree for all of them. Segments of a file being written upload as
+//     at most 1 MiB always takes the journal's way (group commit): its close() returns once its
+//     data, its record and the tree naming it are written into the journal, without waiting for
+//     the disk; a background syncer makes them durable every ~25 ms (sooner when many wait), one
+//     batch at a time, and the uploader stores them within moments, several files at once and one
+//     commit of the tree for all of them. The window: a crash of the mount process (kill -9)
+//     loses nothing (the page cache holds the journal); a crash of the machine may lose such files
+//     closed in the last ~25-50 ms that were never fsync'd and not uploaded yet (as ext4's commit
+//     interval does, only shorter); the replay then says which, and never stores their bytes
+//     half-written (each such record carries a digest of its data). A journaled file of more than
+//     1 MiB is synced before its close() returns. Segments of a file being written upload as
 //     they are written (also before the malware check: nothing is committed before its verdict).
 //     Other failures (quota, integrity, ...) are close()'s error, and the changes are kept and
 //     retried too. The journal is bounded (writeback_size): a write that would exceed it gets
@@ -63,6 +70,11 @@ struct MountOptions {
   bool foreground = false;
   bool debug = false;  // libfuse's request trace on stderr (implies foreground)
   std::uint64_t cache_bytes = 256u << 20;
+  // The optional disk tier of the segment cache (cache/disk_tier.hpp): sealed segments under
+  // cache_dir, at most cache_dir_bytes; a remount (or a file larger than cache_bytes) reads them
+  // without the network. Empty: memory only.
+  std::filesystem::path cache_dir;
+  std::uint64_t cache_dir_bytes = 1ull << 30;
   std::uint32_t readahead_segments = 32;
   double attr_timeout = 1.0;
   double entry_timeout = 1.0;
@@ -82,6 +94,7 @@ struct MountOptions {
 };
 
 // Parses a comma-separated -o list: splitfs's own options (cache_size=SIZE with K/M/G suffixes,
+// cache_dir=PATH, cache_dir_size=SIZE,
 // readahead=N segments, attr_timeout=S, entry_timeout=S, refresh=S, commit_delay=S, log=PATH,
 // home=DIR, writeback_size=SIZE, unmount_wait=S, debug, noscan) go into options, the rest into
 // options.fuse_options. Throws splitfs::Error.

@@ -419,6 +419,46 @@ Tree Namespace::snapshot() const {
   return out;
 }
 
+std::string Namespace::path_of(std::uint64_t ino) const {
+  std::string path;
+  for (std::size_t depth = 0; ino != kRootIno && depth < 4096; ++depth) {
+    std::uint64_t parent = 0;
+    const std::string* name = nullptr;
+    const auto find_in = [&](std::uint64_t dir, const InodeRecord& rec) {
+      for (const auto& [n, child] : rec.entries) {
+        if (child == ino) {
+          parent = dir;
+          name = &n;
+          return true;
+        }
+      }
+      return false;
+    };
+    const auto rt = rt_.find(ino);
+    if (rt != rt_.end() && rt->second.parent != 0 && is_dir(ino)) {
+      const auto up = tree_.inodes.find(rt->second.parent);
+      if (up != tree_.inodes.end())
+        find_in(up->first, up->second);
+    } else {
+      for (const auto& [dir, rec] : tree_.inodes) {
+        if (!rec.entries.empty() && nlink(dir) > 0 && find_in(dir, rec))
+          break;
+      }
+    }
+    if (!name)
+      break;
+    path = "/" + *name + path;
+    ino = parent;
+  }
+  return path.empty() ? "/" : path;
+}
+
+Bytes Namespace::encode_snapshot(
+    const std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>>& committed) const {
+  return encode_tree_view(
+      tree_, [this](std::uint64_t ino) { return nlink(ino) > 0; }, committed);
+}
+
 void Namespace::adopt(Tree merged) {
   for (auto& [ino, rec] : tree_.inodes) {
     if (merged.inodes.contains(ino))

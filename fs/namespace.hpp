@@ -34,6 +34,9 @@ class Namespace {
   // For attribute changes; the caller calls changed() after.
   InodeRecord* find_mut(std::uint64_t ino);
   std::uint32_t nlink(std::uint64_t ino) const;
+  // A path naming ino ("/" for the root; its first name, in (parent, name) order, for a file
+  // with several), as far up as names reach; without copying the tree.
+  std::string path_of(std::uint64_t ino) const;
   // The parent of a directory (the root is its own parent).
   std::uint64_t parent(std::uint64_t dir) const;
   bool is_orphan(std::uint64_t ino) const { return nlink(ino) == 0; }
@@ -73,6 +76,10 @@ class Namespace {
   std::size_t named_count() const;
   // The named inodes as a tree, for committing.
   Tree snapshot() const;
+  // encode_tree(snapshot()) with (size, content_version) of the inodes in `committed` replaced,
+  // without the copy.
+  Bytes encode_snapshot(
+      const std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>>& committed) const;
   // Replaces the named inodes by `merged` (a merge of snapshot() with a newer remote tree). Inodes
   // merged lacks stay as orphans while referenced, else become gone.
   void adopt(Tree merged);

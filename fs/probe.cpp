@@ -31,7 +31,8 @@ struct ServerProber::Impl {
 
   ServerProbe probe_one(std::size_t j) {
     transport::Transport& t = *servers[j];
-    ServerProbe out{t.endpoint().kind, t.endpoint().address(), false, {}, {}};
+    ServerProbe out{t.endpoint().kind,       t.endpoint().address(), false, {}, {},
+                    t.endpoint().fingerprint};
     const auto start = Clock::now();
     try {
       const protocol::Reply reply = t.call(protocol::GetFileInfo{});

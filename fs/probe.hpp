@@ -18,6 +18,7 @@ struct ServerProbe {
   bool reachable = false;
   std::string error;  // why not, when not
   std::chrono::milliseconds latency{0};
+  std::string pinned;  // the fingerprint pinned at init; empty for the original servers
 };
 
 class ServerProber {

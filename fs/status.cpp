@@ -6,6 +6,7 @@
 #include <map>
 #include <sstream>
 
+#include "core/config_show.hpp"
 #include "fs/journal.hpp"
 #include "fs/mount.hpp"
 #include "fs/probe.hpp"
@@ -137,6 +138,7 @@ int print_status(const fsys::path& home, const std::vector<std::string>& mountpo
   for (const auto& m : mountpoints.empty() ? splitfs_mounts() : mountpoints)
     mounts.push_back({m, read_stats(m)});
   const JournalSummary journal = summarize_journal(home / "writeback");
+  const std::string identity = core::client_identity_text(home);
 
   if (json) {
     out << "{\"servers\":[";
@@ -146,9 +148,9 @@ int print_status(const fsys::path& home, const std::vector<std::string>& mountpo
           << ",\"address\":" << json_string(s.address)
           << ",\"reachable\":" << (s.reachable ? "true" : "false")
           << ",\"latency_ms\":" << s.latency.count() << ",\"error\":" << json_string(s.error)
-          << "}";
+          << ",\"pinned_fingerprint\":" << json_string(s.pinned) << "}";
     }
-    out << "],\"mounts\":[";
+    out << "],\"client_fingerprint\":" << json_string(identity) << ",\"mounts\":[";
     for (std::size_t i = 0; i < mounts.size(); ++i) {
       const auto& m = mounts[i];
       out << (i ? "," : "") << "{\"mountpoint\":" << json_string(m.mountpoint);
@@ -184,7 +186,10 @@ int print_status(const fsys::path& home, const std::vector<std::string>& mountpo
       out << "reachable (" << s.latency.count() << " ms)\n";
     else
       out << "UNREACHABLE: " << s.error << "\n";
+    if (!s.pinned.empty())
+      out << "        identity pinned: " << s.pinned << "\n";
   }
+  out << "this client's identity: " << identity << "\n";
   out << "mounts:" << (mounts.empty() ? " none\n" : "\n");
   for (const auto& m : mounts) {
     out << "  " << m.mountpoint;

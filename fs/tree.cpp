@@ -119,42 +119,67 @@ std::map<std::uint64_t, std::uint32_t> link_counts(const Tree& tree) {
 }
 
 Bytes encode_tree(const Tree& tree) {
+  static const std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> none;
+  return encode_tree_view(tree, nullptr, none);
+}
+
+Bytes encode_tree_view(
+    const Tree& tree, const std::function<bool(std::uint64_t)>& keep,
+    const std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>>& committed) {
   // Each name is written with the inode it names, as (parent, name): see kTreeFormat.
-  std::map<std::uint64_t, std::vector<std::pair<std::uint64_t, const std::string*>>> links;
+  // (child, parent, name), sorted by child: one allocation, walked along with the inodes.
+  struct Link {
+    std::uint64_t child;
+    std::uint64_t parent;
+    const std::string* name;
+  };
+  std::vector<Link> links;
+  std::uint32_t kept = 0;
   for (const auto& [ino, rec] : tree.inodes) {
+    if (keep && !keep(ino))
+      continue;
+    ++kept;
     for (const auto& [name, child] : rec.entries)
-      links[child].emplace_back(ino, &name);
+      links.push_back({child, ino, &name});
   }
+  // Stable: a child's names keep the order of (parent, name), as before.
+  std::stable_sort(links.begin(), links.end(),
+                   [](const Link& a, const Link& b) { return a.child < b.child; });
   Bytes out;
   out.reserve(64 + tree.inodes.size() * 128);
   wire::Writer w(out);
   w.u8(kTreeFormat);
   w.u64(tree.next_ino);
-  w.u32(static_cast<std::uint32_t>(tree.inodes.size()));
+  w.u32(kept);
   for (const auto& [ino, r] : tree.inodes) {
+    if (keep && !keep(ino))
+      continue;
+    const auto as_committed = committed.find(ino);
     w.u64(ino);
     w.u32(r.mode);
     w.u32(r.uid);
     w.u32(r.gid);
-    w.u64(r.size);
+    w.u64(as_committed != committed.end() ? as_committed->second.first : r.size);
     w.u64(r.rdev);
     w.u64(static_cast<std::uint64_t>(r.atime_ns));
     w.u64(static_cast<std::uint64_t>(r.mtime_ns));
     w.u64(static_cast<std::uint64_t>(r.ctime_ns));
-    w.u64(r.content_version);
+    w.u64(as_committed != committed.end() ? as_committed->second.second : r.content_version);
     w.text(r.target);
     w.u32(static_cast<std::uint32_t>(r.xattrs.size()));
     for (const auto& [name, value] : r.xattrs) {
       w.text(name);
       w.text(value);
     }
-    const auto it = links.find(ino);
-    w.u32(it == links.end() ? 0 : static_cast<std::uint32_t>(it->second.size()));
-    if (it != links.end()) {
-      for (const auto& [parent, name] : it->second) {
-        w.u64(parent);
-        w.text(*name);
-      }
+    auto first = std::lower_bound(links.begin(), links.end(), ino,
+                                  [](const Link& l, std::uint64_t i) { return l.child < i; });
+    auto last = first;
+    while (last != links.end() && last->child == ino)
+      ++last;
+    w.u32(static_cast<std::uint32_t>(last - first));
+    for (auto l = first; l != last; ++l) {
+      w.u64(l->parent);
+      w.text(*l->name);
     }
   }
   return out;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -73,6 +74,11 @@ const std::error_category& tree_category();
 std::error_code make_error_code(TreeErrc e);
 
 Bytes encode_tree(const Tree& tree);
+// What encode_tree() gives for the tree of the inodes of `tree` that keep(ino) accepts, with
+// (size, content_version) replaced for the inodes in `committed`, without building that tree.
+Bytes encode_tree_view(
+    const Tree& tree, const std::function<bool(std::uint64_t)>& keep,
+    const std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>>& committed);
 // Also checks the structure: the root is a directory, every entry names an existing inode and a
 // valid name, every directory but the root has exactly one parent, every inode is reachable from
 // the root, and all numbers are below next_ino.

@@ -75,8 +75,11 @@ std::pair<int, std::string> WriteBack::create_file() const {
 }
 
 void WriteBack::thaw(bool copy) {
-  if (!frozen_)
+  if (!frozen_) {
+    if (fd_ < 0)  // released by reset(): the first change makes a new file
+      std::tie(fd_, name_) = create_file();
     return;
+  }
   auto [fd, name] = create_file();
   const auto discard = [&] {
     const int e = errno;
@@ -118,10 +121,16 @@ void WriteBack::thaw(bool copy) {
 
 void WriteBack::reset(std::uint64_t base_size) {
   ++changes_;
-  if (frozen_)
-    thaw(false);
-  else if (::ftruncate(fd_, 0) != 0)
+  if (frozen_) {
+    // The frozen file is the journal's; a new one is made only when something is written again
+    // (most files are not, once stored).
+    ::close(fd_);
+    fd_ = -1;
+    name_.clear();
+    frozen_ = false;
+  } else if (fd_ >= 0 && ::ftruncate(fd_, 0) != 0) {
     fail("cannot empty a write-back file");
+  }
   base_size_ = valid_base_ = size_ = base_size;
   local_.clear();
   staged_.clear();
@@ -218,7 +227,7 @@ std::vector<WriteBack::Span> WriteBack::plan(std::uint64_t offset, std::uint64_t
 
 void WriteBack::read_local(std::uint64_t offset, MutableByteView out) const {
   std::size_t done = 0;
-  while (done < out.size()) {
+  while (fd_ >= 0 && done < out.size()) {
     const ssize_t n =
         ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR)

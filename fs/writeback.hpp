@@ -103,6 +103,7 @@ class WriteBack {
   // freeze() without the sync, for a caller that syncs descriptor() itself before the journal
   // names the file.
   std::string freeze_unsynced();
+  // -1 while there is no local file (after reset() of a frozen one, until the next change).
   int descriptor() const { return fd_; }
   // Undoes freeze_unsynced() when the journal did not take the file.
   void unfreeze() { frozen_ = false; }

@@ -410,7 +410,8 @@ std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* u
   while (room > 0 && r.part < r.body.size()) {
     const ByteView part = r.body[r.part];
     const std::size_t n = std::min(room, part.size() - r.offset);
-    std::memcpy(buffer + written, part.data() + r.offset, n);
+    if (n > 0)  // an empty part may have no storage at all
+      std::memcpy(buffer + written, part.data() + r.offset, n);
     written += n;
     room -= n;
     r.offset += n;

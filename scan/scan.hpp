@@ -11,10 +11,12 @@
 // the scan goes on without it. Scanning is thread-safe: one Scanner serves any number of threads.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -115,6 +117,32 @@ class MemorySource : public Source {
 
  private:
   ByteView bytes_;
+};
+
+// A file of known final size being written in order by another thread (a fetch's output): a
+// read waits until the bytes it asks for are written. The writer calls written() as it goes and
+// abandon() once it writes no more (at the end or early): a read past the written bytes then
+// throws instead of waiting for bytes that will never come. Reads use pread on the descriptor
+// (borrowed, not closed here).
+class GrowingFileSource : public Source {
+ public:
+  GrowingFileSource(int fd, std::uint64_t size, std::filesystem::path path_for_messages);
+  std::uint64_t size() const override { return size_; }
+  std::size_t read_at(std::uint64_t offset, MutableByteView out) override;
+  bool concurrent_reads() const override { return true; }
+
+  // The first `bytes` of the file are written.
+  void written(std::uint64_t bytes);
+  void abandon();
+
+ private:
+  int fd_;
+  std::uint64_t size_;
+  std::filesystem::path path_;
+  std::mutex mutex_;
+  std::condition_variable grown_;
+  std::uint64_t written_ = 0;
+  bool abandoned_ = false;
 };
 
 // Content made of fixed-size segments produced on demand (the mount's write-back file over its

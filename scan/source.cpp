@@ -72,6 +72,51 @@ std::size_t MemorySource::read_at(std::uint64_t offset, MutableByteView out) {
   return n;
 }
 
+GrowingFileSource::GrowingFileSource(int fd, std::uint64_t size,
+                                     std::filesystem::path path_for_messages)
+    : fd_(fd), size_(size), path_(std::move(path_for_messages)) {}
+
+void GrowingFileSource::written(std::uint64_t bytes) {
+  {
+    std::lock_guard lock(mutex_);
+    written_ = std::max(written_, std::min(bytes, size_));
+  }
+  grown_.notify_all();
+}
+
+void GrowingFileSource::abandon() {
+  {
+    std::lock_guard lock(mutex_);
+    abandoned_ = true;
+  }
+  grown_.notify_all();
+}
+
+std::size_t GrowingFileSource::read_at(std::uint64_t offset, MutableByteView out) {
+  if (offset >= size_)
+    return 0;
+  const std::uint64_t end = offset + std::min<std::uint64_t>(out.size(), size_ - offset);
+  {
+    std::unique_lock lock(mutex_);
+    grown_.wait(lock, [&] { return written_ >= end || abandoned_; });
+    if (written_ < end)
+      throw LocalIoError("the writing of " + path_.string() + " stopped before its end");
+  }
+  std::size_t done = 0;
+  const std::size_t want = static_cast<std::size_t>(end - offset);
+  while (done < want) {
+    const ssize_t n =
+        ::pread(fd_, out.data() + done, want - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      throw LocalIoError("cannot read " + path_.string() + ": " +
+                         (n < 0 ? std::strerror(errno) : "it shrank"));
+    done += static_cast<std::size_t>(n);
+  }
+  return done;
+}
+
 SegmentSource::SegmentSource(std::uint64_t size, std::uint32_t segment_bytes, Loader load)
     : size_(size), segment_bytes_(segment_bytes), load_(std::move(load)) {
   if (segment_bytes_ == 0)

@@ -80,8 +80,9 @@ CREATE ROLE splitfs LOGIN PASSWORD '$password';
 CREATE DATABASE splitfs OWNER splitfs;
 EOF
 umask 077
-printf '127.0.0.1:%s:splitfs:splitfs:%s\n%s:%s:splitfs:splitfs:%s\n' "$port" "$password" \
-  "$dir" "$port" "$password" >"$dir/pgpass"
+# Any port: tests reach the cluster through fault-injecting proxies on ports of their own.
+printf '127.0.0.1:*:splitfs:splitfs:%s\n%s:*:splitfs:splitfs:%s\n' "$password" "$dir" "$password" \
+  >"$dir/pgpass"
 cat >"$dir/env" <<EOF
 SPLITFS_PG_URL=postgresql://splitfs@127.0.0.1:$port/splitfs
 PGPASSFILE=$dir/pgpass

@@ -96,13 +96,16 @@ user = $user
 swift_dir = $dir/etc
 devices = $dir/node
 mount_check = false
-workers = 1
 log_level = WARNING
 "
 for server in account container object; do
   server_port_var="${server}_port"
+  # Two object server workers, like the proxy's, so that concurrent uploads use both cores.
+  workers=1
+  [ "$server" = object ] && workers=2
   cat >"$dir/etc/$server-server.conf" <<EOF
 ${common}bind_port = ${!server_port_var}
+workers = $workers
 [pipeline:main]
 pipeline = $server-server
 [app:$server-server]
@@ -118,7 +121,7 @@ bind_ip = 127.0.0.1
 bind_port = $port
 user = $user
 swift_dir = $dir/etc
-workers = 1
+workers = 2
 log_level = WARNING
 cert_file = $dir/tls/server.pem
 key_file = $dir/tls/server.key

@@ -186,10 +186,13 @@ class ConnectionSet {
 // for it, referenced or not, and its file records). The book keeps an upper bound per user (the
 // last count plus every byte admitted since), so the store is asked again only when that bound
 // would cross the quota; bytes of requests still running are reserved, so concurrent requests
-// cannot overshoot together.
+// cannot overshoot together. A store that keeps quotas itself (the shared store, whose count is
+// one for all the processes that serve it) is handed the quota instead.
 class QuotaBook {
  public:
   explicit QuotaBook(store::Store& store) : store_(store) {}
+
+  bool in_store() const { return store_.keeps_quotas(); }
 
   // Reserves `bytes` for `user`; the refusal to answer if that would exceed `quota`.
   std::optional<protocol::ErrorReply> reserve(const std::string& user, std::uint64_t quota,
@@ -680,6 +683,8 @@ protocol::Reply Connection::handle(Service& service, const protocol::Request& re
   }
   if (quota_ == 0 || incoming == 0)
     return service.handle(user_, request);
+  if (access_.quotas.in_store())
+    return service.handle(user_, request, quota_);
   if (auto refusal = access_.quotas.reserve(user_, quota_, incoming))
     return *std::move(refusal);
   const protocol::Reply reply = service.handle(user_, request);
@@ -781,7 +786,8 @@ int server_main(int argc, char** argv, const Door& door) {
       return run_users(action, options.data, users_command, door);
     }
     if (storage_commands.chosen())
-      return storage_commands.run(options.data, door.program);
+      return storage_commands.run(options.data, door.program,
+                                  {options.backend, options.index, options.s3_credentials});
     return serve(options, door);
   } catch (const std::exception& e) {
     log_line(door.program + ": " + e.what());

@@ -12,6 +12,13 @@
 // Storage: --compact-interval SECONDS (default 600), --garbage-grace SECONDS (default 3600),
 // --capacity SIZE (default none), --reserve SIZE (default 8M), and the commands compact, check and
 // stats (service.hpp, StorageSettings and StorageCommands).
+// Shared store (store/shared_store.hpp, docs/deployment.md), for several server processes on one
+// store: --backend s3://BUCKET?endpoint=https://HOST:PORT[&region=R][&ca=FILE] (packs as objects
+// in an S3-compatible bucket instead of DATA/store), --index postgresql://USER@HOST:PORT/DB
+// [?schema=NAME] or a file holding it (the index; the password in PGPASSFILE), --s3-credentials
+// FILE (access_key and secret_key; default $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY). The
+// commands compact, check and stats given with them work on the shared store; quotas are then
+// counted in the index, one count for all the processes.
 //
 // Data folder layout: DIR (mode 0700) holds store/ (the share packs and index), tls/ (key.pem,
 // cert.pem), users (the enrolled fingerprints, tls/enrolment.hpp) and RESERVE (space held for

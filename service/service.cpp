@@ -7,11 +7,13 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "protocol/codec.hpp"
+#include "store/shared_store.hpp"
 
 namespace splitfs::service {
 
@@ -44,6 +46,8 @@ ErrorReply store_failure(std::error_code ec, std::string_view what) {
                      "this server is out of storage space; what it stored before is intact; "
                      "remove files (its operator then compacts) or have its space raised, then "
                      "try again");
+      case store::Errc::quota_exceeded:
+        return error(Status::quota_exceeded, "quota exceeded on this server");
       case store::Errc::io:
       case store::Errc::busy:
         break;
@@ -54,7 +58,8 @@ ErrorReply store_failure(std::error_code ec, std::string_view what) {
 
 class Handler {
  public:
-  Handler(store::Store& store, std::string_view user) : store_(store), user_(user) {}
+  Handler(store::Store& store, std::string_view user, std::uint64_t quota)
+      : store_(store), user_(user), quota_(store.keeps_quotas() ? quota : 0) {}
 
   Reply operator()(const protocol::Hello& hello) const {
     if (hello.version != protocol::kVersion) {
@@ -87,8 +92,9 @@ class Handler {
     if (total > protocol::kMaxBatchBytes) {
       return error(Status::too_large, "the shares exceed the batch size limit");
     }
-    if (auto ec = store_.put_shares(user_, inputs))
-      return store_failure(ec, "share");
+    if (auto ec = quota_ != 0 ? store_.put_shares_within(user_, inputs, quota_)
+                              : store_.put_shares(user_, inputs))
+      return ec == store::Errc::quota_exceeded ? over_quota() : store_failure(ec, "share");
     return protocol::Empty{};
   }
 
@@ -135,13 +141,18 @@ class Handler {
     for (const auto& ref : request.refs)
       refs.push_back(store::ShareRef{ref.id, ref.chunks});
     std::vector<Id> missing;
-    std::error_code ec = store_.commit(user_, request.file, request.version, refs, request.entry,
-                                       request.manifest, missing);
+    std::error_code ec =
+        quota_ != 0 ? store_.commit_within(user_, request.file, request.version, refs,
+                                           request.entry, request.manifest, quota_, missing)
+                    : store_.commit(user_, request.file, request.version, refs, request.entry,
+                                    request.manifest, missing);
     if (ec == store::Errc::missing_shares) {
       ErrorReply reply = store_failure(ec, "share");
       reply.missing = std::move(missing);
       return reply;
     }
+    if (ec == store::Errc::quota_exceeded)
+      return over_quota();
     if (ec)
       return store_failure(ec, "file");
     return protocol::Empty{};
@@ -156,7 +167,11 @@ class Handler {
   }
 
   Reply operator()(const protocol::ListFiles&) const {
-    std::vector<store::FileSummary> summaries = store_.list_files(user_);
+    std::vector<store::FileSummary> summaries;
+    // An empty listing must not stand for one that could not be read (the index is down).
+    if (store_.list_files(user_, summaries)) {
+      return error(Status::busy, "its storage is unavailable; try again later");
+    }
     if (summaries.size() > protocol::kMaxListItems) {
       return error(Status::too_large, "too many files to list");
     }
@@ -193,16 +208,23 @@ class Handler {
 
  private:
   static ErrorReply too_many() { return error(Status::too_large, "too many items in one request"); }
+  ErrorReply over_quota() const {
+    return error(Status::quota_exceeded, "quota exceeded: storing this would take user '" +
+                                             std::string(user_) + "' over its quota of " +
+                                             store::human_bytes(quota_) + " on this server");
+  }
 
   store::Store& store_;
   std::string_view user_;
+  std::uint64_t quota_;  // for a store that keeps quotas itself; 0 for none
 };
 
 }  // namespace
 
-protocol::Reply Service::handle(std::string_view user, const protocol::Request& request) {
+protocol::Reply Service::handle(std::string_view user, const protocol::Request& request,
+                                std::uint64_t quota) {
   try {
-    return std::visit(Handler(store_, user), request);
+    return std::visit(Handler(store_, user, quota), request);
   } catch (const std::exception& e) {
     // The operator sees the cause; the client sees a generic failure.
     std::cerr << (std::string("request failed: ") + e.what() + "\n") << std::flush;
@@ -341,7 +363,10 @@ bool StorageCommands::chosen() const {
   return *compact_ || *check_ || *stats_;
 }
 
-int StorageCommands::run(const std::filesystem::path& data, const std::string& program) const {
+int StorageCommands::run(const std::filesystem::path& data, const std::string& program,
+                         const SharedBackend& shared) const {
+  if (!shared.backend.empty())
+    return run_shared(data, program, shared);
   namespace fs = std::filesystem;
   const fs::path dir = data / "store";
   auto fail = [&](const std::string& what) {
@@ -398,6 +423,53 @@ int StorageCommands::run(const std::filesystem::path& data, const std::string& p
   } catch (const store::StoreError& e) {
     return fail(e.what());
   }
+}
+
+int StorageCommands::run_shared(const std::filesystem::path& data, const std::string& program,
+                                const SharedBackend& shared) const {
+  auto fail = [&](const std::string& what) {
+    log_storage(program + ": " + what);
+    return 1;
+  };
+  std::unique_ptr<store::Store> opened;
+  try {
+    opened = store::open_shared(shared.backend, shared.index, shared.credentials_file,
+                                settings_.store_options(data));
+  } catch (const store::StoreError& e) {
+    return fail(e.what());
+  }
+  const std::string where = "shared store " + shared.backend + ", index " + shared.index + "\n";
+  if (*stats_) {
+    store::StoreStats stats;
+    if (auto ec = opened->stats(stats))
+      return fail("cannot read the store: " + ec.message() + " (see the messages above)");
+    std::cout << where << store::describe(stats) << std::flush;
+    return 0;
+  }
+  if (*check_) {
+    store::CheckReport report;
+    if (auto ec = opened->check(report))
+      return fail("cannot check the store: " + ec.message() + " (see the messages above)");
+    std::cout << where << store::describe(report) << std::flush;
+    return report.ok() ? 0 : 1;
+  }
+  std::optional<std::chrono::seconds> grace;
+  if (grace_seconds_ >= 0)
+    grace = std::chrono::seconds(grace_seconds_);
+  store::CompactionReport report;
+  // One compaction at a time across every process: a server's may be running.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_seconds_);
+  std::error_code ec;
+  while ((ec = opened->compact({grace, "command", nullptr}, report)) == store::Errc::busy &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  if (ec == store::Errc::busy)
+    return fail("another process was still compacting or checking the store after " +
+                std::to_string(wait_seconds_) + " s; try again later");
+  if (ec)
+    return fail("cannot compact the store: " + ec.message() + " (see the messages above)");
+  std::cout << where << store::describe(report) << std::flush;
+  return 0;
 }
 
 std::unique_ptr<store::BackgroundCompactor> start_background_compaction(

@@ -28,8 +28,10 @@ class Service {
   explicit Service(store::Store& store) : store_(store) {}
 
   // Acts as `user`, the enrolled name the door authenticated. Safe to call from several threads at
-  // once (the store is).
-  protocol::Reply handle(std::string_view user, const protocol::Request& request);
+  // once (the store is). `quota` (bytes, 0 for none) is enforced here only for a store that keeps
+  // quotas itself (Store::keeps_quotas); otherwise the caller enforces it.
+  protocol::Reply handle(std::string_view user, const protocol::Request& request,
+                         std::uint64_t quota = 0);
 
  private:
   store::Store& store_;
@@ -62,15 +64,28 @@ std::optional<std::uint64_t> parse_size(const std::string& text);
 //                                                running server, the server does it and reports
 //   check [--wait SECONDS]                       verify the store; exit status 1 on a problem
 //   stats                                        objects, bytes, dedup and compression ratios
-// check and stats work beside a running server too (read-only).
+// check and stats work beside a running server too (read-only). With --backend (a shared store,
+// store/shared_store.hpp) they work on that store instead, through its own engines, beside any
+// number of running servers: compact runs here (waiting up to --wait for one a server is running),
+// check waits for a running compaction.
+struct SharedBackend {
+  std::string backend;  // s3://BUCKET?endpoint=...; empty for the local store in DATA/store
+  std::string index;
+  std::string credentials_file;
+};
+
 class StorageCommands {
  public:
   StorageCommands(CLI::App& app, StorageSettings& settings);
   bool chosen() const;
-  // Runs the chosen command on data/store and returns the exit status.
-  int run(const std::filesystem::path& data, const std::string& program) const;
+  // Runs the chosen command on data/store, or on the shared store, and returns the exit status.
+  int run(const std::filesystem::path& data, const std::string& program,
+          const SharedBackend& shared = {}) const;
 
  private:
+  int run_shared(const std::filesystem::path& data, const std::string& program,
+                 const SharedBackend& shared) const;
+
   StorageSettings& settings_;
   CLI::App* compact_ = nullptr;
   CLI::App* check_ = nullptr;

@@ -6,11 +6,15 @@
 //
 // Layout: each put_shares call that brings new shares writes them as one pack object,
 // BUCKET/[prefix/]packs/<16 hex digits>, in the local pack format (pack.hpp: magic, then records
-// that carry their own id, size and CRC-32C); shares are read back with ranged GETs of one record.
+// that carry their own id, size and CRC-32C); shares are read back with ranged GETs: of the rest of
+// the pack (kept for the next reads) when a fetch reads it in order, else of one record. A share's
+// index lookup also brings the places of the records after it, so a fetch asks the index about
+// once per pack rather than once per share.
 // Pack numbers come from a PostgreSQL sequence, so no two processes ever write the same object.
 // The index schema (default "splitfs", or ?schema=NAME on the index URL) holds packs(number,
 // created, sealed, size), shares(usr, id, pack, pos, size, refcount, touched, chunks),
-// files(usr, id, version, ..., refs, manifest) and compactions, as the local index does.
+// files(usr, id, version, ..., refs, manifest) and compactions, as the local index does, and
+// user_usage(usr, disk_bytes).
 //
 // Guarantees, as store.hpp's, across processes:
 // - put_shares answers only after the pack object's PUT succeeded (the object store's durability)
@@ -28,6 +32,9 @@
 //   reader that raced a move looks the share up again. check() waits for a running compaction.
 // - Capacity (Options::capacity_bytes) counts the pack objects and the index; the reserve file
 //   does not apply (the object store's space is not this machine's disk).
+// - Quotas are kept here (keeps_quotas()): table user_usage holds each user's Usage::disk_bytes,
+//   changed in the same transactions as the rows it counts; put_shares_within and commit_within
+//   check it under that row's lock, so all processes enforce one count.
 // Failures of either engine answer io (logged, never returned as text); nothing is half-applied.
 #pragma once
 

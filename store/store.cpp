@@ -153,6 +153,8 @@ class Category final : public std::error_category {
         return "another maintenance task holds the store";
       case Errc::no_space:
         return "out of storage space";
+      case Errc::quota_exceeded:
+        return "the user's quota would be exceeded";
     }
     return "unknown store error";
   }
@@ -326,7 +328,12 @@ class StoreImpl final : public Store {
     return ec;
   }
   std::error_code get_file(std::string_view user, const Id& file, FileRecord& out) override;
-  std::vector<FileSummary> list_files(std::string_view user) override;
+  std::vector<FileSummary> list_files(std::string_view user) override {
+    std::vector<FileSummary> files;
+    list_files(user, files);
+    return files;
+  }
+  std::error_code list_files(std::string_view user, std::vector<FileSummary>& out) override;
   // A removal that found the disk full is tried once more, in the space the reserve gave back.
   std::error_code remove_file(std::string_view user, const Id& file) override {
     std::error_code ec = remove_one(user, file);
@@ -1094,11 +1101,11 @@ std::error_code StoreImpl::get_file(std::string_view user, const Id& file, FileR
   });
 }
 
-std::vector<FileSummary> StoreImpl::list_files(std::string_view user) {
-  std::vector<FileSummary> files;
+std::error_code StoreImpl::list_files(std::string_view user, std::vector<FileSummary>& files) {
+  files.clear();
   Lease reader = borrow_reader();
   if (!reader)
-    return files;
+    return Errc::io;
   sql::Use q(reader->list);
   q.bind(1, user);
   int rc;
@@ -1113,9 +1120,11 @@ std::vector<FileSummary> StoreImpl::list_files(std::string_view user) {
     summary.version = static_cast<std::uint64_t>(q.int64(1));
     summary.entry = copy_blob(q, 2);
   }
-  if (rc != SQLITE_DONE)
-    reader.failed("cannot list files");
-  return files;
+  if (rc != SQLITE_DONE) {
+    files.clear();
+    return reader.failed("cannot list files");
+  }
+  return {};
 }
 
 std::error_code StoreImpl::remove_one(std::string_view user, const Id& file) {

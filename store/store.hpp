@@ -57,6 +57,7 @@ enum class Errc {
   too_large,       // a share exceeds the store's own size bound (far above the protocol's)
   busy,            // maintenance could not start: another task holds the store
   no_space,        // the disk is full, or storing this would pass the configured capacity
+  quota_exceeded,  // storing this would take the user past the quota given (keeps_quotas())
 };
 const std::error_category& store_category();
 std::error_code make_error_code(Errc e);
@@ -199,9 +200,35 @@ class Store {
                                  std::vector<Id>& missing) = 0;
   virtual std::error_code get_file(std::string_view user, const Id& file, FileRecord& out) = 0;
   virtual std::vector<FileSummary> list_files(std::string_view user) = 0;
+  // The same, telling a failure (io, with `out` empty) from an empty listing. The default is for
+  // a backend that cannot fail there.
+  virtual std::error_code list_files(std::string_view user, std::vector<FileSummary>& out) {
+    out = list_files(user);
+    return {};
+  }
   // Drops the file and its references. not_found if absent.
   virtual std::error_code remove_file(std::string_view user, const Id& file) = 0;
   virtual std::error_code file_info(std::string_view user, const Id& file, FileInfo& out) = 0;
+
+  // Quotas kept by the store itself (the shared store): each user's Usage::disk_bytes is counted
+  // in the same transactions that add or drop what the user holds, and the *_within calls check
+  // it there, so that every process serving the store enforces one quota. quota_exceeded when
+  // the call would take the user past `quota` bytes (0: no quota); nothing is stored then. A store
+  // that answers false here ignores `quota`: its caller counts quotas.
+  virtual bool keeps_quotas() const { return false; }
+  virtual std::error_code put_shares_within(std::string_view user,
+                                            std::span<const ShareInput> shares,
+                                            std::uint64_t quota) {
+    static_cast<void>(quota);
+    return put_shares(user, shares);
+  }
+  virtual std::error_code commit_within(std::string_view user, const Id& file,
+                                        std::uint64_t version, std::span<const ShareRef> refs,
+                                        ByteView entry, ByteView manifest, std::uint64_t quota,
+                                        std::vector<Id>& missing) {
+    static_cast<void>(quota);
+    return commit(user, file, version, refs, entry, manifest, missing);
+  }
 
   // Maintenance and accounting. A backend that cannot do one answers io.
   virtual std::error_code usage(std::string_view user, Usage& out) {

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -226,9 +227,10 @@ TEST_CASE("thousands of polite and abrupt connections leak no descriptors and no
     CHECK(fds_middle <= fds_before);
     CHECK(fds_after <= fds_before);
     if (kResidentSizeMeaningful) {
-      // The first round may grow the heap (more connections at once under a loaded machine); a
-      // leak keeps growing, so the second round of the same connections must not.
-      CHECK(rss_after <= rss_middle + kRssSlack / 4);
+      // The first round may grow the heap (more connections at once under a loaded machine), and
+      // an idle server trims it, so a reading can fall between rounds; a leak keeps growing, so
+      // the second round must not pass the higher of the earlier readings.
+      CHECK(rss_after <= std::max(rss_before, rss_middle) + kRssSlack / 4);
     }
     CHECK(connector.failures == 0);
   }

@@ -1,10 +1,10 @@
 // Several server processes per door on one shared store (Swift + PostgreSQL from the ctest
 // fixture): two processes per door share a data folder (one TLS identity, one users file) and one
-// bucket and index schema. A client pinned to the first pair writes, a client pinned to the second
-// pair reads. Then HAProxy (Debian's) in front of each pair, as docs/deployment.md describes: a
-// client keeps storing through the balancers while one process per door is killed with SIGKILL
-// mid-store; a store that fails is tried again (as the mount's write-back does), lands on the
-// survivors, and nothing is lost.
+// bucket and index schema. A client (and a mount) pinned to the first pair writes, a client (and a
+// second mount) pinned to the second pair reads. Then HAProxy (Debian's) in front of each pair, as
+// docs/deployment.md describes: a client keeps storing through the balancers while one process per
+// door is killed with SIGKILL mid-store; a store that fails is tried again (as the mount's
+// write-back does), lands on the survivors, and nothing is lost.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -143,6 +144,89 @@ class Balancer {
   pid_t pid_ = -1;
 };
 
+// Runs a program to its end; its exit status.
+int run_program(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+// `splitfs mount -f` of `home` on `mountpoint` for the length of a test; unmounted (lazily as a
+// last resort) and reaped on destruction. Dies with the test.
+class MountProcess {
+ public:
+  MountProcess(const fs::path& home, const fs::path& mountpoint) : mountpoint_(mountpoint) {
+    fs::create_directories(mountpoint_);
+    const std::string binary = std::string(SPLITFS_BIN_DIR) + "/splitfs";
+    const std::string log = mountpoint_.string() + ".log";
+    const std::string options = "refresh=0.2,attr_timeout=0.2,entry_timeout=0.2";
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execl(binary.c_str(), binary.c_str(), "--home", home.c_str(), "mount", "-f", "-o",
+              options.c_str(), mountpoint_.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!fs::exists(mountpoint_ / ".splitfs" / "stats")) {
+      int status = 0;
+      REQUIRE(::waitpid(pid_, &status, WNOHANG) == 0);
+      REQUIRE(std::chrono::steady_clock::now() < deadline);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ~MountProcess() {
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      if (run_program({"fusermount3", "-u", "-q", mountpoint_.string()}) == 0)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        run_program({"fusermount3", "-u", "-z", "-q", mountpoint_.string()});
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  MountProcess(const MountProcess&) = delete;
+  MountProcess& operator=(const MountProcess&) = delete;
+  fs::path operator/(const std::string& name) const { return mountpoint_ / name; }
+
+ private:
+  fs::path mountpoint_;
+  pid_t pid_ = -1;
+};
+
+template <typename F>
+bool eventually(F&& f) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (f())
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
 fs::path init_home(const fs::path& home, const std::string& https, const std::string& tcp,
                    Pairs& pairs, bool keep_key) {
   splitfs::InitOptions options;
@@ -186,6 +270,32 @@ TEST_CASE("two server processes per door on one store: stored through one, read 
   REQUIRE(listed.size() == 1);
   b.remove("docs/report.bin");
   CHECK(a.list().empty());
+}
+
+TEST_CASE("a mount writes through one process of each door, a second mount reads through the other",
+          "[scaleout][servers]") {
+  Pairs pairs;
+  TempDir work("splitfs-scaleout-mount");
+  fs::permissions(work.path(),
+                  fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  const fs::path home_a =
+      init_home(work / "a", pairs.h().first.address(), pairs.t().first.address(), pairs, false);
+  fs::copy(home_a, work / "b", fs::copy_options::recursive);
+  const fs::path home_b =
+      init_home(work / "b", pairs.h().second.address(), pairs.t().second.address(), pairs, true);
+  const std::string content = random_text(3u << 20, 7);
+  {
+    MountProcess a(home_a, work / "mnt-a");
+    MountProcess b(home_b, work / "mnt-b");
+    write_file(a / "written-by-a.bin", content);
+    CHECK(eventually([&] { return read_file(b / "written-by-a.bin") == content; }));
+    write_file(b / "written-by-b.txt", "from b");
+    CHECK(eventually([&] { return read_file(a / "written-by-b.txt") == "from b"; }));
+  }
+  // And through the command line, pinned to the first pair: the same store.
+  CHECK(run_program({std::string(SPLITFS_BIN_DIR) + "/splitfs", "--home", home_a.string(), "fetch",
+                     "/written-by-b.txt", "-o", (work / "out").string()}) == 0);
+  CHECK(read_file(work / "out") == "from b");
 }
 
 TEST_CASE(

@@ -141,6 +141,12 @@ echo "stat --json (placement per server), df --json"
 # status, config show and quarantine list as JSON; stats refuses a folder that is no mount.
 expect 0 splitfs status --json
 json 'all(s["reachable"] for s in j["servers"]) and len(j["servers"]) == 2'
+# The pinned server identities and this client's, as `splitfs id` prints it.
+client_id=$(splitfs id | grep -oE 'SHA256:[0-9a-f]{64}' | head -1)
+json 'all(s["pinned_fingerprint"].startswith("SHA256:") for s in j["servers"])'
+json 'j["client_fingerprint"] == "'"$client_id"'"'
+expect 0 splitfs status
+grep -qE '^ +identity pinned: SHA256:[0-9a-f]{64}$' "$work/out" || fail "status text: $(cat "$work/out")"
 expect 0 splitfs config show --json
 json 'any(s["name"] == "key" for s in j["settings"])'
 if grep -q "$(head -c 16 "$SPLITFS_HOME/key" | od -An -tx1 | tr -d ' \n')" "$work/out"; then
