@@ -32,6 +32,7 @@ VersionLog::VersionLog(const std::filesystem::path& file) {
       sqlite3_exec(
           db_.get(),
           "PRAGMA journal_mode=WAL;"
+          "PRAGMA synchronous=NORMAL;"
           "CREATE TABLE IF NOT EXISTS seen(file BLOB PRIMARY KEY, version INTEGER NOT NULL)",
           nullptr, nullptr, nullptr) != SQLITE_OK) {
     throw LocalIoError("cannot open the client state database " + file.string());

@@ -1,6 +1,11 @@
 // The highest manifest version this client has seen for each file, kept in the client home
 // (state.sqlite). A server that serves an older, once-valid manifest (a rollback) is caught by
 // comparing against it. Safe for several processes of one user at once (SQLite locking).
+//
+// Records are written without a sync each (WAL, synchronous=NORMAL): they survive the process
+// ending at any point, and reach the disk at the next checkpoint. A crash of the machine (or a
+// power loss) can forget the versions recorded shortly before it, which only weakens rollback
+// detection for those few files until they are seen again; everything older stays protected.
 #pragma once
 
 #include <cstdint>
