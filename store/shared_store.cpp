@@ -16,6 +16,7 @@
 #include "store/inspect.hpp"
 #include "store/pack.hpp"
 #include "store/pg.hpp"
+#include "store/refs.hpp"
 
 namespace splitfs::store {
 
@@ -94,26 +95,6 @@ std::optional<Id> id_of(ByteView raw) {
 
 std::string hex_prefix(const Id& id) {
   return to_hex(ByteView(id.data(), 8)) + "...";
-}
-
-// Reference count changes from the old sorted id list to the new one, zero deltas left out.
-std::vector<std::pair<Id, std::int64_t>> ref_deltas(const std::vector<Id>& old_ids,
-                                                    const std::vector<Id>& new_ids) {
-  std::vector<std::pair<Id, std::int64_t>> deltas;
-  std::size_t i = 0;
-  std::size_t j = 0;
-  while (i < old_ids.size() || j < new_ids.size()) {
-    const bool take_old = j == new_ids.size() || (i < old_ids.size() && old_ids[i] <= new_ids[j]);
-    const Id id = take_old ? old_ids[i] : new_ids[j];
-    std::int64_t delta = 0;
-    for (; i < old_ids.size() && old_ids[i] == id; ++i)
-      --delta;
-    for (; j < new_ids.size() && new_ids[j] == id; ++j)
-      ++delta;
-    if (delta != 0)
-      deltas.emplace_back(id, delta);
-  }
-  return deltas;
 }
 
 bool valid_schema(std::string_view name) {
