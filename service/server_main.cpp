@@ -57,10 +57,14 @@ struct Options {
   std::string bind = "127.0.0.1";
   int port = 0;
   std::vector<std::string> tls_names;
-  int threads = 2;
+  // More than the cores: a store write holds its thread through the disk sync, and the writes
+  // that arrive meanwhile share the next one (store.cpp, group commit) only if threads are free.
+  int threads = 4;
   int max_connections = 1024;
   int max_user_connections = 64;
   int max_unauthenticated = 256;
+  int handshake_timeout = 10;
+  int idle_timeout = 30;
   StorageSettings storage;
   // The shared store (store/shared_store.hpp) instead of local packs, when --backend is given.
   std::string backend;
@@ -452,6 +456,8 @@ int serve(const Options& options, const Door& door) {
   limits.max_user_connections = static_cast<std::size_t>(options.max_user_connections);
   limits.max_unauthenticated =
       std::min(limits.max_connections, static_cast<std::size_t>(options.max_unauthenticated));
+  limits.handshake_timeout = std::chrono::seconds(options.handshake_timeout);
+  limits.idle_timeout = std::chrono::seconds(options.idle_timeout);
   raise_descriptor_limit(limits);
 
   fs::path data = prepare_data_folder(options.data);
@@ -718,7 +724,9 @@ int server_main(int argc, char** argv, const Door& door) {
                  "Extra DNS name or IP address for the certificate (repeatable)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app.add_option("--threads", options.threads, "Worker threads")
+  app.add_option("--threads", options.threads,
+                 "Worker threads (a request that waits for the disk holds one; the writes that "
+                 "wait together share one sync)")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_option("--max-connections", options.max_connections,
@@ -733,6 +741,14 @@ int server_main(int argc, char** argv, const Door& door) {
                  "Simultaneous connections not (yet) admitted as an enrolled user; the oldest "
                  "makes room for a newcomer")
       ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  app.add_option("--handshake-timeout", options.handshake_timeout,
+                 "Seconds a new connection gets to finish TLS and show an enrolled identity")
+      ->check(CLI::Range(1, 600))
+      ->capture_default_str();
+  app.add_option("--idle-timeout", options.idle_timeout,
+                 "Seconds an enrolled connection may stay silent before it is closed")
+      ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   app.add_option("--backend", options.backend,
                  "Keep the store in an S3 bucket shared with other server processes: "
