@@ -15,26 +15,7 @@ fi
 dir=$(realpath -m "$1")
 port=$2
 if [ "$port" = auto ]; then
-  # A free port.
-  port=$(/usr/bin/python3 - <<'PY'
-import random, socket
-for _ in range(200):
-    base = random.randrange(20000, 60000)
-    try:
-        held = []
-        for p in range(base, base + 1):
-            s = socket.socket()
-            s.bind(("127.0.0.1", p))
-            held.append(s)
-        print(base)
-        break
-    except OSError:
-        pass
-    finally:
-        for s in held:
-            s.close()
-PY
-)
+  port=$("$(dirname "$0")/free-ports.py" 1)
 fi
 if ! [[ $port =~ ^[0-9]+$ ]] || [ "$port" -lt 1024 ] || [ "$port" -gt 65535 ]; then
   echo "$0: PORT must be a number from 1024 to 65535" >&2
