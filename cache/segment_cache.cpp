@@ -37,14 +37,34 @@ ByteView SegmentCache::Handle::bytes() const {
   return entry_ ? ByteView(entry_->bytes) : ByteView();
 }
 
+SegmentCache::Reservation::Reservation(Reservation&& other) noexcept
+    : cache_(other.cache_), bytes_(std::exchange(other.bytes_, 0)) {}
+
+SegmentCache::Reservation& SegmentCache::Reservation::operator=(Reservation&& other) noexcept {
+  if (this != &other) {
+    reset();
+    cache_ = other.cache_;
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+void SegmentCache::Reservation::resize(std::size_t bytes) {
+  if (bytes == bytes_)
+    return;
+  assert(cache_ != nullptr);
+  cache_->change_reserved(bytes_, bytes);
+  bytes_ = bytes;
+}
+
 SegmentCache::SegmentCache(std::size_t capacity_bytes)
     : capacity_(capacity_bytes),
       lru_(std::make_unique<Entry>()),
       in_use_(std::make_unique<Entry>()) {}
 
 SegmentCache::~SegmentCache() {
-  // Handles must not outlive the cache.
-  assert(in_use_->next == in_use_.get() && detached_.empty());
+  // Handles and Reservations must not outlive the cache.
+  assert(in_use_->next == in_use_.get() && detached_.empty() && reserved_ == 0);
 }
 
 void SegmentCache::unlink(Entry* e) {
@@ -87,7 +107,8 @@ SegmentCache::Handle SegmentCache::insert(const std::string& key, Bytes bytes) {
   auto owned = std::make_unique<Entry>();
   owned->key = key;
   owned->bytes = std::move(bytes);
-  owned->charge = owned->bytes.size() + key.size() + kEntryOverhead;
+  // What the buffer holds, not what it shows: a vector grown by steps keeps its slack.
+  owned->charge = owned->bytes.capacity() + key.size() + kEntryOverhead;
   owned->refs = 1;
   owned->in_cache = true;
   Entry* e = owned.get();
@@ -109,6 +130,19 @@ void SegmentCache::erase(const std::string& key) {
     drop_locked(it->second.get());
 }
 
+SegmentCache::Reservation SegmentCache::reserve(std::size_t bytes) {
+  change_reserved(0, bytes);
+  return Reservation(this, bytes);
+}
+
+void SegmentCache::change_reserved(std::size_t from, std::size_t to) {
+  std::lock_guard lock(mutex_);
+  assert(reserved_ >= from);
+  reserved_ = reserved_ - from + to;
+  if (to > from)
+    evict_locked();
+}
+
 void SegmentCache::set_capacity(std::size_t capacity_bytes) {
   std::lock_guard lock(mutex_);
   capacity_ = capacity_bytes;
@@ -126,7 +160,7 @@ void SegmentCache::drop_locked(Entry* e) {
 }
 
 void SegmentCache::evict_locked() {
-  while (usage_ > capacity_ && lru_->next != lru_.get()) {
+  while (usage_ + reserved_ > capacity_ && lru_->next != lru_.get()) {
     drop_locked(lru_->next);
     ++counters_.evictions;
   }
@@ -153,6 +187,7 @@ CacheStats SegmentCache::stats() const {
   out.entries = table_.size();
   out.usage = usage_;
   out.pinned_bytes = pinned_;
+  out.reserved = reserved_;
   out.capacity = capacity_;
   return out;
 }

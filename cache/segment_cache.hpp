@@ -10,12 +10,16 @@
 //   neither  entries erased or replaced while a Handle still refers to them: no longer findable,
 //            freed when the last Handle goes.
 //
-// Each entry is charged its byte length plus a fixed overhead. usage() is the charge of all
-// findable entries; after every insert, entries are evicted from the old end of lru_ until usage()
-// is at most the capacity or lru_ is empty. Memory can therefore exceed the capacity only by what
-// Handles pin at that moment (a few segments per concurrent read), and a capacity of 0 caches
-// nothing beyond those pins. Lookups count hits and misses; one mutex guards everything, held
-// only for list and table updates, never while bytes are copied.
+// Each entry is charged its allocated bytes (the buffer's capacity) plus a fixed overhead. The
+// capacity is the budget of all the segment-sized memory the owner holds, not only of the
+// entries: a Reservation charges bytes that live elsewhere for a while (a transfer in flight, a
+// file's segment lists) against the same budget. usage is the charge of all findable entries,
+// reserved that of all live Reservations; after every insert and every reservation, entries are
+// evicted from the old end of lru_ until usage + reserved is at most the capacity or lru_ is
+// empty. Memory can therefore exceed the capacity only by what Handles pin at that moment (a few
+// segments per concurrent read) and by reservations larger than everything evictable, and a
+// capacity of 0 caches nothing beyond those. Lookups count hits and misses; one mutex guards
+// everything, held only for list and table updates, never while bytes are copied.
 #pragma once
 
 #include <cstddef>
@@ -37,6 +41,7 @@ struct CacheStats {
   std::uint64_t entries = 0;       // findable entries
   std::uint64_t usage = 0;         // their charge in bytes
   std::uint64_t pinned_bytes = 0;  // charge of entries Handles refer to (in_use_ and erased)
+  std::uint64_t reserved = 0;      // bytes live Reservations hold
   std::uint64_t capacity = 0;
 };
 
@@ -67,6 +72,31 @@ class SegmentCache {
     Entry* entry_ = nullptr;
   };
 
+  // Bytes charged against the budget while it lives; they are released when it is destroyed or
+  // reset. Must not outlive the cache.
+  class Reservation {
+   public:
+    Reservation() = default;
+    ~Reservation() { reset(); }
+    Reservation(Reservation&& other) noexcept;
+    Reservation& operator=(Reservation&& other) noexcept;
+    Reservation(const Reservation&) = delete;
+    Reservation& operator=(const Reservation&) = delete;
+
+    std::size_t bytes() const { return bytes_; }
+    // Charges bytes instead of what it held, evicting as needed. Needs a reservation from
+    // reserve().
+    void resize(std::size_t bytes);
+    // Releases what it holds (bytes() becomes 0).
+    void reset() { resize(0); }
+
+   private:
+    friend class SegmentCache;
+    Reservation(SegmentCache* cache, std::size_t bytes) : cache_(cache), bytes_(bytes) {}
+    SegmentCache* cache_ = nullptr;
+    std::size_t bytes_ = 0;
+  };
+
   explicit SegmentCache(std::size_t capacity_bytes);
   ~SegmentCache();
   SegmentCache(const SegmentCache&) = delete;
@@ -81,12 +111,17 @@ class SegmentCache {
   // Caches bytes under key, replacing any entry with that key, and returns a Handle to it.
   Handle insert(const std::string& key, Bytes bytes);
   void erase(const std::string& key);
+  // Charges bytes that are about to exist outside the cache (see above), evicting entries to make
+  // room for them. Never waits and never fails: when nothing is left to evict, the budget is
+  // exceeded and stats() shows by how much.
+  Reservation reserve(std::size_t bytes);
   // Changes the budget, evicting as needed.
   void set_capacity(std::size_t capacity_bytes);
   CacheStats stats() const;
 
  private:
   void release(Entry* entry);
+  void change_reserved(std::size_t from, std::size_t to);
   void unlink(Entry* entry);
   void append(Entry* list, Entry* entry);
   void evict_locked();
@@ -96,6 +131,7 @@ class SegmentCache {
   std::size_t capacity_;
   std::size_t usage_ = 0;
   std::size_t pinned_ = 0;
+  std::size_t reserved_ = 0;
   CacheStats counters_;
   // Dummy heads of the two circular lists; lru_.next is the oldest entry.
   std::unique_ptr<Entry> lru_;

@@ -847,13 +847,20 @@ struct Client::Impl {
   // ========
   //
   // An object key lives under a name that starts with NUL, which validate_name() refuses, so no
-  // user name maps to the same file id; list() leaves such names out. Commits go to the HTTPS
-  // server first: it arbitrates between concurrent writers (its version check is the
-  // compare-and-swap), and the TCP server follows only once the HTTPS server accepted.
+  // user name maps to the same file id; list() leaves such names out. A commit goes to both
+  // servers at once, and the HTTPS server arbitrates between concurrent writers (its version check
+  // is the compare-and-swap): a commit it refuses has failed, whatever the TCP server said. A loser
+  // can so leave its record on the TCP server; the winner then finds the TCP server in conflict
+  // and commits its content once more above both (settle_split), and until then readers take the
+  // HTTPS server's record of an equal version.
 
   static constexpr std::string_view kObjectPrefix{"\0splitfs-object\0", 16};
   static constexpr std::size_t kMaxObjectKeyBytes = 1024;
   static constexpr std::size_t kSendWithoutAskingBytes = 64u << 10;
+  // Times a commit that split the servers is committed again before the TCP server's conflict is
+  // reported.
+  static constexpr int kMaxSettleAttempts = 3;
+  static constexpr std::uint64_t kMaxObjectVersion = std::uint64_t{1} << 62;
 
   std::atomic<std::uint64_t> object_bytes_sent{0};
   std::atomic<std::uint64_t> object_shares_sent{0};
@@ -1052,14 +1059,11 @@ struct Client::Impl {
     });
     if (!records[0] && !records[1])
       throw NotFound("no stored object '" + key + "'");
+    // At equal versions the HTTPS server's record wins: it arbitrates commits, so a different
+    // record of that version on the TCP server is one that lost there (commit_object).
     const std::size_t newest =
         !records[1] || (records[0] && records[0]->version >= records[1]->version) ? 0 : 1;
     const protocol::FileRecord& record = *records[newest];
-    if (records[0] && records[1] && records[0]->version == records[1]->version &&
-        records[0]->manifest != records[1]->manifest) {
-      throw IntegrityError("the servers hold two different versions " +
-                           std::to_string(record.version) + " of object '" + key + "'");
-    }
     Bytes plain;
     Manifest m;
     if (!open_record(keys.record, record_associated(kManifestDomain, file, record.version),
@@ -1109,24 +1113,88 @@ struct Client::Impl {
       throw ConflictError("object '" + key + "' has a version newer than " +
                           std::to_string(expected));
     }
+    const auto outcome = commit_on_both(file, m);
+    if (outcome[0])
+      std::rethrow_exception(outcome[0]);
+    if (outcome[1]) {
+      try {
+        std::rethrow_exception(outcome[1]);
+      } catch (const ConflictError&) {
+        settle_split(file, m);
+      }
+    }
+    note_seen(file, m.entry.version);
+    object_commits.fetch_add(1, std::memory_order_relaxed);
+    return to_object(key, m);
+  }
+
+  // The commit of m to each server, sealed for m.entry.version.
+  std::array<protocol::Commit, kServers> sealed_commits(const Id& file, const Manifest& m) {
+    const std::uint64_t version = m.entry.version;
     const Bytes entry = seal_record(keys.record, record_associated(kEntryDomain, file, version),
                                     encode_entry(m.entry));
     const Bytes sealed = seal_record(keys.record, record_associated(kManifestDomain, file, version),
                                      encode_manifest(m));
+    std::array<protocol::Commit, kServers> out;
     for (std::size_t j = 0; j < kServers; ++j) {
-      protocol::Commit commit{file, version, {}, entry, sealed};
+      out[j] = protocol::Commit{file, version, {}, entry, sealed};
       for (std::uint64_t s = 0; s < m.segment_count(); ++s) {
         const Id& id = m.shares[s * kServers + j];
         if (id == kEmptyShare)
           continue;
         const std::size_t length = share_length(m.segment_length(s), j);
-        commit.refs.push_back({id, static_cast<std::uint32_t>(chunk_count(length))});
+        out[j].refs.push_back({id, static_cast<std::uint32_t>(chunk_count(length))});
       }
-      expect<protocol::Empty>(servers[j]->call(commit), endpoint(j));
     }
-    note_seen(file, version);
-    object_commits.fetch_add(1, std::memory_order_relaxed);
-    return to_object(key, m);
+    return out;
+  }
+
+  // Sends m's commit to both servers at once (one round trip instead of two); returns each
+  // server's failure, if any.
+  std::array<std::exception_ptr, kServers> commit_on_both(const Id& file, const Manifest& m) {
+    const auto commits = sealed_commits(file, m);
+    std::array<std::exception_ptr, kServers> failed;
+    const auto send = [&](std::size_t j) {
+      try {
+        expect<protocol::Empty>(servers[j]->call(commits[j]), endpoint(j));
+      } catch (...) {
+        failed[j] = std::current_exception();
+      }
+    };
+    auto tcp = std::async(std::launch::async, send, std::size_t{1});
+    send(0);
+    tcp.get();
+    return failed;
+  }
+
+  // The HTTPS server accepted m but the TCP server holds a version at least as new: a concurrent
+  // writer that lost on the HTTPS server reached the TCP server first. m stands (the HTTPS server
+  // arbitrates); to bring both servers to one version again, the same content is committed once
+  // more as a version above both, HTTPS server first. m is updated to what was committed.
+  void settle_split(const Id& file, Manifest& m) {
+    for (int attempt = 0; attempt < kMaxSettleAttempts; ++attempt) {
+      Manifest next = m;
+      const std::uint64_t tcp = remote_version(1, file);
+      if (tcp >= kMaxObjectVersion)
+        throw ServerError("the " + server_name(endpoint(1)) + " reports an impossible version");
+      next.entry.version = std::max(m.entry.version, tcp) + 1;
+      const auto commits = sealed_commits(file, next);
+      try {
+        expect<protocol::Empty>(servers[0]->call(commits[0]), endpoint(0));
+      } catch (const ConflictError&) {
+        // Another writer already built on m at the HTTPS server: m stands, and the newer
+        // version is that writer's to bring to the TCP server.
+        return;
+      }
+      m = std::move(next);
+      try {
+        expect<protocol::Empty>(servers[1]->call(commits[1]), endpoint(1));
+        return;
+      } catch (const ConflictError&) {
+        if (attempt + 1 == kMaxSettleAttempts)
+          throw;
+      }
+    }
   }
 
   void remove_object(const std::string& key) {

@@ -69,6 +69,9 @@ struct MountOptions {
   std::filesystem::path mountpoint;  // an existing directory
   bool foreground = false;
   bool debug = false;  // libfuse's request trace on stderr (implies foreground)
+  // The budget of the memory that grows with the data: cached segments, segments and their copies
+  // in flight (uploads, downloads, read-ahead), and segment lists of files and commits. The
+  // mount's peak resident set is this plus a fixed part (code, rules, connections, FUSE buffers).
   std::uint64_t cache_bytes = 256u << 20;
   // The optional disk tier of the segment cache (cache/disk_tier.hpp): sealed segments under
   // cache_dir, at most cache_dir_bytes; a remount (or a file larger than cache_bytes) reads them

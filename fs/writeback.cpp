@@ -145,6 +145,17 @@ std::uint64_t WriteBack::local_bytes() const {
   return static_cast<std::uint64_t>(st.st_blocks) * 512;
 }
 
+std::uint64_t WriteBack::memory_bytes() const {
+  // A std::set or std::map node: its value, the links and colour, and malloc's header, rounded up
+  // to malloc's 16-byte steps.
+  const auto node = [](std::size_t value) -> std::uint64_t {
+    return (value + 4 * sizeof(void*) + sizeof(std::size_t) + 15) / 16 * 16;
+  };
+  return local_.size() * node(sizeof(std::uint64_t)) +
+         staged_.size() * node(sizeof(std::pair<const std::uint64_t, SegmentRef>)) +
+         versions_.size() * node(sizeof(std::pair<const std::uint64_t, std::uint64_t>));
+}
+
 std::uint64_t WriteBack::footprint() const {
   // Every staged segment is local, every local one is below size(), and all but the last are
   // full: no walk over the segments (this runs at every write).

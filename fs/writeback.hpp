@@ -93,6 +93,10 @@ class WriteBack {
   // costs on disk, holes aside).
   std::uint64_t footprint() const;
 
+  // Bytes the segment bookkeeping (local, staged and versioned segments) holds in memory, tree
+  // nodes and allocator headers included: it grows with the file, about 240 bytes per segment.
+  std::uint64_t memory_bytes() const;
+
   // How much footprint() grows by a write of [offset, offset + length) (its fills included).
   std::uint64_t growth(std::uint64_t offset, std::uint64_t length) const;
 

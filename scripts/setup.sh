@@ -16,7 +16,9 @@ packages=(
 
 missing=()
 for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+  # grep -c, not -q, after a pipe: -q stops reading at the first match, and the writer's SIGPIPE
+  # then fails the pipeline under pipefail.
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -c "install ok installed" >/dev/null; then
     missing+=("$p")
   fi
 done

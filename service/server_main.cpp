@@ -51,15 +51,15 @@ namespace {
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 constexpr auto kDrainPoll = std::chrono::milliseconds(20);
 constexpr auto kTrimPeriod = std::chrono::seconds(1);
+// Allocations from this size up are mapped on their own (server_main).
+constexpr int kMmapThreshold = 1 << 20;
 
 struct Options {
   std::string data;
   std::string bind = "127.0.0.1";
   int port = 0;
   std::vector<std::string> tls_names;
-  // More than the cores: a store write holds its thread through the disk sync, and the writes
-  // that arrive meanwhile share the next one (store.cpp, group commit) only if threads are free.
-  int threads = 4;
+  int threads = 2;
   int max_connections = 1024;
   int max_user_connections = 64;
   int max_unauthenticated = 256;
@@ -708,6 +708,10 @@ void log_line(std::string_view line) {
 int server_main(int argc, char** argv, const Door& door) {
   // A write to a closed stdout must not kill a running server.
   std::signal(SIGPIPE, SIG_IGN);
+  // Request and reply buffers run to many MiB. Served by mmap they go back to the system when
+  // freed; glibc's default would raise its mmap threshold after the first such free and keep the
+  // later ones in the heap, so concurrent large requests would leave the resident size up.
+  ::mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
 
   Options options;
   options.data = std::string(SPLITFS_DEFAULT_DATA_ROOT) + "/" + door.data_subdir;
@@ -724,9 +728,7 @@ int server_main(int argc, char** argv, const Door& door) {
                  "Extra DNS name or IP address for the certificate (repeatable)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app.add_option("--threads", options.threads,
-                 "Worker threads (a request that waits for the disk holds one; the writes that "
-                 "wait together share one sync)")
+  app.add_option("--threads", options.threads, "Worker threads")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_option("--max-connections", options.max_connections,

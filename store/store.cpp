@@ -20,6 +20,13 @@
 // Compaction and readers: a record moves only to a new pack, whose data is synced before the rows
 // move in one transaction; the old pack is unlinked after that. A reader that looked a share up
 // just before the move and finds the old pack gone looks it up again.
+//
+// Group commit: puts, commits and removals are parts of write groups. The parts that queue while a
+// group is being written make up the next group, which runs them in one index transaction (each
+// in a savepoint, so a part that fails takes back only its own changes), syncs the pack data they
+// appended once, then commits once (one sync of the index log). Every part's caller hears its
+// outcome only after that: a reply still means the data and the index rows are on disk, and
+// readers still see only what is on disk, but concurrent writers share the syncs.
 #include "store/store.hpp"
 
 #include <fcntl.h>
@@ -28,9 +35,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -63,6 +73,8 @@ constexpr int kPackNameAttempts = 16;
 constexpr int kMovedShareAttempts = 3;
 // Garbage rows dropped per transaction, so stores and commits never wait long for compaction.
 constexpr int kGarbageBatch = 2048;
+// The most parts one write group takes, so that one index transaction stays short.
+constexpr std::size_t kMaxGroupParts = 64;
 // A compaction copies records in pieces of about this size.
 constexpr std::size_t kCopyBytes = 8u << 20;
 // How long a compaction waits for an operator's check of the store to finish.
@@ -256,8 +268,9 @@ struct Reader {
 };
 
 struct Writer {
-  sql::Stmt begin, commit, rollback, share_size, touch, insert_pack, insert_share, add_refs,
-      file_refs, upsert_file, delete_file, drop_garbage, move_share, pack_usage;
+  sql::Stmt begin, commit, rollback, savepoint, release, rollback_to, share_size, touch,
+      insert_pack, insert_share, add_refs, file_refs, upsert_file, delete_file, drop_garbage,
+      move_share, pack_usage;
 };
 
 class StoreImpl;
@@ -354,7 +367,22 @@ class StoreImpl final : public Store {
   std::shared_ptr<const pack::Fd> pack_for_reading(std::uint32_t number, std::error_code& ec);
   // Makes a new, empty pack file under a number never used before. Caller holds write_mu_.
   std::error_code create_pack(std::uint32_t& number, pack::Fd& fd);
+  // In a write group: a pack to append to, and the current pack put aside (synced first if the
+  // group appended to it; a failed sync fails the group).
   std::error_code ensure_pack();
+  void retire_pack();
+  // Group commit (see the top of this file). A part runs with write_mu_ held inside the group's
+  // transaction and returns its outcome; run_part returns once the group that ran it is durable.
+  using Part = std::function<std::error_code()>;
+  struct Queued {
+    const Part* part;
+    std::error_code result;
+    bool done = false;
+  };
+  std::error_code run_part(const Part& part);
+  void write_group(std::span<Queued* const> group);
+  // Runs parts from `next` on in one transaction; returns the index of the first part it left.
+  std::size_t write_round(std::span<Queued* const> group, std::size_t next);
   std::error_code put_new_shares(std::string_view user, std::span<const ShareInput> shares,
                                  bool& refused);
   std::error_code commit_version(std::string_view user, const Id& file, std::uint64_t version,
@@ -399,7 +427,16 @@ class StoreImpl final : public Store {
   pack::Fd lock_;
 
   std::mutex compact_mu_;  // one compaction or check at a time; taken before write_mu_
-  std::mutex write_mu_;    // guards wdb_, writer_ and the current pack
+  std::mutex write_mu_;    // guards wdb_, writer_, the current pack and the group being written
+
+  std::mutex group_mu_;  // guards queued_ and leading_; never held with write_mu_
+  std::condition_variable group_cv_;
+  std::deque<Queued*> queued_;
+  bool leading_ = false;  // a caller is writing a group
+  // Of the group being written (write_mu_): pack bytes appended since the last sync, and a failure
+  // that fails the group's current transaction (a pack put aside could not be synced).
+  bool pack_unsynced_ = false;
+  std::error_code group_error_;
   sql::Db wdb_;
   Writer writer_;
   pack::Fd pack_;
@@ -591,6 +628,9 @@ void StoreImpl::open_index() {
       {writer_.begin, "BEGIN IMMEDIATE"},
       {writer_.commit, "COMMIT"},
       {writer_.rollback, "ROLLBACK"},
+      {writer_.savepoint, "SAVEPOINT part"},
+      {writer_.release, "RELEASE part"},
+      {writer_.rollback_to, "ROLLBACK TO part"},
       {writer_.share_size, "SELECT size, refcount FROM shares WHERE user = ?1 AND id = ?2"},
       {writer_.touch, "UPDATE shares SET touched = ?3 WHERE user = ?1 AND id = ?2"},
       {writer_.insert_pack, "INSERT OR IGNORE INTO packs (number, created) VALUES (?1, ?2)"},
@@ -730,10 +770,21 @@ std::error_code StoreImpl::create_pack(std::uint32_t& number, pack::Fd& fd) {
   return io_failure("cannot create pack", "no unused name");
 }
 
+void StoreImpl::retire_pack() {
+  if (pack_ && pack_unsynced_) {
+    if (std::error_code ec = pack::sync_data(pack_.get()))
+      group_error_ = disk_failure("cannot sync pack", ec);
+  }
+  pack_unsynced_ = false;
+  pack_.reset();
+}
+
 std::error_code StoreImpl::ensure_pack() {
   if (pack_ && pack_size_ < options_.pack_target_bytes)
     return {};
-  pack_.reset();
+  retire_pack();
+  if (group_error_)
+    return group_error_;
   std::uint32_t number = 0;
   pack::Fd fd;
   if (auto ec = create_pack(number, fd))
@@ -808,6 +859,102 @@ std::vector<bool> StoreImpl::has_shares(std::string_view user, std::span<const I
   return held;
 }
 
+std::error_code StoreImpl::run_part(const Part& part) {
+  Queued self{&part, {}, false};
+  std::unique_lock lock(group_mu_);
+  queued_.push_back(&self);
+  while (!self.done) {
+    if (leading_) {
+      group_cv_.wait(lock);
+      continue;
+    }
+    // No write group is being written: this caller writes the next one, its own part included.
+    leading_ = true;
+    std::array<Queued*, kMaxGroupParts> taken{};
+    const std::size_t n = std::min(queued_.size(), kMaxGroupParts);
+    std::copy_n(queued_.begin(), n, taken.begin());
+    queued_.erase(queued_.begin(), queued_.begin() + static_cast<std::ptrdiff_t>(n));
+    const std::span<Queued* const> group(taken.data(), n);
+    lock.unlock();
+    try {
+      write_group(group);
+    } catch (const std::exception& e) {
+      for (Queued* q : group)
+        q->result = io_failure("write failed", e.what());
+    } catch (...) {
+      for (Queued* q : group)
+        q->result = io_failure("write failed", "unknown exception");
+    }
+    lock.lock();
+    for (Queued* q : group)
+      q->done = true;
+    leading_ = false;
+    group_cv_.notify_all();
+  }
+  return self.result;
+}
+
+void StoreImpl::write_group(std::span<Queued* const> group) {
+  std::lock_guard lock(write_mu_);
+  for (std::size_t next = 0; next < group.size();)
+    next = write_round(group, next);
+}
+
+std::size_t StoreImpl::write_round(std::span<Queued* const> group, std::size_t next) {
+  sqlite3* db = wdb_.get();
+  sql::Transaction tx(writer_.begin, writer_.commit, writer_.rollback);
+  if (tx.begin_rc() != SQLITE_DONE) {
+    const std::error_code ec = sql_failure(db, "cannot begin write");
+    for (std::size_t i = next; i < group.size(); ++i)
+      group[i]->result = ec;
+    return group.size();
+  }
+  group_error_.clear();
+  std::vector<Queued*> held;  // the parts whose changes this transaction holds
+  held.reserve(group.size() - next);
+  // Set when SQLite ended the transaction itself (it does after some failures, a full disk among
+  // them): the parts held so far lost their changes, and the rest go to a new transaction.
+  std::error_code lost;
+  for (; next < group.size() && !lost; ++next) {
+    Queued& q = *group[next];
+    q.result = sql::run(writer_.savepoint) == SQLITE_DONE
+                   ? (*q.part)()
+                   : sql_failure(db, "cannot begin a part of a write");
+    if (!q.result && sql::run(writer_.release) != SQLITE_DONE)
+      q.result = sql_failure(db, "cannot end a part of a write");
+    if (!q.result) {
+      held.push_back(&q);
+      continue;
+    }
+    if (sqlite3_get_autocommit(db)) {
+      lost = q.result;
+    } else if (sql::run(writer_.rollback_to) != SQLITE_DONE ||
+               sql::run(writer_.release) != SQLITE_DONE) {
+      lost = sql_failure(db, "cannot take back a part of a write");
+    }
+  }
+  std::error_code failure = lost ? lost : group_error_;
+  // The appended records are durable before any index row that points at them.
+  if (!failure && !held.empty() && pack_unsynced_ && pack_) {
+    if (std::error_code ec = pack::sync_data(pack_.get())) {
+      // After a failed sync the file's pages are in an unknown state.
+      pack_.reset();
+      failure = disk_failure("cannot sync pack", ec);
+    }
+  }
+  // What a failed round appended is garbage that no committed row points at.
+  pack_unsynced_ = false;
+  if (!failure && !held.empty() && tx.commit() != SQLITE_DONE)
+    failure = sql_failure(db, "cannot commit write");
+  if (failure) {
+    for (Queued* q : held)
+      q->result = failure;
+  }
+  if (failure || held.empty())
+    tx.rollback();
+  return next;
+}
+
 std::error_code StoreImpl::put_new_shares(std::string_view user, std::span<const ShareInput> shares,
                                           bool& refused) {
   for (const ShareInput& share : shares) {
@@ -834,109 +981,96 @@ std::error_code StoreImpl::put_new_shares(std::string_view user, std::span<const
       order.end());
   std::sort(order.begin(), order.end());
 
-  std::lock_guard lock(write_mu_);
-  sqlite3* db = wdb_.get();
-  sql::Transaction tx(writer_.begin, writer_.commit, writer_.rollback);
-  if (tx.begin_rc() != SQLITE_DONE)
-    return sql_failure(db, "cannot begin put");
+  return run_part([&]() -> std::error_code {
+    sqlite3* db = wdb_.get();
+    const std::int64_t created = now_seconds();
+    std::vector<std::size_t> fresh;
+    std::vector<std::size_t> unreferenced;  // held, but garbage: its grace period starts again
+    for (std::size_t i : order) {
+      KeyedUse q(writer_.share_size, user, shares[i].id);
+      const int rc = q.step();
+      if (rc == SQLITE_DONE)
+        fresh.push_back(i);
+      else if (rc == SQLITE_ROW && q.int64(1) == 0)
+        unreferenced.push_back(i);
+      else if (rc != SQLITE_ROW)
+        return sql_failure(db, "cannot look up shares");
+    }
+    for (std::size_t i : unreferenced) {
+      KeyedUse q(writer_.touch, user, shares[i].id);
+      q.bind(3, created);
+      if (q.step() != SQLITE_DONE)
+        return sql_failure(db, "cannot refresh shares");
+    }
+    if (fresh.empty())
+      return {};
 
-  const std::int64_t created = now_seconds();
-  std::vector<std::size_t> fresh;
-  std::vector<std::size_t> unreferenced;  // held, but garbage: its grace period starts again
-  for (std::size_t i : order) {
-    KeyedUse q(writer_.share_size, user, shares[i].id);
-    const int rc = q.step();
-    if (rc == SQLITE_DONE)
-      fresh.push_back(i);
-    else if (rc == SQLITE_ROW && q.int64(1) == 0)
-      unreferenced.push_back(i);
-    else if (rc != SQLITE_ROW)
-      return sql_failure(db, "cannot look up shares");
-  }
-  for (std::size_t i : unreferenced) {
-    KeyedUse q(writer_.touch, user, shares[i].id);
-    q.bind(3, created);
-    if (q.step() != SQLITE_DONE)
-      return sql_failure(db, "cannot refresh shares");
-  }
-  if (fresh.empty()) {
-    if (!unreferenced.empty() && tx.commit() != SQLITE_DONE)
-      return sql_failure(db, "cannot commit put");
+    std::uint64_t incoming = pack::kFileHeaderSize;
+    for (std::size_t i : fresh)
+      incoming += pack::kRecordHeaderSize + shares[i].data.size();
+    if (auto ec = admit_data(incoming)) {
+      refused = true;
+      return ec;
+    }
+    if (auto ec = ensure_pack())
+      return ec;
+    std::vector<iovec> iov;
+    iov.reserve(2 * fresh.size() + 1);
+    std::vector<std::uint64_t> positions;
+    positions.reserve(fresh.size());
+    std::uint64_t end = pack_size_;
+    if (pack_size_ == 0) {
+      iov.push_back({const_cast<std::uint8_t*>(pack::kFileMagic.data()), pack::kFileHeaderSize});
+      end += pack::kFileHeaderSize;
+    }
+    for (std::size_t i : fresh) {
+      iov.push_back({headers[i].data(), headers[i].size()});
+      iov.push_back({const_cast<std::uint8_t*>(shares[i].data.data()), shares[i].data.size()});
+      positions.push_back(end);
+      end += pack::kRecordHeaderSize + shares[i].data.size();
+    }
+    const std::uint64_t start = pack_size_;
+    // Until the index commits, nothing points at the appended bytes: on a failure before that
+    // they are cut off again, so a full disk gets its space back and the pack's tail stays known.
+    auto take_back = [&] {
+      if (::ftruncate(pack_.get(), static_cast<off_t>(start)) == 0)
+        pack_size_ = start;
+      else
+        retire_pack();  // the tail is unknown: later records go to a fresh pack
+    };
+    pack_unsynced_ = true;
+    if (std::error_code ec = pack::write_all(pack_.get(), iov, start)) {
+      take_back();
+      return disk_failure("cannot write pack", ec);
+    }
+    pack_size_ = end;
+
+    std::error_code index_error;
+    {
+      sql::Use q(writer_.insert_pack);
+      q.bind(1, std::int64_t{pack_number_});
+      q.bind(2, created);
+      if (q.step() != SQLITE_DONE)
+        index_error = sql_failure(db, "cannot index pack");
+    }
+    for (std::size_t k = 0; !index_error && k < fresh.size(); ++k) {
+      const ShareInput& share = shares[fresh[k]];
+      KeyedUse q(writer_.insert_share, user, share.id);
+      q.bind(3, std::int64_t{pack_number_});
+      q.bind(4, static_cast<std::int64_t>(positions[k]));
+      q.bind(5, static_cast<std::int64_t>(share.data.size()));
+      q.bind(6, created);
+      if (q.step() != SQLITE_DONE)
+        index_error = sql_failure(db, "cannot index shares");
+    }
+    if (index_error) {
+      take_back();
+      return index_error;
+    }
+    // A failed COMMIT may still have reached the log, so the records stay (as garbage at worst).
+    pack_bytes_ += end - start;
     return {};
-  }
-
-  std::uint64_t incoming = pack::kFileHeaderSize;
-  for (std::size_t i : fresh)
-    incoming += pack::kRecordHeaderSize + shares[i].data.size();
-  if (auto ec = admit_data(incoming)) {
-    refused = true;
-    return ec;
-  }
-  if (auto ec = ensure_pack())
-    return ec;
-  std::vector<iovec> iov;
-  iov.reserve(2 * fresh.size() + 1);
-  std::vector<std::uint64_t> positions;
-  positions.reserve(fresh.size());
-  std::uint64_t end = pack_size_;
-  if (pack_size_ == 0) {
-    iov.push_back({const_cast<std::uint8_t*>(pack::kFileMagic.data()), pack::kFileHeaderSize});
-    end += pack::kFileHeaderSize;
-  }
-  for (std::size_t i : fresh) {
-    iov.push_back({headers[i].data(), headers[i].size()});
-    iov.push_back({const_cast<std::uint8_t*>(shares[i].data.data()), shares[i].data.size()});
-    positions.push_back(end);
-    end += pack::kRecordHeaderSize + shares[i].data.size();
-  }
-  const std::uint64_t start = pack_size_;
-  // Until the index commits, nothing points at the appended bytes: on a failure before that they
-  // are cut off again, so a full disk gets its space back and the pack's tail stays known.
-  auto take_back = [&] {
-    if (::ftruncate(pack_.get(), static_cast<off_t>(start)) == 0)
-      pack_size_ = start;
-    else
-      pack_.reset();  // the tail is unknown: later records go to a fresh pack
-  };
-  if (std::error_code ec = pack::write_all(pack_.get(), iov, start)) {
-    take_back();
-    return disk_failure("cannot write pack", ec);
-  }
-  if (std::error_code ec = pack::sync_data(pack_.get())) {
-    // After a failed sync the file's pages are in an unknown state.
-    pack_.reset();
-    return disk_failure("cannot sync pack", ec);
-  }
-  pack_size_ = end;
-
-  std::error_code index_error;
-  {
-    sql::Use q(writer_.insert_pack);
-    q.bind(1, std::int64_t{pack_number_});
-    q.bind(2, created);
-    if (q.step() != SQLITE_DONE)
-      index_error = sql_failure(db, "cannot index pack");
-  }
-  for (std::size_t k = 0; !index_error && k < fresh.size(); ++k) {
-    const ShareInput& share = shares[fresh[k]];
-    KeyedUse q(writer_.insert_share, user, share.id);
-    q.bind(3, std::int64_t{pack_number_});
-    q.bind(4, static_cast<std::int64_t>(positions[k]));
-    q.bind(5, static_cast<std::int64_t>(share.data.size()));
-    q.bind(6, created);
-    if (q.step() != SQLITE_DONE)
-      index_error = sql_failure(db, "cannot index shares");
-  }
-  if (index_error) {
-    tx.rollback();
-    take_back();
-    return index_error;
-  }
-  // A failed COMMIT may still have reached the log, so the records stay (as garbage at worst).
-  pack_bytes_ += end - start;
-  if (tx.commit() != SQLITE_DONE)
-    return sql_failure(db, "cannot commit put");
-  return {};
+  });
 }
 
 std::error_code StoreImpl::get_share(std::string_view user, const Id& id, Bytes& out) {
@@ -1000,78 +1134,73 @@ std::error_code StoreImpl::commit_version(std::string_view user, const Id& file,
   std::sort(new_ids.begin(), new_ids.end());
   const Bytes refs_blob = encode_refs(refs);
 
-  std::lock_guard lock(write_mu_);
-  sqlite3* db = wdb_.get();
-  sql::Transaction tx(writer_.begin, writer_.commit, writer_.rollback);
-  if (tx.begin_rc() != SQLITE_DONE)
-    return sql_failure(db, "cannot begin commit");
-
-  std::vector<Id> old_ids;
-  {
-    KeyedUse q(writer_.file_refs, user, file);
-    const int rc = q.step();
-    if (rc == SQLITE_ROW) {
-      if (version <= static_cast<std::uint64_t>(q.int64(0)))
-        return Errc::conflict;
-      if (!decode_ref_ids(q.blob(1), old_ids))
-        return corrupt("file references malformed");
-    } else if (rc != SQLITE_DONE) {
-      return sql_failure(db, "cannot read file");
+  return run_part([&]() -> std::error_code {
+    sqlite3* db = wdb_.get();
+    std::vector<Id> old_ids;
+    {
+      KeyedUse q(writer_.file_refs, user, file);
+      const int rc = q.step();
+      if (rc == SQLITE_ROW) {
+        if (version <= static_cast<std::uint64_t>(q.int64(0)))
+          return Errc::conflict;
+        if (!decode_ref_ids(q.blob(1), old_ids))
+          return corrupt("file references malformed");
+      } else if (rc != SQLITE_DONE) {
+        return sql_failure(db, "cannot read file");
+      }
     }
-  }
 
-  std::uint64_t stored_bytes = 0;
-  std::vector<Id> absent;  // sorted
-  std::error_code lookup_error;
-  for_each_group(new_ids, [&](const Id& id, std::int64_t count) {
-    KeyedUse q(writer_.share_size, user, id);
-    const int rc = q.step();
-    if (rc == SQLITE_ROW) {
-      stored_bytes += static_cast<std::uint64_t>(q.int64(0)) * static_cast<std::uint64_t>(count);
-    } else if (rc == SQLITE_DONE) {
-      absent.push_back(id);
-    } else {
-      lookup_error = sql_failure(db, "cannot look up shares");
-      return false;
+    std::uint64_t stored_bytes = 0;
+    std::vector<Id> absent;  // sorted
+    std::error_code lookup_error;
+    for_each_group(new_ids, [&](const Id& id, std::int64_t count) {
+      KeyedUse q(writer_.share_size, user, id);
+      const int rc = q.step();
+      if (rc == SQLITE_ROW) {
+        stored_bytes += static_cast<std::uint64_t>(q.int64(0)) * static_cast<std::uint64_t>(count);
+      } else if (rc == SQLITE_DONE) {
+        absent.push_back(id);
+      } else {
+        lookup_error = sql_failure(db, "cannot look up shares");
+        return false;
+      }
+      return true;
+    });
+    if (lookup_error)
+      return lookup_error;
+    if (!absent.empty()) {
+      // Report each missing id once, in the order the refs name them.
+      std::vector<bool> reported(absent.size(), false);
+      for (const ShareRef& ref : refs) {
+        auto it = std::lower_bound(absent.begin(), absent.end(), ref.id);
+        if (it == absent.end() || *it != ref.id)
+          continue;
+        const auto index = static_cast<std::size_t>(it - absent.begin());
+        if (reported[index])
+          continue;
+        reported[index] = true;
+        missing.push_back(ref.id);
+      }
+      return Errc::missing_shares;
     }
-    return true;
+
+    if (auto ec = update_refcounts(user, old_ids, new_ids, refs))
+      return ec;
+
+    {
+      KeyedUse q(writer_.upsert_file, user, file);
+      q.bind(3, static_cast<std::int64_t>(version));
+      q.bind(4, static_cast<std::int64_t>(refs.size()));
+      q.bind(5, static_cast<std::int64_t>(chunks));
+      q.bind(6, static_cast<std::int64_t>(stored_bytes));
+      q.bind(7, entry);
+      q.bind(8, ByteView(refs_blob));
+      q.bind(9, manifest);
+      if (q.step() != SQLITE_DONE)
+        return sql_failure(db, "cannot write file");
+    }
+    return {};
   });
-  if (lookup_error)
-    return lookup_error;
-  if (!absent.empty()) {
-    // Report each missing id once, in the order the refs name them.
-    std::vector<bool> reported(absent.size(), false);
-    for (const ShareRef& ref : refs) {
-      auto it = std::lower_bound(absent.begin(), absent.end(), ref.id);
-      if (it == absent.end() || *it != ref.id)
-        continue;
-      const auto index = static_cast<std::size_t>(it - absent.begin());
-      if (reported[index])
-        continue;
-      reported[index] = true;
-      missing.push_back(ref.id);
-    }
-    return Errc::missing_shares;
-  }
-
-  if (auto ec = update_refcounts(user, old_ids, new_ids, refs))
-    return ec;
-
-  {
-    KeyedUse q(writer_.upsert_file, user, file);
-    q.bind(3, static_cast<std::int64_t>(version));
-    q.bind(4, static_cast<std::int64_t>(refs.size()));
-    q.bind(5, static_cast<std::int64_t>(chunks));
-    q.bind(6, static_cast<std::int64_t>(stored_bytes));
-    q.bind(7, entry);
-    q.bind(8, ByteView(refs_blob));
-    q.bind(9, manifest);
-    if (q.step() != SQLITE_DONE)
-      return sql_failure(db, "cannot write file");
-  }
-  if (tx.commit() != SQLITE_DONE)
-    return sql_failure(db, "cannot commit file");
-  return {};
 }
 
 std::error_code StoreImpl::get_file(std::string_view user, const Id& file, FileRecord& out) {
@@ -1109,32 +1238,28 @@ std::error_code StoreImpl::list_files(std::string_view user, std::vector<FileSum
 }
 
 std::error_code StoreImpl::remove_one(std::string_view user, const Id& file) {
-  std::lock_guard lock(write_mu_);
-  sqlite3* db = wdb_.get();
-  sql::Transaction tx(writer_.begin, writer_.commit, writer_.rollback);
-  if (tx.begin_rc() != SQLITE_DONE)
-    return sql_failure(db, "cannot begin remove");
-  std::vector<Id> old_ids;
-  {
-    KeyedUse q(writer_.file_refs, user, file);
-    const int rc = q.step();
-    if (rc == SQLITE_DONE)
-      return Errc::not_found;
-    if (rc != SQLITE_ROW)
-      return sql_failure(db, "cannot read file");
-    if (!decode_ref_ids(q.blob(1), old_ids))
-      return corrupt("file references malformed");
-  }
-  if (auto ec = update_refcounts(user, old_ids, {}, {}))
-    return ec;
-  {
-    KeyedUse q(writer_.delete_file, user, file);
-    if (q.step() != SQLITE_DONE)
-      return sql_failure(db, "cannot delete file");
-  }
-  if (tx.commit() != SQLITE_DONE)
-    return sql_failure(db, "cannot commit remove");
-  return {};
+  return run_part([&]() -> std::error_code {
+    sqlite3* db = wdb_.get();
+    std::vector<Id> old_ids;
+    {
+      KeyedUse q(writer_.file_refs, user, file);
+      const int rc = q.step();
+      if (rc == SQLITE_DONE)
+        return Errc::not_found;
+      if (rc != SQLITE_ROW)
+        return sql_failure(db, "cannot read file");
+      if (!decode_ref_ids(q.blob(1), old_ids))
+        return corrupt("file references malformed");
+    }
+    if (auto ec = update_refcounts(user, old_ids, {}, {}))
+      return ec;
+    {
+      KeyedUse q(writer_.delete_file, user, file);
+      if (q.step() != SQLITE_DONE)
+        return sql_failure(db, "cannot delete file");
+    }
+    return {};
+  });
 }
 
 std::error_code StoreImpl::file_info(std::string_view user, const Id& file, FileInfo& out) {

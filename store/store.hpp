@@ -8,8 +8,9 @@
 // if every referenced share is held; a crash at any moment leaves either the old or the new
 // version, never a mix. Pack bytes not reachable from the index (a crash mid-append) are garbage,
 // never served. Every method is safe to call from several threads at once; reads never wait for
-// writes. A store directory (index.sqlite, packs/, LOCK) is open in at most one process: open()
-// fails while another holds it.
+// writes, and writes made at the same time may share one sync (group commit) without returning
+// before their own data is durable. A store directory (index.sqlite, packs/, LOCK) is open in at
+// most one process: open() fails while another holds it.
 //
 // Space: a share is held once per user however many files reference it (deduplication), and is
 // kept while referenced. Unreferenced shares survive Options::garbage_grace, since an upload's

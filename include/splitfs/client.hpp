@@ -136,8 +136,10 @@ struct ServerUsage {
 // not show objects. Its content is a sequence of segments, each addressed by the ids of its shares
 // (SegmentRef). Segments can be uploaded ahead of the commit that uses them (stage_segments), and a
 // new version can reuse the segments of an older one, so a small edit to a large object sends only
-// the segments it changed. Commits are compare-and-swap: the HTTPS server arbitrates (it is
-// committed first), so of two writers starting from the same version exactly one wins.
+// the segments it changed. Commits are compare-and-swap: a commit goes to both servers at once (one
+// round trip) and the HTTPS server arbitrates, so of two writers starting from the same version
+// exactly one wins. The winner may then be given a version above the one it asked for, when the
+// loser reached the TCP server first (StoredObject::version says which).
 
 // One segment of an object: the id of its share on each server (all zero for an empty share) and
 // its length in bytes. Ids are keyed hashes of the content, so equal refs mean equal bytes.
@@ -275,7 +277,7 @@ class Client {
   // Commits version expected + 1 of key made of `segments` (from stage_segments() or an older
   // version; every one but the last exactly segment_bytes long). expected is the version the
   // caller started from, 0 for a new key. Throws ConflictError if another version was committed
-  // since.
+  // since. The returned version is usually expected + 1 (higher after a race, see above).
   StoredObject commit_object(const std::string& key, std::uint64_t expected,
                              const ObjectAttributes& attributes, std::vector<SegmentRef> segments);
   // Removes key and its references on both servers. Throws NotFound if neither holds it.

@@ -74,11 +74,13 @@ splitfs store "$work/notes.txt" --as later.txt >/dev/null
 expect 0 splitfs ls --sort time --json
 json 'j[0]["name"] == "later.txt" and j[0]["stored_at_ns"] >= j[-1]["stored_at_ns"]'
 expect 0 splitfs ls -l photos/
-head -n1 "$work/out" | grep -qE '^size +bytes +chunks +version +stored at +via +name' ||
+# grep -c, not -q, after a pipe: -q stops reading at the first match, and the writer's SIGPIPE
+# then fails the pipeline under pipefail.
+head -n1 "$work/out" | grep -cE '^size +bytes +chunks +version +stored at +via +name' >/dev/null ||
   fail "ls -l header: $(cat "$work/out")"
 grep -qE '^293\.0 KiB +300000 +293 +1 .* store +photos/2024/summer/beach.jpg$' "$work/out" ||
   fail "ls -l line: $(cat "$work/out")"
-tail -n1 "$work/out" | grep -q "^4 file(s), " || fail "ls -l total: $(cat "$work/out")"
+tail -n1 "$work/out" | grep -c "^4 file(s), " >/dev/null || fail "ls -l total: $(cat "$work/out")"
 expect 2 splitfs ls --sort colour
 echo "ls: prefix, --sort name|size|time, -r, -l, --json"
 
@@ -190,6 +192,6 @@ for command in "${commands[@]}"; do
   help=$(splitfs $command --help) || fail "$command --help exited non-zero"
   grep -q "^Example" <<<"$help" || fail "'$command --help' has no example: $help"
 done
-splitfs --help | grep -q "^Examples:" || fail "splitfs --help has no examples"
+splitfs --help | grep -c "^Examples:" >/dev/null || fail "splitfs --help has no examples"
 echo "--help: an example for each of ${#commands[@]} subcommands"
 echo "cli commands: all checks passed"

@@ -69,7 +69,9 @@ cp "$work/in/f1025" "$mnt/docs/report.bin"
 sync "$mnt/docs/report.bin"
 splitfs fetch docs/report.bin -o "$work/out/report.bin" >/dev/null
 cmp "$work/in/f1025" "$work/out/report.bin" || fail "splitfs fetch docs/report.bin"
-splitfs ls | grep -qE "^ +1025 +2 chunks .* /docs/report.bin\$" || fail "ls lacks /docs/report.bin"
+# grep -c, not -q, after a pipe: -q stops reading at the first match, and the writer's SIGPIPE
+# then fails the pipeline under pipefail.
+splitfs ls | grep -cE "^ +1025 +2 chunks .* /docs/report.bin\$" >/dev/null || fail "ls lacks /docs/report.bin"
 echo "splitfs fetch and ls see files written through the mount"
 
 # Placement by the chunk rule: chunks 1, 3, 5, ... on HTTPS, 2, 4, 6, ... on TCP.

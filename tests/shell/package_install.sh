@@ -46,7 +46,9 @@ for page in splitfs splitfs-https-server splitfs-tcp-server; do
     grep -q "^\.SS \"${page//-/\\\\-} $sub\"" "$file" || fail "$page.1 does not describe '$sub'"
   done
 done
-MANWIDTH=80 man -l "$prefix/share/man/man1/splitfs.1" 2>/dev/null | grep -q "EXIT STATUS" ||
+# grep -c, not -q, after a pipe: -q stops reading at the first match, and the writer's SIGPIPE
+# then fails the pipeline under pipefail.
+MANWIDTH=80 man -l "$prefix/share/man/man1/splitfs.1" 2>/dev/null | grep -c "EXIT STATUS" >/dev/null ||
   fail "man cannot render splitfs.1"
 
 echo "== the installed headers stand alone (C99, C++20), warnings as errors"
@@ -175,7 +177,7 @@ g++ -std=c++20 "$work/project/consumer.cpp" -o "$work/pc_consumer" $(pkg-config 
 # shellcheck disable=SC2046
 gcc -std=c99 "$work/project/consumer.c" -o "$work/pc_consumer_c" $(pkg-config --cflags --libs splitfs) \
   -Wl,-rpath,"$prefix/lib"
-ldd "$work/pc_consumer_c" | grep -q "$prefix/lib/libsplitfs.so" || fail "pkg-config build links elsewhere"
+ldd "$work/pc_consumer_c" | grep -c "$prefix/lib/libsplitfs.so" >/dev/null || fail "pkg-config build links elsewhere"
 
 echo "== run against real servers started from the installed binaries"
 eval "$(SPLITFS_BIN_DIR=$prefix/bin "$root/scripts/local-up.sh" "$work/servers" 2>/dev/null)"
@@ -189,7 +191,7 @@ cmp "$work/c-data.bin" "$work/run_c/c-data.bin"
 (cd "$work/run_pc_c" && "$work/project_c/build/consumer_c" "$work/c-data.bin" c-data.bin &&
   "$work/pc_consumer_c" "$work/c-data.bin" c-data.bin)
 cmp "$work/c-data.bin" "$work/run_pc_c/c-data.bin"
-"$work/project/build/split_example" "$work/data.bin" | grep -q "byte-for-byte identical"
+"$work/project/build/split_example" "$work/data.bin" | grep -c "byte-for-byte identical" >/dev/null
 (cd "$work/run_c" && "$work/project/build/split_c_example" "$work/data.bin")
 
 echo "== the second C example: several files, and a failure it explains"
@@ -203,5 +205,5 @@ status=0
 grep -q "splitfs ls" "$work/batch.err" || fail "split_c_batch gave no advice: $(cat "$work/batch.err")"
 cmp "$work/one.txt" "$work/run_batch/one.txt"
 cmp "$work/two.txt" "$work/run_batch/two.txt"
-"$prefix/bin/splitfs" ls | grep -q "cmake/data.bin" || fail "the installed CLI does not list the files"
+"$prefix/bin/splitfs" ls | grep -c "cmake/data.bin" >/dev/null || fail "the installed CLI does not list the files"
 echo "package install passed"

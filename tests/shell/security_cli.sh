@@ -27,8 +27,10 @@ expect() {
 head -c 100000 /dev/urandom >"$work/file"
 splitfs store "$work/file" --as first >/dev/null
 fingerprint=$(splitfs id)
-https users list | grep -q "^local .*$fingerprint" || fail "local user not listed: $(https users list)"
-tcp users list | grep -q "^local .*$fingerprint" || fail "local user not listed on TCP"
+# grep -c, not -q, after a pipe: -q stops reading at the first match, and the writer's SIGPIPE
+# then fails the pipeline under pipefail.
+https users list | grep -c "^local .*$fingerprint" >/dev/null || fail "local user not listed: $(https users list)"
+tcp users list | grep -c "^local .*$fingerprint" >/dev/null || fail "local user not listed on TCP"
 echo "local client enrolled by local-up.sh"
 
 # A second machine is refused until enrolled, and is told its fingerprint.

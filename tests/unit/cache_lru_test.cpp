@@ -138,3 +138,94 @@ TEST_CASE("concurrent readers and writers keep the accounting consistent") {
   CHECK(s.pinned_bytes == 0);
   CHECK(s.hits + s.misses == 20000);
 }
+
+TEST_CASE("an entry is charged what its buffer holds, slack included") {
+  SegmentCache cache(1 << 20);
+  Bytes bytes(10, 1);
+  bytes.reserve(1000);
+  const std::size_t held = bytes.capacity();
+  REQUIRE(held >= 1000);
+  cache.insert("a", std::move(bytes));
+  CHECK(cache.stats().usage == held + 1 + kOverhead);
+}
+
+TEST_CASE("a reservation shares the budget with the entries and evicts the oldest first") {
+  SegmentCache cache(room_for(4, 100));
+  for (const char* k : {"a", "b", "c", "d"})
+    cache.insert(k, filled(100, 0));
+  auto room = cache.reserve(2 * (100 + 1 + kOverhead));
+  CHECK(room.bytes() == 2 * (100 + 1 + kOverhead));
+  CHECK_FALSE(cache.contains("a"));
+  CHECK_FALSE(cache.contains("b"));
+  CHECK(cache.contains("c"));
+  CHECK(cache.contains("d"));
+  auto s = cache.stats();
+  CHECK(s.reserved == room.bytes());
+  CHECK(s.usage + s.reserved <= s.capacity);
+  // While it lives, inserts stay within what is left.
+  cache.insert("e", filled(100, 0));
+  cache.insert("f", filled(100, 0));
+  s = cache.stats();
+  CHECK(s.entries == 2);
+  CHECK(s.usage + s.reserved <= s.capacity);
+  room.reset();
+  CHECK(cache.stats().reserved == 0);
+  cache.insert("g", filled(100, 0));
+  cache.insert("h", filled(100, 0));
+  CHECK(cache.stats().entries == 4);
+}
+
+TEST_CASE("a reservation can grow, shrink and move, and is released once") {
+  SegmentCache cache(room_for(4, 100));
+  for (const char* k : {"a", "b", "c", "d"})
+    cache.insert(k, filled(100, 0));
+  auto room = cache.reserve(0);
+  CHECK(cache.stats().entries == 4);
+  room.resize(3 * (100 + 1 + kOverhead));
+  CHECK(cache.stats().entries == 1);
+  CHECK(cache.contains("d"));
+  room.resize(10);
+  CHECK(cache.stats().reserved == 10);
+  SegmentCache::Reservation moved = std::move(room);
+  CHECK(room.bytes() == 0);
+  CHECK(moved.bytes() == 10);
+  CHECK(cache.stats().reserved == 10);
+  {
+    SegmentCache::Reservation other = cache.reserve(5);
+    other = std::move(moved);
+    CHECK(cache.stats().reserved == 10);
+  }
+  CHECK(cache.stats().reserved == 0);
+}
+
+TEST_CASE("a reservation larger than what can be evicted keeps pinned entries and says so") {
+  SegmentCache cache(room_for(2, 100));
+  auto pinned = cache.insert("a", filled(100, 0));
+  cache.insert("b", filled(100, 0));
+  auto room = cache.reserve(room_for(2, 100));
+  CHECK(cache.contains("a"));
+  CHECK_FALSE(cache.contains("b"));
+  const auto s = cache.stats();
+  CHECK(s.usage + s.reserved > s.capacity);
+  CHECK(s.reserved == room_for(2, 100));
+}
+
+TEST_CASE("concurrent reservations and inserts keep the accounting within the budget") {
+  const std::size_t budget = room_for(16, 512);
+  SegmentCache cache(budget);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&cache, t] {
+      for (int i = 0; i < 2000; ++i) {
+        auto room = cache.reserve(512);
+        cache.insert(std::to_string((i * 5 + t) % 64), filled(512, 0));
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  const auto s = cache.stats();
+  CHECK(s.reserved == 0);
+  CHECK(s.usage <= budget);
+  CHECK(s.pinned_bytes == 0);
+}

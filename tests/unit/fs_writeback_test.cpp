@@ -228,3 +228,20 @@ TEST_CASE("write-behind: staged segments are read and committed from their refs"
   CHECK(wb.truncate_needs(3 * kSegment + 5) == std::vector<std::uint64_t>{3});
   CHECK(wb.truncate_needs(3 * kSegment).empty());
 }
+
+TEST_CASE("the bookkeeping's memory grows with the segments written and goes with a reset") {
+  Model m;
+  WriteBack wb(std::filesystem::temp_directory_path(), kSegment, 0);
+  CHECK(wb.memory_bytes() == 0);
+  write(wb, m, 0, Bytes(4 * kSegment, 3));
+  const std::uint64_t four = wb.memory_bytes();
+  // Per segment at least the values it keeps: a segment number, and a number and version.
+  CHECK(four >= 4 * 3 * sizeof(std::uint64_t));
+  write(wb, m, 4 * kSegment, Bytes(4 * kSegment, 4));
+  CHECK(wb.memory_bytes() == 2 * four);
+  for (const auto s : wb.stageable(wb.segment_count(), 100))
+    CHECK(wb.stage(s, wb.version(s), m.upload(wb, s)));
+  CHECK(wb.memory_bytes() > 2 * four);  // each staged segment now holds its ref too
+  wb.reset(0);
+  CHECK(wb.memory_bytes() == 0);
+}
