@@ -211,19 +211,6 @@ CommandResult run_server_command(const std::string& binary, const fs::path& data
   return result;
 }
 
-TempDir::TempDir(const std::string& prefix) {
-  std::string pattern = "/tmp/" + prefix + "-XXXXXX";
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    throw std::runtime_error("mkdtemp failed: " + errno_text());
-  }
-  path_ = pattern;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
 ServerProcess::ServerProcess(std::string binary, fs::path data_dir,
                              std::vector<std::string> extra_args, Enrol enrol)
     : binary_(binary_path(std::move(binary))),

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/temp_dir.hpp"
+
 namespace splitfs::testing {
 
 enum class Enrol { test_client, none };
@@ -40,20 +42,6 @@ CommandResult run_server_command(const std::string& binary, const std::filesyste
                                  const std::vector<std::string>& args);
 
 // A fresh folder under /tmp, removed with its content on destruction.
-class TempDir {
- public:
-  explicit TempDir(const std::string& prefix = "splitfs-test");
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
-};
-
 // One running server. Throws std::runtime_error when the server does not come up.
 class ServerProcess {
  public:

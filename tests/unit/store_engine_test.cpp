@@ -16,34 +16,16 @@
 #include <vector>
 
 #include "store/store.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::Bytes;
 using splitfs::ByteView;
 using splitfs::Id;
 using namespace splitfs::store;
+using splitfs::testing::TempDir;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "splitfs-store-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  fs::path store() const { return path_ / "store"; }
-
- private:
-  fs::path path_;
-};
 
 std::uint64_t mix(std::uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -171,8 +153,8 @@ std::pair<fs::path, std::size_t> locate(const fs::path& dir, const Bytes& needle
 }  // namespace
 
 TEST_CASE("shares round trip through put, has and get") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   const Batch batch = make_batch(1, 16, 128 << 10);
   REQUIRE_FALSE(put(*store, "alice", batch));
 
@@ -197,8 +179,8 @@ TEST_CASE("shares round trip through put, has and get") {
 }
 
 TEST_CASE("empty shares, entries and manifests are kept as empty, not absent") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   const Id id = make_id(5);
   const std::vector<ShareInput> in = {{id, ByteView{}}};
   REQUIRE_FALSE(store->put_shares("u", in));
@@ -214,15 +196,15 @@ TEST_CASE("empty shares, entries and manifests are kept as empty, not absent") {
 }
 
 TEST_CASE("put is idempotent across calls and within one batch") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   const Batch batch = make_batch(10, 4, 1000);
   REQUIRE_FALSE(put(*store, "u", batch));
-  const auto size_after_first = pack_bytes(tmp.store());
+  const auto size_after_first = pack_bytes(tmp / "store");
   REQUIRE(size_after_first > 4 * 1000);
 
   REQUIRE_FALSE(put(*store, "u", batch));
-  CHECK(pack_bytes(tmp.store()) == size_after_first);
+  CHECK(pack_bytes(tmp / "store") == size_after_first);
 
   // A batch naming one new id twice stores it once; the first occurrence wins.
   const Id fresh = make_id(77);
@@ -234,14 +216,14 @@ TEST_CASE("put is idempotent across calls and within one batch") {
   Bytes out;
   REQUIRE_FALSE(store->get_share("u", fresh, out));
   CHECK(out == first);
-  const auto growth = pack_bytes(tmp.store()) - size_after_first;
+  const auto growth = pack_bytes(tmp / "store") - size_after_first;
   CHECK(growth >= 300);
   CHECK(growth < 2 * 300);
 }
 
 TEST_CASE("commit, get_file, list_files and file_info") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   const Batch batch = make_batch(100, 3, 500);  // sizes 500, 501, 502
   REQUIRE_FALSE(put(*store, "u", batch));
   const Id file_b = make_id(2000);
@@ -286,8 +268,8 @@ TEST_CASE("commit, get_file, list_files and file_info") {
 }
 
 TEST_CASE("commit of an equal or older version is a conflict and changes nothing") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   const Batch batch = make_batch(1, 2, 64);
   REQUIRE_FALSE(put(*store, "u", batch));
   const Id file = make_id(500);
@@ -300,8 +282,8 @@ TEST_CASE("commit of an equal or older version is a conflict and changes nothing
   REQUIRE_FALSE(store->get_file("u", file, record));
   CHECK(record.version == 5);
   CHECK(record.manifest == text("m5"));
-  CHECK(refcount(tmp.store(), "u", batch.ids[0]) == 1);
-  CHECK(refcount(tmp.store(), "u", batch.ids[1]) == 0);
+  CHECK(refcount(tmp / "store", "u", batch.ids[0]) == 1);
+  CHECK(refcount(tmp / "store", "u", batch.ids[1]) == 0);
 
   // Versions above 2^63 still order as unsigned numbers.
   const std::uint64_t huge = (std::uint64_t{1} << 63) + 5;
@@ -312,8 +294,8 @@ TEST_CASE("commit of an equal or older version is a conflict and changes nothing
 }
 
 TEST_CASE("commit with unheld refs reports each missing id once, in ref order") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   const Batch batch = make_batch(1, 2, 64);
   REQUIRE_FALSE(put(*store, "u", batch));
   const Id gone_a = make_id(900);
@@ -329,7 +311,7 @@ TEST_CASE("commit with unheld refs reports each missing id once, in ref order") 
 
   FileRecord record;
   CHECK(store->get_file("u", file, record) == Errc::not_found);
-  CHECK(refcount(tmp.store(), "u", batch.ids[0]) == 0);
+  CHECK(refcount(tmp / "store", "u", batch.ids[0]) == 0);
 
   // Once the shares arrive the same commit succeeds and `missing` is cleared.
   const Bytes a = text("a");
@@ -339,12 +321,12 @@ TEST_CASE("commit with unheld refs reports each missing id once, in ref order") 
   REQUIRE_FALSE(
       store->commit("u", file, 1, refs, splitfs::as_bytes("e"), splitfs::as_bytes("m"), missing));
   CHECK(missing.empty());
-  CHECK(refcount(tmp.store(), "u", gone_b) == 2);
+  CHECK(refcount(tmp / "store", "u", gone_b) == 2);
 }
 
 TEST_CASE("reference counts follow versions and removal") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   const Batch batch = make_batch(1, 4, 100);
   REQUIRE_FALSE(put(*store, "u", batch));
   const auto& ids = batch.ids;
@@ -353,7 +335,7 @@ TEST_CASE("reference counts follow versions and removal") {
   auto counts = [&] {
     std::vector<std::int64_t> c;
     for (const Id& id : ids)
-      c.push_back(refcount(tmp.store(), "u", id).value_or(-1));
+      c.push_back(refcount(tmp / "store", "u", id).value_or(-1));
     return c;
   };
   CHECK(counts() == std::vector<std::int64_t>{0, 0, 0, 0});
@@ -387,8 +369,8 @@ TEST_CASE("reference counts follow versions and removal") {
 }
 
 TEST_CASE("users are isolated from each other") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   const Id shared_id = make_id(1);
   const Bytes alice_data = make_data(10, 400);
   const Bytes bob_data = make_data(20, 400);
@@ -409,8 +391,8 @@ TEST_CASE("users are isolated from each other") {
 
   const Id file = make_id(60);
   REQUIRE_FALSE(commit(*store, "alice", file, 7, {{shared_id, 1}}, "alice-entry"));
-  CHECK(refcount(tmp.store(), "alice", shared_id) == 1);
-  CHECK(refcount(tmp.store(), "bob", shared_id) == 0);
+  CHECK(refcount(tmp / "store", "alice", shared_id) == 1);
+  CHECK(refcount(tmp / "store", "bob", shared_id) == 0);
   FileRecord record;
   CHECK(store->get_file("bob", file, record) == Errc::not_found);
   FileInfo info;
@@ -427,20 +409,20 @@ TEST_CASE("users are isolated from each other") {
 }
 
 TEST_CASE("a reopened store sees everything and writes to a new pack") {
-  TempDir tmp;
+  TempDir tmp("splitfs-store");
   const Batch batch = make_batch(1, 5, 3000);
   const Id file = make_id(77);
   {
-    auto store = Store::open(tmp.store());
+    auto store = Store::open(tmp / "store");
     REQUIRE_FALSE(put(*store, "u", batch));
     REQUIRE_FALSE(commit(*store, "u", file, 9, {{batch.ids[0], 2}, {batch.ids[4], 3}}, "e", "m"));
-    CHECK_THROWS_AS(Store::open(tmp.store()), StoreError);  // one process at a time
+    CHECK_THROWS_AS(Store::open(tmp / "store"), StoreError);  // one process at a time
   }
-  const auto packs_before = pack_files(tmp.store());
+  const auto packs_before = pack_files(tmp / "store");
   REQUIRE(packs_before.size() == 1);
   const auto size_before = fs::file_size(packs_before[0]);
 
-  auto store = Store::open(tmp.store());
+  auto store = Store::open(tmp / "store");
   for (std::size_t i = 0; i < batch.ids.size(); ++i) {
     Bytes out;
     REQUIRE_FALSE(store->get_share("u", batch.ids[i], out));
@@ -451,12 +433,12 @@ TEST_CASE("a reopened store sees everything and writes to a new pack") {
   CHECK(info.version == 9);
   CHECK(info.chunks == 5);
   CHECK(info.stored_bytes == 3000 + 3004);
-  CHECK(refcount(tmp.store(), "u", batch.ids[4]) == 1);
+  CHECK(refcount(tmp / "store", "u", batch.ids[4]) == 1);
   CHECK(store->list_files("u").size() == 1);
 
   const Batch more = make_batch(50, 2, 100);
   REQUIRE_FALSE(put(*store, "u", more));
-  const auto packs_after = pack_files(tmp.store());
+  const auto packs_after = pack_files(tmp / "store");
   REQUIRE(packs_after.size() == 2);
   CHECK(fs::file_size(packs_after[0]) == size_before);
   Bytes out;
@@ -465,27 +447,27 @@ TEST_CASE("a reopened store sees everything and writes to a new pack") {
 }
 
 TEST_CASE("store files are private to their owner") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   REQUIRE_FALSE(put(*store, "u", make_batch(1, 1, 10)));
   auto mode = [](const fs::path& p) {
     struct stat st {};
     REQUIRE(::stat(p.c_str(), &st) == 0);
     return st.st_mode & 0777;
   };
-  CHECK(mode(tmp.store()) == 0700);
-  CHECK(mode(tmp.store() / "packs") == 0700);
-  CHECK(mode(tmp.store() / "index.sqlite") == 0600);
-  CHECK(mode(pack_files(tmp.store()).at(0)) == 0600);
+  CHECK(mode(tmp / "store") == 0700);
+  CHECK(mode(tmp / "store" / "packs") == 0700);
+  CHECK(mode(tmp / "store" / "index.sqlite") == 0600);
+  CHECK(mode(pack_files(tmp / "store").at(0)) == 0600);
 }
 
 TEST_CASE("a damaged pack record reads as corrupt, its neighbours do not") {
-  TempDir tmp;
+  TempDir tmp("splitfs-store");
   const Batch batch = make_batch(1, 3, 2048);
-  auto store = Store::open(tmp.store());
+  auto store = Store::open(tmp / "store");
   REQUIRE_FALSE(put(*store, "u", batch));
 
-  const auto [pack, offset] = locate(tmp.store(), batch.data[1]);
+  const auto [pack, offset] = locate(tmp / "store", batch.data[1]);
   Bytes content = read_file(pack);
 
   SECTION("a flipped byte in the blob") {
@@ -509,14 +491,14 @@ TEST_CASE("a damaged pack record reads as corrupt, its neighbours do not") {
 }
 
 TEST_CASE("a torn pack tail does not break reopening") {
-  TempDir tmp;
+  TempDir tmp("splitfs-store");
   const Batch batch = make_batch(1, 3, 5000);
   {
-    auto store = Store::open(tmp.store());
+    auto store = Store::open(tmp / "store");
     REQUIRE_FALSE(put(*store, "u", batch));
     REQUIRE_FALSE(commit(*store, "u", make_id(9), 1, {{batch.ids[2], 1}}));
   }
-  const fs::path pack = pack_files(tmp.store()).at(0);
+  const fs::path pack = pack_files(tmp / "store").at(0);
 
   SECTION("half a record appended after the last indexed one") {
     Bytes content = read_file(pack);
@@ -524,7 +506,7 @@ TEST_CASE("a torn pack tail does not break reopening") {
     content.insert(content.end(), torn.begin(), torn.end());
     write_file(pack, content);
 
-    auto store = Store::open(tmp.store());
+    auto store = Store::open(tmp / "store");
     for (std::size_t i = 0; i < batch.ids.size(); ++i) {
       Bytes out;
       REQUIRE_FALSE(store->get_share("u", batch.ids[i], out));
@@ -540,7 +522,7 @@ TEST_CASE("a torn pack tail does not break reopening") {
 
   SECTION("the last indexed record cut short") {
     fs::resize_file(pack, fs::file_size(pack) - 100);
-    auto store = Store::open(tmp.store());
+    auto store = Store::open(tmp / "store");
     Bytes out;
     CHECK(store->get_share("u", batch.ids[2], out) == Errc::corrupt);
     REQUIRE_FALSE(store->get_share("u", batch.ids[0], out));
@@ -552,7 +534,7 @@ TEST_CASE("a torn pack tail does not break reopening") {
 
   SECTION("a pack file that vanished") {
     fs::remove(pack);
-    auto store = Store::open(tmp.store());
+    auto store = Store::open(tmp / "store");
     Bytes out;
     CHECK(store->get_share("u", batch.ids[0], out) == Errc::corrupt);
     // The lost pack's number is not reused: its index rows still point at it.
@@ -562,16 +544,16 @@ TEST_CASE("a torn pack tail does not break reopening") {
 }
 
 TEST_CASE("packs roll over past the target size") {
-  TempDir tmp;
+  TempDir tmp("splitfs-store");
   Options options;
   options.pack_target_bytes = 10000;
-  auto store = Store::open(tmp.store(), options);
+  auto store = Store::open(tmp / "store", options);
   std::vector<Batch> batches;
   for (int b = 0; b < 6; ++b) {
     batches.push_back(make_batch(100 * (b + 1), 2, 3000));
     REQUIRE_FALSE(put(*store, "u", batches.back()));
   }
-  const auto packs = pack_files(tmp.store());
+  const auto packs = pack_files(tmp / "store");
   CHECK(packs.size() == 3);  // two 6 KiB batches per pack: the second passes the target
   for (const auto& batch : batches) {
     for (std::size_t i = 0; i < batch.ids.size(); ++i) {
@@ -583,8 +565,8 @@ TEST_CASE("packs roll over past the target size") {
 }
 
 TEST_CASE("oversized shares are refused") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-store");
+  auto store = Store::open(tmp / "store");
   const Bytes big((64u << 20) + 1, 0);
   const std::vector<ShareInput> in = {{make_id(1), big}};
   CHECK(store->put_shares("u", in) == Errc::too_large);
@@ -599,7 +581,7 @@ TEST_CASE("error codes carry readable messages") {
 }
 
 TEST_CASE("a store that cannot be opened throws StoreError") {
-  TempDir tmp;
+  TempDir tmp("splitfs-store");
   const fs::path file = tmp.path() / "plain-file";
   write_file(file, text("not a directory"));
   CHECK_THROWS_AS(Store::open(file), StoreError);
@@ -607,10 +589,10 @@ TEST_CASE("a store that cannot be opened throws StoreError") {
 }
 
 TEST_CASE("concurrent puts, gets and commits stay correct") {
-  TempDir tmp;
+  TempDir tmp("splitfs-store");
   Options options;
   options.pack_target_bytes = 256 << 10;  // several packs while threads read
-  auto store = Store::open(tmp.store(), options);
+  auto store = Store::open(tmp / "store", options);
   constexpr int kWriters = 4;
   constexpr int kBatches = 25;
   constexpr int kPerBatch = 4;
@@ -681,10 +663,10 @@ TEST_CASE("concurrent puts, gets and commits stay correct") {
     CHECK(info.version == kBatches);
     CHECK(info.chunks == 8 * kPerBatch);
     // Only the last batch stays referenced: its shared share once per writer, the rest once.
-    CHECK(refcount(tmp.store(), "u", make_id(seed_of(w, kBatches - 1, 1))) == 1);
-    CHECK(refcount(tmp.store(), "u", make_id(seed_of(w, 0, 1))) == 0);
+    CHECK(refcount(tmp / "store", "u", make_id(seed_of(w, kBatches - 1, 1))) == 1);
+    CHECK(refcount(tmp / "store", "u", make_id(seed_of(w, 0, 1))) == 0);
   }
-  CHECK(refcount(tmp.store(), "u", make_id(seed_of(0, kBatches - 1, 0))) == kWriters);
+  CHECK(refcount(tmp / "store", "u", make_id(seed_of(0, kBatches - 1, 0))) == kWriters);
   for (int w = 0; w < kWriters; ++w) {
     for (int b = 0; b < kBatches; ++b) {
       for (int i = 0; i < kPerBatch; ++i) {

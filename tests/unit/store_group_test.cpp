@@ -12,33 +12,16 @@
 #include <vector>
 
 #include "store/store.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::Bytes;
 using splitfs::ByteView;
 using splitfs::Id;
 using namespace splitfs::store;
+using splitfs::testing::TempDir;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "splitfs-group-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  fs::path store() const { return path_ / "store"; }
-
- private:
-  fs::path path_;
-};
 
 Id make_id(std::uint64_t seed) {
   Id id{};
@@ -67,12 +50,12 @@ constexpr int kThreads = 8;
 }  // namespace
 
 TEST_CASE("concurrent puts and commits each land with their own content") {
-  TempDir dir;
+  TempDir dir("splitfs-group");
   Options options;
   options.pack_target_bytes = 16u << 10;  // packs roll over inside groups too
   constexpr int kPerThread = 40;
   {
-    auto store = Store::open(dir.store(), options);
+    auto store = Store::open(dir / "store", options);
     std::atomic<int> failures{0};
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {
@@ -99,7 +82,7 @@ TEST_CASE("concurrent puts and commits each land with their own content") {
     REQUIRE(failures == 0);
   }
   // Everything is there after the store was closed and opened again.
-  auto store = Store::open(dir.store(), options);
+  auto store = Store::open(dir / "store", options);
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kPerThread; ++i) {
       const std::uint64_t seed = static_cast<std::uint64_t>(t * 1000 + i);
@@ -120,8 +103,8 @@ TEST_CASE("concurrent puts and commits each land with their own content") {
 }
 
 TEST_CASE("a write that fails in a group takes back only its own changes") {
-  TempDir dir;
-  auto store = Store::open(dir.store());
+  TempDir dir("splitfs-group");
+  auto store = Store::open(dir / "store");
   const Id held = make_id(1);
   const Bytes data = make_data(1, 1000);
   const ShareInput input{held, data};
@@ -175,8 +158,8 @@ TEST_CASE("a write that fails in a group takes back only its own changes") {
 }
 
 TEST_CASE("of writers racing for one version exactly one wins, round after round") {
-  TempDir dir;
-  auto store = Store::open(dir.store());
+  TempDir dir("splitfs-group");
+  auto store = Store::open(dir / "store");
   const Id share = make_id(7);
   const Bytes data = make_data(7, 512);
   const ShareInput input{share, data};

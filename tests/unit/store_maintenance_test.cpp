@@ -15,34 +15,17 @@
 
 #include "store/maintenance.hpp"
 #include "store/store.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::Bytes;
 using splitfs::ByteView;
 using splitfs::Id;
 using namespace splitfs::store;
+using splitfs::testing::TempDir;
 using namespace std::chrono_literals;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "splitfs-maint-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  fs::path store() const { return path_ / "store"; }
-
- private:
-  fs::path path_;
-};
 
 std::uint64_t mix(std::uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -152,8 +135,8 @@ CheckReport checked(Store& store) {
 }  // namespace
 
 TEST_CASE("usage counts files, deduplicated shares and garbage as ratios") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-maint");
+  auto store = Store::open(tmp / "store");
   // Two files with the same four shares, a third with two of them and one of its own.
   REQUIRE_FALSE(put(*store, "u", seeds(1, 5)));
   REQUIRE_FALSE(commit(*store, "u", 1, 1, seeds(1, 4)));
@@ -194,10 +177,10 @@ TEST_CASE("usage counts files, deduplicated shares and garbage as ratios") {
 }
 
 TEST_CASE("unreferenced shares survive their grace period and are sent again past half of it") {
-  TempDir tmp;
+  TempDir tmp("splitfs-maint");
   Options options;
   options.garbage_grace = 1000s;
-  auto store = Store::open(tmp.store(), options);
+  auto store = Store::open(tmp / "store", options);
   REQUIRE_FALSE(put(*store, "u", {1, 2, 3}));
   REQUIRE_FALSE(commit(*store, "u", 1, 1, {1}));
   REQUIRE_FALSE(commit(*store, "u", 1, 2, {2}));  // 1 loses its reference; 3 never had one
@@ -209,16 +192,16 @@ TEST_CASE("unreferenced shares survive their grace period and are sent again pas
   CHECK(has(*store, "u", 1));
   CHECK(has(*store, "u", 3));
 
-  age_garbage(tmp.store(), 600);  // past half the grace period: asked about, they are absent
+  age_garbage(tmp / "store", 600);  // past half the grace period: asked about, they are absent
   CHECK_FALSE(has(*store, "u", 1));
   CHECK_FALSE(has(*store, "u", 3));
   CHECK(has(*store, "u", 2));
-  const auto before = pack_bytes(tmp.store());
+  const auto before = pack_bytes(tmp / "store");
   REQUIRE_FALSE(put(*store, "u", {3}));  // sent again: no new record, a fresh grace period
-  CHECK(pack_bytes(tmp.store()) == before);
+  CHECK(pack_bytes(tmp / "store") == before);
   CHECK(has(*store, "u", 3));
 
-  age_garbage(tmp.store(), 500);  // 1 is now 1100 s old, 3 only 500 s
+  age_garbage(tmp / "store", 500);  // 1 is now 1100 s old, 3 only 500 s
   REQUIRE_FALSE(store->compact({}, report));
   CHECK(report.garbage_shares == 1);
   CHECK(report.garbage_bytes == kShareBytes);
@@ -235,13 +218,13 @@ TEST_CASE("unreferenced shares survive their grace period and are sent again pas
 }
 
 TEST_CASE("a share that loses its last reference starts a new grace period") {
-  TempDir tmp;
+  TempDir tmp("splitfs-maint");
   Options options;
   options.garbage_grace = 1000s;
-  auto store = Store::open(tmp.store(), options);
+  auto store = Store::open(tmp / "store", options);
   REQUIRE_FALSE(put(*store, "u", {1}));
   REQUIRE_FALSE(commit(*store, "u", 1, 1, {1}));
-  sql(tmp.store(), "UPDATE shares SET touched = touched - 100000");  // uploaded long ago
+  sql(tmp / "store", "UPDATE shares SET touched = touched - 100000");  // uploaded long ago
   REQUIRE_FALSE(store->remove_file("u", make_id(1'000'001)));
   CompactionReport report;
   REQUIRE_FALSE(store->compact({}, report));
@@ -254,10 +237,10 @@ TEST_CASE("a share that loses its last reference starts a new grace period") {
 }
 
 TEST_CASE("compaction rewrites mostly dead packs and deletes empty ones") {
-  TempDir tmp;
+  TempDir tmp("splitfs-maint");
   Options options;
   options.pack_target_bytes = 40'000;  // about 13 shares per pack
-  auto store = Store::open(tmp.store(), options);
+  auto store = Store::open(tmp / "store", options);
   // Five packs of 16 shares; files keep one share in four.
   for (std::uint64_t p = 0; p < 5; ++p)
     REQUIRE_FALSE(put(*store, "u", seeds(100 * p, 16)));
@@ -268,9 +251,9 @@ TEST_CASE("compaction rewrites mostly dead packs and deletes empty ones") {
   }
   REQUIRE_FALSE(commit(*store, "u", 1, 1, kept));
   REQUIRE_FALSE(commit(*store, "u", 2, 1, {kept[0], kept[1]}));
-  const auto packs_before = pack_files(tmp.store());
+  const auto packs_before = pack_files(tmp / "store");
   REQUIRE(packs_before.size() == 5);
-  const auto bytes_before = pack_bytes(tmp.store());
+  const auto bytes_before = pack_bytes(tmp / "store");
 
   CompactionReport report;
   REQUIRE_FALSE(store->compact({0s, "test", nullptr}, report));
@@ -279,7 +262,7 @@ TEST_CASE("compaction rewrites mostly dead packs and deletes empty ones") {
   CHECK(report.records_moved >= 16);
   CHECK(report.disk_bytes_after < report.disk_bytes_before);
   // What is left is about the live quarter (plus headers), within one pack of slack.
-  const auto bytes_after = pack_bytes(tmp.store());
+  const auto bytes_after = pack_bytes(tmp / "store");
   CHECK(bytes_after < bytes_before / 2);
   for (const auto& p : packs_before) {
     if (fs::exists(p))
@@ -303,7 +286,7 @@ TEST_CASE("compaction rewrites mostly dead packs and deletes empty ones") {
   REQUIRE_FALSE(store->remove_file("u", make_id(1'000'001)));
   REQUIRE_FALSE(store->remove_file("u", make_id(1'000'002)));
   REQUIRE_FALSE(store->compact({0s, "test", nullptr}, report));
-  CHECK(pack_bytes(tmp.store()) == 0);
+  CHECK(pack_bytes(tmp / "store") == 0);
   CHECK(checked(*store).ok());
   REQUIRE_FALSE(put(*store, "u", {7}));
   REQUIRE_FALSE(commit(*store, "u", 3, 1, {7}));
@@ -311,28 +294,28 @@ TEST_CASE("compaction rewrites mostly dead packs and deletes empty ones") {
 }
 
 TEST_CASE("compaction keeps what lives, also across reopening") {
-  TempDir tmp;
+  TempDir tmp("splitfs-maint");
   Options options;
   options.pack_target_bytes = 20'000;
   {
-    auto store = Store::open(tmp.store(), options);
+    auto store = Store::open(tmp / "store", options);
     for (std::uint64_t p = 0; p < 4; ++p)
       REQUIRE_FALSE(put(*store, "u", seeds(10 * p, 8)));
     REQUIRE_FALSE(commit(*store, "u", 1, 1, {0, 11, 22, 33}));
     CompactionReport report;
     REQUIRE_FALSE(store->compact({0s, "test", nullptr}, report));
   }
-  auto store = Store::open(tmp.store(), options);
+  auto store = Store::open(tmp / "store", options);
   for (std::uint64_t seed : {0, 11, 22, 33})
     CHECK(holds(*store, "u", seed));
   CHECK(checked(*store).ok());
 }
 
 TEST_CASE("reads and writes go on while a compaction moves their records") {
-  TempDir tmp;
+  TempDir tmp("splitfs-maint");
   Options options;
   options.pack_target_bytes = 64'000;
-  auto store = Store::open(tmp.store(), options);
+  auto store = Store::open(tmp / "store", options);
   constexpr std::uint64_t kPacks = 12;
   std::vector<std::uint64_t> live;
   for (std::uint64_t p = 0; p < kPacks; ++p) {
@@ -342,7 +325,7 @@ TEST_CASE("reads and writes go on while a compaction moves their records") {
   }
   REQUIRE_FALSE(commit(*store, "u", 1, 1, live));
   // The unreferenced three quarters are old; what the writer below uploads is not.
-  age_garbage(tmp.store(), 10'000);
+  age_garbage(tmp / "store", 10'000);
 
   std::atomic<bool> done{false};
   std::atomic<int> failures{0};
@@ -383,8 +366,8 @@ TEST_CASE("reads and writes go on while a compaction moves their records") {
 }
 
 TEST_CASE("check finds damaged records, wrong refcounts and lost shares") {
-  TempDir tmp;
-  auto store = Store::open(tmp.store());
+  TempDir tmp("splitfs-maint");
+  auto store = Store::open(tmp / "store");
   REQUIRE_FALSE(put(*store, "u", seeds(1, 6)));
   REQUIRE_FALSE(commit(*store, "u", 1, 1, seeds(1, 4)));
   REQUIRE_FALSE(commit(*store, "u", 2, 1, {1, 2}));
@@ -396,7 +379,7 @@ TEST_CASE("check finds damaged records, wrong refcounts and lost shares") {
   CHECK(report.notes.size() == 1);  // two unreferenced shares
 
   SECTION("a flipped byte in a record") {
-    const fs::path pack = pack_files(tmp.store()).at(0);
+    const fs::path pack = pack_files(tmp / "store").at(0);
     std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(8 + 44 + 10);
     f.put('\x7f');
@@ -406,20 +389,20 @@ TEST_CASE("check finds damaged records, wrong refcounts and lost shares") {
     CHECK(report.problems.at(0).find("checksum") != std::string::npos);
   }
   SECTION("a refcount that disagrees with the files") {
-    sql(tmp.store(), "UPDATE shares SET refcount = refcount + 1 WHERE refcount = 2");
+    sql(tmp / "store", "UPDATE shares SET refcount = refcount + 1 WHERE refcount = 2");
     report = checked(*store);
     CHECK(report.problem_count == 2);
     CHECK(report.problems.at(0).find("refcount") != std::string::npos);
   }
   SECTION("a referenced share whose row is gone") {
-    sql(tmp.store(), "DELETE FROM shares WHERE refcount = 1");
+    sql(tmp / "store", "DELETE FROM shares WHERE refcount = 1");
     report = checked(*store);
     CHECK(report.problem_count == 3);  // two shares lost, and the file's stored size is off
     CHECK(report.problems.at(0).find("lost") != std::string::npos);
     CHECK(report.problems.at(1).find("lost") != std::string::npos);
   }
   SECTION("a pack file that vanished") {
-    fs::remove(pack_files(tmp.store()).at(0));
+    fs::remove(pack_files(tmp / "store").at(0));
     report = checked(*store);
     CHECK(report.problem_count >= 1);
     CHECK(report.problems.at(0).find("missing") != std::string::npos);
@@ -427,29 +410,29 @@ TEST_CASE("check finds damaged records, wrong refcounts and lost shares") {
   SECTION("a pack file the index does not know is only a note") {
     // As a crash leaves one: created, written, never indexed.
     store.reset();
-    std::ofstream(tmp.store() / "packs" / "00000099.pack") << "SPLTPAK1";
-    store = Store::open(tmp.store());
+    std::ofstream(tmp / "store" / "packs" / "00000099.pack") << "SPLTPAK1";
+    store = Store::open(tmp / "store");
     report = checked(*store);
     CHECK(report.ok());
     CHECK(report.notes.size() == 2);
     CompactionReport compaction;
     REQUIRE_FALSE(store->compact({}, compaction));
-    CHECK_FALSE(fs::exists(tmp.store() / "packs" / "00000099.pack"));
+    CHECK_FALSE(fs::exists(tmp / "store" / "packs" / "00000099.pack"));
   }
 }
 
 TEST_CASE("an index of version 1 is upgraded on open") {
-  TempDir tmp;
+  TempDir tmp("splitfs-maint");
   {
-    auto store = Store::open(tmp.store());
+    auto store = Store::open(tmp / "store");
     REQUIRE_FALSE(put(*store, "u", seeds(1, 3)));
     REQUIRE_FALSE(commit(*store, "u", 1, 1, seeds(1, 2)));
   }
   // Back to the version 1 schema, as the first release wrote it.
-  sql(tmp.store(),
+  sql(tmp / "store",
       "DROP INDEX shares_by_pack; DROP TABLE compactions; ALTER TABLE shares DROP COLUMN chunks; "
       "ALTER TABLE shares RENAME COLUMN touched TO created; PRAGMA user_version = 1;");
-  auto store = Store::open(tmp.store());
+  auto store = Store::open(tmp / "store");
   Usage u;
   REQUIRE_FALSE(store->usage("u", u));
   CHECK(u.share_logical_bytes == 2 * kShareChunks * 1024);
@@ -461,41 +444,41 @@ TEST_CASE("an index of version 1 is upgraded on open") {
 }
 
 TEST_CASE("operators inspect and compact a store that a server holds open") {
-  TempDir tmp;
+  TempDir tmp("splitfs-maint");
   Options options;
   options.garbage_grace = 1000s;
-  auto store = Store::open(tmp.store(), options);
+  auto store = Store::open(tmp / "store", options);
   REQUIRE_FALSE(put(*store, "u", seeds(1, 4)));
   REQUIRE_FALSE(commit(*store, "u", 1, 1, {1, 2}));
-  CHECK(in_use(tmp.store()));
+  CHECK(in_use(tmp / "store"));
 
   StoreStats stats;
-  REQUIRE_FALSE(inspect_stats(tmp.store(), stats));
+  REQUIRE_FALSE(inspect_stats(tmp / "store", stats));
   CHECK(stats.total.files == 1);
   CHECK(stats.total.garbage_shares == 2);
   CheckReport report;
-  REQUIRE_FALSE(inspect_check(tmp.store(), report, 5s));
+  REQUIRE_FALSE(inspect_check(tmp / "store", report, 5s));
   CHECK(report.ok());
   CHECK(report.shares == 4);
 
   std::vector<std::string> log;
   std::mutex log_mutex;
   {
-    BackgroundCompactor compactor(*store, tmp.store(), 0s, [&](std::string_view line) {
+    BackgroundCompactor compactor(*store, tmp / "store", 0s, [&](std::string_view line) {
       std::lock_guard lock(log_mutex);
       log.emplace_back(line);
     });
     CompactionReport compaction;
-    REQUIRE_FALSE(request_compaction(tmp.store(), std::nullopt, 20s, compaction));
+    REQUIRE_FALSE(request_compaction(tmp / "store", std::nullopt, 20s, compaction));
     CHECK(compaction.garbage_shares == 0);  // the server's own grace period
-    REQUIRE_FALSE(request_compaction(tmp.store(), 0s, 20s, compaction));
+    REQUIRE_FALSE(request_compaction(tmp / "store", 0s, 20s, compaction));
     CHECK(compaction.garbage_shares == 2);
     CHECK(compaction.grace_seconds == 0);
   }
   CHECK(log.size() == 2);
   CHECK(holds(*store, "u", 1));
   store.reset();
-  CHECK_FALSE(in_use(tmp.store()));
+  CHECK_FALSE(in_use(tmp / "store"));
 }
 
 TEST_CASE("reports read as text") {

@@ -12,32 +12,15 @@
 #include <vector>
 
 #include "store/store.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::Bytes;
 using splitfs::Id;
 using namespace splitfs::store;
+using splitfs::testing::TempDir;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "splitfs-space-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 Id id_of(std::uint32_t n) {
   Id id{};
@@ -79,7 +62,7 @@ std::error_code commit_file(Store& store, std::uint32_t file, std::uint64_t vers
 TEST_CASE(
     "a store at its capacity refuses new shares, keeps the old, and recovers after compaction",
     "[store][space]") {
-  TempDir dir;
+  TempDir dir("splitfs-space");
   Options options;
   options.capacity_bytes = 4u << 20;
   options.garbage_grace = std::chrono::seconds(0);
@@ -125,7 +108,7 @@ TEST_CASE(
 }
 
 TEST_CASE("the reserve file is taken when the store opens", "[store][space]") {
-  TempDir dir;
+  TempDir dir("splitfs-space");
   Options options;
   options.reserve_file = dir.path() / "RESERVE";
   options.reserve_bytes = 1u << 20;
