@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -30,11 +31,21 @@ constexpr std::uint8_t kFormat = 2;               // 2 added data_digest
 constexpr std::uint8_t kOldFileFormat = 1;        // still read
 constexpr std::uint8_t kTreeRecordFormat = 1;
 constexpr const char* kLockFile = "lock";
-constexpr const char* kTreeFile = "tree.rec";
+// The tree record's two slots (journal.hpp); a slot is a header, then the record.
+constexpr std::array<const char*, 2> kTreeSlots{"tree.rec", "tree-2.rec"};
+constexpr std::uint32_t kSlotMagic = 0x53464A53;  // "SFJS"
+constexpr std::uint8_t kSlotFormat = 1;
+constexpr std::size_t kSlotHeaderBytes = 4 + 1 + 8 + 8 + 4;  // magic, format, sequence, size, CRC
 constexpr std::size_t kMaxDataNameBytes = 255;
 constexpr std::size_t kMaxSegments = 1u << 24;
 constexpr std::size_t kMaxTreeBytes = 1u << 30;
 constexpr std::size_t kRefBytes = 2 * 32 + 4;
+// Dropped file records kept (renamed) for reuse: each new one would cost the file system an inode.
+constexpr std::size_t kMaxSpareRecords = 256;
+// Dropped small data files wait for sweep() (journal.hpp), up to these bounds.
+constexpr std::uint64_t kMaxBuriedFileBytes = 64u << 10;
+constexpr std::size_t kMaxBuried = 4096;
+constexpr std::uint64_t kMaxBuriedBytes = 32u << 20;
 
 [[noreturn]] void fail(const std::string& what) {
   throw LocalIoError(what + ": " + std::strerror(errno));
@@ -76,6 +87,68 @@ std::optional<Bytes> read_whole(const fsys::path& path) {
 
 bool is_record(const std::string& name) {
   return name.starts_with("f-") && name.ends_with(".rec");
+}
+
+// Writes all of bytes at offset at; false (errno set) when the disk refused.
+bool write_all(int fd, ByteView bytes, off_t at) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n =
+        ::pwrite(fd, bytes.data() + done, bytes.size() - done, at + static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      if (n == 0)
+        errno = EIO;
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+bool is_tree_slot(const std::string& name) {
+  return name == kTreeSlots[0] || name == kTreeSlots[1];
+}
+
+std::uint32_t crc_of(ByteView bytes) {
+  return static_cast<std::uint32_t>(crc32_z(0, bytes.data(), bytes.size()));
+}
+
+// The newest whole tree record of the folder dir; `present` says whether it has a slot at all. A
+// slot without a header (a tree.rec of the format before the slots) is older than any with one.
+std::optional<Bytes> read_tree_record(const fsys::path& dir, bool& present) {
+  std::optional<Bytes> newest;
+  std::uint64_t newest_sequence = 0;
+  present = false;
+  for (const char* slot : kTreeSlots) {
+    std::error_code ec;
+    if (!fsys::exists(dir / slot, ec))
+      continue;
+    present = true;
+    auto bytes = read_whole(dir / slot);
+    if (!bytes)
+      continue;
+    wire::Reader r(*bytes);
+    if (r.u32() != kSlotMagic) {
+      if (!newest)
+        newest = std::move(bytes);
+      continue;
+    }
+    if (r.u8() != kSlotFormat)
+      continue;
+    const std::uint64_t sequence = r.u64();
+    const std::uint64_t size = r.u64();
+    const std::uint32_t crc = r.u32();
+    if (r.failure() != wire::Reader::Failure::none || size > bytes->size() - kSlotHeaderBytes)
+      continue;
+    const ByteView record(bytes->data() + kSlotHeaderBytes, static_cast<std::size_t>(size));
+    if (crc_of(record) != crc || (newest && sequence <= newest_sequence))
+      continue;
+    newest = Bytes(record.begin(), record.end());
+    newest_sequence = sequence;
+  }
+  return newest;
 }
 
 // Opens dir's lock file and takes it, without waiting; -1 if another process holds it.
@@ -235,6 +308,7 @@ Journal::Journal(const fsys::path& root) : root_(root) {
 
 Journal::~Journal() {
   sync_pending();
+  sweep();
   bool empty = false;
   {
     std::lock_guard lock(mutex_);
@@ -250,6 +324,10 @@ Journal::~Journal() {
     ::close(lock_fd_);
   for (const int fd : orphan_locks_)
     ::close(fd);
+  for (const int fd : slot_fds_) {
+    if (fd >= 0)
+      ::close(fd);
+  }
 }
 
 std::vector<Journal::Orphan> Journal::claim_orphans() {
@@ -277,14 +355,7 @@ std::vector<Journal::Orphan> Journal::claim_orphans() {
     }
     for (const auto& entry : fsys::directory_iterator(orphan.dir, ec)) {
       const std::string name = entry.path().filename().string();
-      if (name == kTreeFile) {
-        JournalTree tree;
-        const auto bytes = read_whole(entry.path());
-        if (bytes && decode_journal_tree(*bytes, tree))
-          orphan.tree = std::move(tree);
-        else
-          orphan.problems.push_back(entry.path().string() + " cannot be read");
-      } else if (is_record(name)) {
+      if (is_record(name)) {
         JournalFile file;
         const auto bytes = read_whole(entry.path());
         if (bytes && decode_journal_file(*bytes, file) && name == file_record(file.ino))
@@ -293,6 +364,13 @@ std::vector<Journal::Orphan> Journal::claim_orphans() {
           orphan.problems.push_back(entry.path().string() + " cannot be read");
       }
     }
+    bool present = false;
+    const auto tree_bytes = read_tree_record(orphan.dir, present);
+    JournalTree tree;
+    if (tree_bytes && decode_journal_tree(*tree_bytes, tree))
+      orphan.tree = std::move(tree);
+    else if (present)
+      orphan.problems.push_back((orphan.dir / kTreeSlots[0]).string() + " cannot be read");
     std::sort(orphan.files.begin(), orphan.files.end(),
               [](const JournalFile& a, const JournalFile& b) { return a.sequence < b.sequence; });
     orphan_locks_.push_back(lock_fd);
@@ -305,7 +383,7 @@ std::string Journal::adopt_data(const Orphan& orphan, const std::string& name) {
   if (!valid_data_name(name))
     throw LocalIoError("a journal names an invalid write-back file: " + name);
   for (int n = 0;; ++n) {
-    const std::string mine = "in-" + std::to_string(n) + "-" + name;
+    std::string mine = "in-" + std::to_string(n) + "-" + name;
     if (::link((orphan.dir / name).c_str(), (dir_ / mine).c_str()) == 0)
       return mine;
     if (errno != EEXIST || n > 1000)
@@ -328,16 +406,7 @@ void Journal::write_atomically(const std::string& name, ByteView bytes) {
   const int fd = ::openat(dir_fd_, tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0)
     fail("cannot write " + (dir_ / tmp).string());
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    done += static_cast<std::size_t>(n);
-  }
-  const bool ok = done == bytes.size() && ::fdatasync(fd) == 0;
+  const bool ok = write_all(fd, bytes, 0) && ::fdatasync(fd) == 0;
   const int e = errno;
   ::close(fd);
   if (!ok || ::renameat(dir_fd_, tmp.c_str(), dir_fd_, name.c_str()) != 0) {
@@ -352,24 +421,56 @@ void Journal::write_atomically(const std::string& name, ByteView bytes) {
 
 int Journal::write_temporary(const std::string& name, ByteView bytes) {
   const std::string tmp = name + ".tmp";
-  const int fd = ::openat(dir_fd_, tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  int fd = -1;
+  if (!spare_records_.empty()) {
+    const std::string spare = std::move(spare_records_.back());
+    spare_records_.pop_back();
+    if (::renameat(dir_fd_, spare.c_str(), dir_fd_, tmp.c_str()) == 0)
+      fd = ::openat(dir_fd_, tmp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    else
+      ::unlinkat(dir_fd_, spare.c_str(), 0);
+  }
+  if (fd < 0)
+    fd = ::openat(dir_fd_, tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0)
     fail("cannot write " + (dir_ / tmp).string());
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      const int e = n < 0 ? errno : EIO;
-      ::close(fd);
-      ::unlinkat(dir_fd_, tmp.c_str(), 0);
-      errno = e;
-      fail("cannot write " + (dir_ / tmp).string());
-    }
-    done += static_cast<std::size_t>(n);
+  if (!write_all(fd, bytes, 0) || ::ftruncate(fd, static_cast<off_t>(bytes.size())) != 0) {
+    const int e = errno;
+    ::close(fd);
+    ::unlinkat(dir_fd_, tmp.c_str(), 0);
+    errno = e;
+    fail("cannot write " + (dir_ / tmp).string());
   }
   return fd;
+}
+
+void Journal::bury_locked(const std::string& name, std::uint64_t bytes) {
+  if (bytes > kMaxBuriedFileBytes || buried_.size() >= kMaxBuried ||
+      buried_bytes_ + bytes > kMaxBuriedBytes) {
+    remove(name);
+    return;
+  }
+  buried_.push_back(name);
+  buried_bytes_ += bytes;
+}
+
+void Journal::sweep() {
+  std::lock_guard lock(mutex_);
+  for (const auto& name : buried_)
+    remove(name);
+  buried_.clear();
+  buried_bytes_ = 0;
+}
+
+void Journal::retire_record_locked(const std::string& name) {
+  if (spare_records_.size() < kMaxSpareRecords) {
+    std::string spare = "spare-" + std::to_string(next_spare_++);
+    if (::renameat(dir_fd_, name.c_str(), dir_fd_, spare.c_str()) == 0) {
+      spare_records_.push_back(std::move(spare));
+      return;
+    }
+  }
+  remove(name);
 }
 
 std::uint64_t Journal::put_file_and_tree(const JournalFile& file, int data_fd,
@@ -377,64 +478,47 @@ std::uint64_t Journal::put_file_and_tree(const JournalFile& file, int data_fd,
   const Bytes record_bytes = encode_journal_file(file);
   const Bytes tree_bytes = tree ? encode_journal_tree(*tree) : Bytes();
   const std::string record_name = file_record(file.ino);
+  const std::string tmp = record_name + ".tmp";
   std::lock_guard lock(mutex_);
-  std::vector<std::pair<int, std::string>> temporaries;  // (fd, final name)
-  const auto discard = [&] {
-    const int e = errno;
-    for (const auto& [fd, name] : temporaries) {
-      ::close(fd);
-      ::unlinkat(dir_fd_, (name + ".tmp").c_str(), 0);
-    }
-    errno = e;
-  };
-  try {
-    temporaries.emplace_back(write_temporary(record_name, record_bytes), record_name);
-    if (tree)
-      temporaries.emplace_back(write_temporary(kTreeFile, tree_bytes), kTreeFile);
-  } catch (...) {
-    discard();
-    throw;
-  }
+  const int record_fd = write_temporary(record_name, record_bytes);
   // Each sync waits for a commit of the file system's journal; issued together they share one.
-  std::vector<int> fds{data_fd};
-  for (const auto& [fd, name] : temporaries)
-    fds.push_back(fd);
-  std::vector<int> errors(fds.size(), 0);
+  int errors[2] = {0, 0};
   {
-    std::vector<std::jthread> syncs;
-    for (std::size_t i = 1; i < fds.size(); ++i)
-      syncs.emplace_back([&, i] { errors[i] = ::fdatasync(fds[i]) == 0 ? 0 : errno; });
-    errors[0] = ::fdatasync(fds[0]) == 0 ? 0 : errno;
+    std::jthread record_sync([&] { errors[1] = ::fdatasync(record_fd) == 0 ? 0 : errno; });
+    errors[0] = ::fdatasync(data_fd) == 0 ? 0 : errno;
   }
+  ::close(record_fd);
   for (const int e : errors) {
     if (e != 0) {
+      ::unlinkat(dir_fd_, tmp.c_str(), 0);
       errno = e;
-      discard();
       fail("cannot sync the journal in " + dir_.string());
     }
   }
-  for (std::size_t i = 0; i < temporaries.size(); ++i) {
-    const auto& [fd, name] = temporaries[i];
-    ::close(fd);
-    if (::renameat(dir_fd_, (name + ".tmp").c_str(), dir_fd_, name.c_str()) != 0) {
-      const int e = errno;
-      for (std::size_t k = i; k < temporaries.size(); ++k) {
-        if (k > i)
-          ::close(temporaries[k].first);
-        ::unlinkat(dir_fd_, (temporaries[k].second + ".tmp").c_str(), 0);
-      }
-      errno = e;
-      fail("cannot write " + (dir_ / name).string());
-    }
+  if (::renameat(dir_fd_, tmp.c_str(), dir_fd_, record_name.c_str()) != 0) {
+    const int e = errno;
+    ::unlinkat(dir_fd_, tmp.c_str(), 0);
+    errno = e;
+    fail("cannot write " + (dir_ / record_name).string());
   }
   if (::fsync(dir_fd_) != 0)
     fail("cannot sync " + dir_.string());
-  if (tree)
-    tree_ = true;
   auto& record = records_[file.ino];
   if (!record.data_name.empty() && record.data_name != file.data_name)
     remove(record.data_name);
-  return std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
+  const std::uint64_t replaced =
+      std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
+  // The tree only once the record it names is durable: a tree naming a file with no record
+  // would show it empty. A failure here leaves the record in place (it is complete).
+  if (tree) {
+    write_tree_slot_locked(tree_bytes);
+    if (::fdatasync(slot_fds_[static_cast<std::size_t>(working_slot_)]) != 0 ||
+        ::fsync(dir_fd_) != 0) {
+      fail("cannot sync the journal in " + dir_.string());
+    }
+    tree_slot_synced_locked();
+  }
+  return replaced;
 }
 
 std::uint64_t Journal::put_file_and_tree_lazy(const JournalFile& file, int data_fd,
@@ -442,86 +526,70 @@ std::uint64_t Journal::put_file_and_tree_lazy(const JournalFile& file, int data_
   if (!file.data_digest)
     throw LocalIoError("a record put without a sync needs the digest of its data");
   const Bytes record_bytes = encode_journal_file(file);
-  const Bytes& tree_bytes = tree ? *tree : record_bytes;
   const std::string record_name = file_record(file.ino);
+  const std::string tmp = record_name + ".tmp";
   const int data_copy = ::fcntl(data_fd, F_DUPFD_CLOEXEC, 0);
   if (data_copy < 0)
     fail("cannot keep a write-back file for the journal's sync");
   std::lock_guard lock(mutex_);
-  std::vector<std::pair<int, std::string>> written;  // (fd, final name)
-  const auto discard = [&] {
-    const int e = errno;
-    for (const auto& [fd, name] : written) {
-      ::close(fd);
-      ::unlinkat(dir_fd_, (name + ".tmp").c_str(), 0);
-    }
-    ::close(data_copy);
-    errno = e;
-  };
+  int record_fd = -1;
   try {
-    written.emplace_back(write_temporary(record_name, record_bytes), record_name);
-    if (tree)
-      written.emplace_back(write_temporary(kTreeFile, tree_bytes), kTreeFile);
+    record_fd = write_temporary(record_name, record_bytes);
   } catch (...) {
-    discard();
+    ::close(data_copy);
     throw;
   }
-  // The record goes in first: a tree naming the file with no record yet would show it empty.
-  for (std::size_t i = 0; i < written.size(); ++i) {
-    const auto& [fd, name] = written[i];
-    if (::renameat(dir_fd_, (name + ".tmp").c_str(), dir_fd_, name.c_str()) != 0) {
-      const int e = errno;
-      for (std::size_t k = i; k < written.size(); ++k)
-        ::unlinkat(dir_fd_, (written[k].second + ".tmp").c_str(), 0);
-      // The records renamed already stay, to be synced like any other.
-      for (std::size_t k = 0; k < written.size(); ++k) {
-        if (k < i)
-          unsynced_fds_.push_back(written[k].first);
-        else
-          ::close(written[k].first);
-      }
-      unsynced_fds_.push_back(data_copy);
-      errno = e;
-      fail("cannot write " + (dir_ / name).string());
-    }
+  if (::renameat(dir_fd_, tmp.c_str(), dir_fd_, record_name.c_str()) != 0) {
+    const int e = errno;
+    ::close(record_fd);
+    ::close(data_copy);
+    ::unlinkat(dir_fd_, tmp.c_str(), 0);
+    errno = e;
+    fail("cannot write " + (dir_ / record_name).string());
   }
-  for (const auto& [fd, name] : written) {
-    if (name == kTreeFile)
-      keep_unsynced_tree_locked(fd);
-    else
-      unsynced_fds_.push_back(fd);
-  }
+  unsynced_fds_.push_back(record_fd);
   unsynced_fds_.push_back(data_copy);
   ++unsynced_records_;
-  if (tree)
-    tree_ = true;
   auto& record = records_[file.ino];
   if (!record.data_name.empty() && record.data_name != file.data_name)
     removals_after_sync_.push_back(record.data_name);
-  return std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
+  const std::uint64_t replaced =
+      std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
+  // After the record: a tree naming the file with no record yet would show it empty.
+  if (tree)
+    write_tree_slot_locked(*tree);
+  return replaced;
 }
 
 bool Journal::sync_pending() {
   std::lock_guard sync_lock(sync_mutex_);
   std::vector<int> fds;
   std::vector<std::string> removals;
+  int slot = -1;  // the working tree slot, when it waits for a sync
+  std::uint64_t slot_sequence = 0;
   {
     std::lock_guard lock(mutex_);
     fds.swap(unsynced_fds_);
-    if (unsynced_tree_fd_ >= 0)
-      fds.push_back(std::exchange(unsynced_tree_fd_, -1));
+    if (tree_unsynced_) {
+      slot = working_slot_;
+      slot_sequence = tree_sequence_;
+    }
     removals.swap(removals_after_sync_);
     unsynced_records_ = 0;
   }
-  if (fds.empty() && removals.empty())
+  if (fds.empty() && removals.empty() && slot < 0)
     return true;
+  // Slot descriptors stay open while sync_mutex_ is held (drop_tree() takes it too).
+  std::vector<int> all = fds;
+  if (slot >= 0)
+    all.push_back(slot_fds_[static_cast<std::size_t>(slot)]);
   // Start the write-out of every file first, so that their blocks are allocated and the first
   // fdatasync's commit of the file system covers them all; the others then find their data on
   // disk and their metadata committed.
-  for (const int fd : fds)
+  for (const int fd : all)
     ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   bool ok = true;
-  for (const int fd : fds)
+  for (const int fd : all)
     ok = ::fdatasync(fd) == 0 && ok;
   ok = ::fsync(dir_fd_) == 0 && ok;
   if (!ok) {
@@ -535,6 +603,9 @@ bool Journal::sync_pending() {
   for (const int fd : fds)
     ::close(fd);
   std::lock_guard lock(mutex_);
+  // A write to the slot since the sync began may not be covered: the slot stays the working one.
+  if (slot >= 0 && tree_unsynced_ && working_slot_ == slot && tree_sequence_ == slot_sequence)
+    tree_slot_synced_locked();
   for (const auto& name : removals)
     remove(name);
   return true;
@@ -598,9 +669,9 @@ std::uint64_t Journal::drop_file(std::uint64_t ino, std::uint64_t sequence) {
     return 0;
   // The record goes first: a data file without a record is garbage, a record without its data
   // file would be a loss.
-  remove(file_record(ino));
+  retire_record_locked(file_record(ino));
   ::fsync(dir_fd_);
-  remove(it->second.data_name);
+  bury_locked(it->second.data_name, it->second.bytes);
   const std::uint64_t bytes = it->second.bytes;
   records_.erase(it);
   return bytes;
@@ -616,7 +687,7 @@ std::uint64_t Journal::drop_files(
         std::find(dropped.begin(), dropped.end(), it) != dropped.end()) {
       continue;
     }
-    remove(file_record(ino));
+    retire_record_locked(file_record(ino));
     dropped.push_back(it);
   }
   if (dropped.empty())
@@ -625,7 +696,7 @@ std::uint64_t Journal::drop_files(
   ::fsync(dir_fd_);
   std::uint64_t bytes = 0;
   for (const auto it : dropped) {
-    remove(it->second.data_name);
+    bury_locked(it->second.data_name, it->second.bytes);
     bytes += it->second.bytes;
     records_.erase(it);
   }
@@ -643,40 +714,64 @@ std::optional<std::pair<std::uint64_t, std::string>> Journal::current(std::uint6
 void Journal::put_tree(const JournalTree& tree) {
   const Bytes bytes = encode_journal_tree(tree);
   std::lock_guard lock(mutex_);
-  write_atomically(kTreeFile, bytes);
-  tree_ = true;
+  write_tree_slot_locked(bytes);
+  if (::fdatasync(slot_fds_[static_cast<std::size_t>(working_slot_)]) != 0 ||
+      ::fsync(dir_fd_) != 0) {
+    fail("cannot sync the journal in " + dir_.string());
+  }
+  tree_slot_synced_locked();
 }
 
 void Journal::put_tree_lazy(const Bytes& tree_record) {
   std::lock_guard lock(mutex_);
-  const int fd = write_temporary(kTreeFile, tree_record);
-  const std::string tmp = std::string(kTreeFile) + ".tmp";
-  if (::renameat(dir_fd_, tmp.c_str(), dir_fd_, kTreeFile) != 0) {
-    const int e = errno;
-    ::close(fd);
-    ::unlinkat(dir_fd_, tmp.c_str(), 0);
-    errno = e;
-    fail("cannot write " + (dir_ / kTreeFile).string());
-  }
-  keep_unsynced_tree_locked(fd);
+  write_tree_slot_locked(tree_record);
   ++unsynced_records_;
+}
+
+void Journal::write_tree_slot_locked(ByteView tree_record) {
+  const auto slot = static_cast<std::size_t>(working_slot_);
+  if (slot_fds_[slot] < 0) {
+    slot_fds_[slot] = ::openat(dir_fd_, kTreeSlots[slot], O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (slot_fds_[slot] < 0)
+      fail("cannot write " + (dir_ / kTreeSlots[slot]).string());
+  }
+  Bytes header;
+  header.reserve(kSlotHeaderBytes);
+  wire::Writer w(header);
+  w.u32(kSlotMagic);
+  w.u8(kSlotFormat);
+  w.u64(tree_sequence_ + 1);
+  w.u64(tree_record.size());
+  w.u32(crc_of(tree_record));
+  // In place, without truncating: the header says where the record ends. A write cut short
+  // leaves a slot whose CRC fails, and the other slot counts.
+  if (!write_all(slot_fds_[slot], header, 0) ||
+      !write_all(slot_fds_[slot], tree_record, static_cast<off_t>(header.size()))) {
+    fail("cannot write " + (dir_ / kTreeSlots[slot]).string());
+  }
+  ++tree_sequence_;
+  tree_unsynced_ = true;
   tree_ = true;
 }
 
-void Journal::keep_unsynced_tree_locked(int fd) {
-  // Only the newest tree record needs the sync: the ones it replaced are gone from the folder.
-  if (unsynced_tree_fd_ >= 0)
-    ::close(unsynced_tree_fd_);
-  unsynced_tree_fd_ = fd;
+void Journal::tree_slot_synced_locked() {
+  tree_unsynced_ = false;
+  working_slot_ ^= 1;
 }
 
 void Journal::drop_tree() {
+  std::lock_guard sync_lock(sync_mutex_);
   std::lock_guard lock(mutex_);
   if (!tree_)
     return;
-  remove(kTreeFile);
+  for (std::size_t slot = 0; slot < slot_fds_.size(); ++slot) {
+    remove(kTreeSlots[slot]);
+    if (slot_fds_[slot] >= 0)
+      ::close(std::exchange(slot_fds_[slot], -1));
+  }
   ::fsync(dir_fd_);
   tree_ = false;
+  tree_unsynced_ = false;
 }
 
 bool Journal::has_tree() const {
@@ -701,7 +796,8 @@ JournalSummary summarize_journal(const fsys::path& path) {
   JournalSummary out;
   std::error_code ec;
   std::vector<fsys::path> dirs;
-  if (fsys::exists(path / kLockFile, ec) || fsys::exists(path / kTreeFile, ec)) {
+  if (fsys::exists(path / kLockFile, ec) || fsys::exists(path / kTreeSlots[0], ec) ||
+      fsys::exists(path / kTreeSlots[1], ec)) {
     dirs.push_back(path);
   } else {
     for (const auto& entry : fsys::directory_iterator(path, ec)) {
@@ -714,7 +810,7 @@ JournalSummary summarize_journal(const fsys::path& path) {
     bool any = false;
     for (const auto& entry : fsys::directory_iterator(dir, ec)) {
       const std::string name = entry.path().filename().string();
-      if (name == kTreeFile) {
+      if (is_tree_slot(name)) {
         out.tree = any = true;
       } else if (is_record(name)) {
         JournalFile file;

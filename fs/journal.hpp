@@ -6,11 +6,17 @@
 // held with flock(2) while the mount lives, so a second mount of the same home never touches it),
 // holding
 //   f-<ino>.rec   one pending file: its write-back state and base (JournalFile), next to
-//   wb-XXXXXX     the local file with its written bytes (WriteBack), and
-//   tree.rec      the pending namespace change (JournalTree): the tree as last committed and as
-//                 this mount has it, merged into the servers' tree on replay like any other change.
-// Records are replaced atomically (written to a temporary name, synced, renamed, folder synced),
-// so a record is either the old or the new one, never half of each.
+//   wb-XXXXXX     the local file with its written bytes (WriteBack),
+//   spare-N       dropped records' files, reused for new records (never read), and
+//   tree.rec, tree-2.rec   the pending namespace change (JournalTree): the tree as last committed
+//                 and as this mount has it, merged into the servers' tree on replay like any other
+//                 change. Two slots written in place (a tree record is rewritten at every small
+//                 file's close(); a new file each time costs the file system an inode), each with a
+//                 sequence number and a CRC-32 of its record: the newest whole one counts. Writes
+//                 go to one slot until a sync covers it; the next write then goes to the other, so
+//                 the slot last synced is never overwritten before a newer one is durable.
+// File records are replaced atomically (written to a temporary name, synced, renamed, folder
+// synced), so a record is either the old or the new one, never half of each.
 //
 // Group commit (put_file_and_tree_lazy): a record can also be put without waiting for the disk.
 // Its data file, the record and the tree record are written (the page cache holds them, so a
@@ -112,11 +118,12 @@ class Journal {
   // is the same file). Durable when it returns; returns the bytes the replaced record held.
   // Throws LocalIoError.
   std::uint64_t put_file(const JournalFile& file);
-  // put_file() of a record whose data file (open as data_fd) is not synced yet, and put_tree()
-  // of tree when given, in one step: the data file and both records are synced at once (the
-  // file system commits them together), then both records are renamed into place and the folder
-  // synced once. Durable when it returns; on a failure nothing was replaced. Returns the bytes
-  // the replaced file record held. Throws LocalIoError.
+  // put_file() of a record whose data file (open as data_fd) is not synced yet, then put_tree()
+  // of tree when given: the data file and the record are synced at once (the file system
+  // commits them together), the record renamed into place and the folder synced, and only then
+  // the tree written and synced. Durable when it returns; when the record's step fails nothing
+  // was replaced, when the tree's fails the record stays (complete). Returns the bytes the
+  // replaced file record held. Throws LocalIoError.
   std::uint64_t put_file_and_tree(const JournalFile& file, int data_fd, const JournalTree* tree);
   // put_file_and_tree() without waiting for the disk (see "Group commit" above): file must carry
   // its data_digest. Survives the end of this process when it returns; durable after the next
@@ -136,6 +143,11 @@ class Journal {
   // drop_file() of several (ino, sequence) at once, with one sync of the folder; returns the
   // bytes they held.
   std::uint64_t drop_files(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& files);
+  // Removes the data files of records dropped since the last call. A dropped small file's data
+  // waits for this (bounded in count and bytes): a file system without a journal (ext4 without
+  // one) scans the inodes deleted in the last seconds at every file it creates, so deleting while
+  // files are being created makes each creation slower. The mount calls it when idle.
+  void sweep();
   // ino's current record: its sequence and data file name.
   std::optional<std::pair<std::uint64_t, std::string>> current(std::uint64_t ino) const;
   void put_tree(const JournalTree& tree);
@@ -154,8 +166,17 @@ class Journal {
     std::uint64_t bytes = 0;
   };
   void write_atomically(const std::string& name, ByteView bytes);
-  // Writes name + ".tmp" (not synced); returns its descriptor. Throws LocalIoError.
+  // Writes tree_record into the working slot (not synced). Throws LocalIoError.
+  void write_tree_slot_locked(ByteView tree_record);
+  // After a sync of the working slot that no write followed: it is the durable one now.
+  void tree_slot_synced_locked();
+  // Writes name + ".tmp" (not synced; a spare record's file when there is one); returns its
+  // descriptor. Throws LocalIoError.
   int write_temporary(const std::string& name, ByteView bytes);
+  // Removes the data file `name` (of `bytes`) now or at the next sweep().
+  void bury_locked(const std::string& name, std::uint64_t bytes);
+  // Removes the file record `name`, keeping its file as a spare ("spare-N", never read back).
+  void retire_record_locked(const std::string& name);
   void remove(const std::string& name);
 
   std::filesystem::path root_;
@@ -168,12 +189,20 @@ class Journal {
   bool tree_ = false;
   // Lazy puts waiting for sync_pending(): descriptors to sync (owned), and data files to remove
   // once they are synced.
-  void keep_unsynced_tree_locked(int fd);
   std::vector<int> unsynced_fds_;
-  int unsynced_tree_fd_ = -1;  // the newest tree record put lazily
+  // The tree record's slots (see the top): descriptors (-1 until first written), the one written
+  // next, the sequence of the last write, and whether it awaits a sync.
+  std::array<int, 2> slot_fds_{-1, -1};
+  int working_slot_ = 0;
+  std::uint64_t tree_sequence_ = 0;
+  bool tree_unsynced_ = false;
   std::size_t unsynced_records_ = 0;
   std::vector<std::string> removals_after_sync_;
   std::mutex sync_mutex_;  // one sync_pending() at a time; taken before mutex_
+  std::vector<std::string> buried_;
+  std::uint64_t buried_bytes_ = 0;
+  std::vector<std::string> spare_records_;
+  std::uint64_t next_spare_ = 0;
 };
 
 // The SHA-256 of a data file's bytes [0, size) (zeros past its end). Throws LocalIoError.

@@ -78,6 +78,13 @@ constexpr std::size_t kSegmentsPerBatch = 32;
 constexpr std::size_t kClients = 6;
 // Files the uploader commits at once (each on a client of its own).
 constexpr std::size_t kDrainWorkers = 4;
+// The uploader names the files of several rounds with one tree commit (each re-encodes the whole
+// tree) while more files keep arriving: at most this many files or this long between tree commits.
+constexpr std::size_t kTreeBatchFiles = 512;
+constexpr auto kTreeBatchDelay = std::chrono::milliseconds(250);
+// Meanwhile a round waits at most this long for this many files to share its requests.
+constexpr auto kRoundWait = std::chrono::milliseconds(20);
+constexpr std::size_t kRoundFiles = 16;
 // The uploader stages the segments of several small files in requests of about this size.
 constexpr std::uint64_t kPrestageBytes = 4u << 20;
 // A new file at most this large is journaled at close() and uploaded with others (group commit)
@@ -2499,19 +2506,30 @@ class Fs {
       }
       if (due)
         drain(false);
+      else
+        journal_.sweep();  // idle: the dropped files' data goes now
     }
   }
 
   // Uploads the due files of the queue in order, commits the tree, then drops their records.
-  // Stops at the first sign of an absent server. Returns how many files were stored.
+  // Stops at the first sign of an absent server. Returns how many files were stored. While more
+  // files keep arriving, the files committed are carried to the next round (their records stay)
+  // and named by one tree commit for several rounds (kTreeBatchFiles, kTreeBatchDelay).
   std::size_t drain(bool stopping) {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> batch;
     {
-      std::lock_guard lock(pending_mutex_);
+      std::unique_lock lock(pending_mutex_);
+      // A round carried over: the next one gathers a few files first, so that its prestage and
+      // commits are shared by several (bounded by kRoundWait; the tree waits kTreeBatchDelay).
+      if (!stopping && !unnamed_.empty()) {
+        upload_cv_.wait_for(lock, kRoundWait, [&] {
+          return upload_stop_ || due_count_locked() >= kRoundFiles || servers_down_.load();
+        });
+      }
       const auto now = Clock::now();
       for (const auto ino : pending_order_) {
         const Pending& p = pending_.at(ino);
-        if (p.not_before <= now)
+        if (p.not_before <= now && !unnamed_.contains({ino, p.sequence}))
           batch.emplace_back(ino, p.sequence);
       }
     }
@@ -2543,18 +2561,29 @@ class Fs {
         workers.emplace_back(work);
       work();
     }
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> done;
+    std::size_t committed = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (results[i] == 0)
-        done.push_back(batch[i]);
-      else if (results[i] != kPending)
+      if (results[i] == 0) {
+        ++committed;
+        if (unnamed_.empty())
+          unnamed_since_ = Clock::now();
+        unnamed_.insert(batch[i]);
+      } else if (results[i] != kPending) {
         mark_failing(batch[i].first);
+      }
     }
-    if (done.empty())
+    if (unnamed_.empty())
       return 0;
+    // Carried records hold the journal's space a little longer: not while it fills up.
+    if (!stopping && !absent.load() && unnamed_.size() < kTreeBatchFiles &&
+        Clock::now() - unnamed_since_ < kTreeBatchDelay &&
+        writeback_used_.load() < options_.writeback_bytes / 2 && more_due())
+      return committed;
     // The new versions must be named by a durable tree before the records can go.
     if (sync_tree() != 0 && !write_tree_journal())
       return 0;
+    std::set<std::pair<std::uint64_t, std::uint64_t>> done;
+    done.swap(unnamed_);
     std::vector<std::pair<std::uint64_t, std::uint64_t>> current;
     {
       std::lock_guard lock(pending_mutex_);
@@ -2573,6 +2602,21 @@ class Fs {
     uploads_done_.fetch_add(current.size(), std::memory_order_relaxed);
     settle_journal();
     return done.size();
+  }
+
+  // Whether the queue holds due files that are not committed and waiting for the tree already.
+  bool more_due() {
+    std::lock_guard lock(pending_mutex_);
+    return due_count_locked() > 0;
+  }
+
+  // Under pending_mutex_: how many such files.
+  std::size_t due_count_locked() const {
+    const auto now = Clock::now();
+    return static_cast<std::size_t>(
+        std::count_if(pending_.begin(), pending_.end(), [&](const auto& p) {
+          return p.second.not_before <= now && !unnamed_.contains({p.first, p.second.sequence});
+        }));
   }
 
   // Uploads the segments of the batch's small files (local, not staged yet) in requests of up to
@@ -3388,6 +3432,10 @@ class Fs {
   std::condition_variable upload_cv_;
   std::map<std::uint64_t, Pending> pending_;
   std::deque<std::uint64_t> pending_order_;
+  // The uploader's (drain()): files committed, (ino, sequence), that no durable tree names yet, and
+  // since when the oldest of them waits.
+  std::set<std::pair<std::uint64_t, std::uint64_t>> unnamed_;
+  Clock::time_point unnamed_since_;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> gone_records_;  // (ino, sequence) to drop
   std::uint64_t journal_sequence_ = 0;
   bool upload_stop_ = false;

@@ -29,21 +29,22 @@
 //     data, its record and the tree naming it are written into the journal, without waiting for
 //     the disk; a background syncer makes them durable every ~25 ms (sooner when many wait), one
 //     batch at a time, and the uploader stores them within moments, several files at once and one
-//     commit of the tree for all of them. The window: a crash of the mount process (kill -9)
-//     loses nothing (the page cache holds the journal); a crash of the machine may lose such files
-//     closed in the last ~25-50 ms that were never fsync'd and not uploaded yet (as ext4's commit
-//     interval does, only shorter); the replay then says which, and never stores their bytes
-//     half-written (each such record carries a digest of its data). A journaled file of more than
-//     1 MiB is synced before its close() returns. Segments of a file being written upload as
-//     they are written (also before the malware check: nothing is committed before its verdict).
-//     Other failures (quota, integrity, ...) are close()'s error, and the changes are kept and
-//     retried too. The journal is bounded (writeback_size): a write that would exceed it gets
-//     ENOSPC, after trying to upload finished segments first. Namespace changes without a close
-//     (mkdir, rename, unlink, chmod, utimens, xattrs, ...) are committed within commit_delay
-//     (default 0.5 s) as one batch, and journaled when that fails; fsync on a directory forces the
-//     commit. Unmounting uploads everything pending while progress is made, gives up after
-//     unmount_wait seconds without any, and then says what is left and where (the journal keeps
-//     it for the next mount; the exit code is then 1).
+//     commit of the tree for all of them (while more keep coming, for those of up to 0.25 s). The
+//     window: a crash of the mount process (kill -9) loses nothing (the page cache holds the
+//     journal); a crash of the machine may lose such files closed in the last ~25-50 ms that were
+//     never fsync'd and not uploaded yet (as ext4's commit interval does, only shorter); the replay
+//     then says which, and never stores their bytes half-written (each such record carries a digest
+//     of its data). A journaled file of more than 1 MiB is synced before its close() returns.
+//     Segments of a file being written upload as they are written (also before the malware check:
+//     nothing is committed before its verdict). Other failures (quota, integrity, ...) are
+//     close()'s error, and the changes are kept and retried too. The journal is bounded
+//     (writeback_size): a write that would exceed it gets ENOSPC, after trying to upload finished
+//     segments first. Namespace changes without a close (mkdir, rename, unlink, chmod, utimens,
+//     xattrs, ...) are committed within commit_delay (default 0.5 s) as one batch, and journaled
+//     when that fails; fsync on a directory forces the commit. Unmounting uploads everything
+//     pending while progress is made, gives up after unmount_wait seconds without any, and then
+//     says what is left and where (the journal keeps it for the next mount; the exit code is then
+//     1).
 //   - Bounded waiting: getattr, lookup, readdir and reads of cached data need no network (a
 //     file's segment list is kept after the kernel forgets it), so a dead server never hangs
 //     `ls`, `stat` or `cat` of cached data.

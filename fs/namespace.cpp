@@ -455,8 +455,16 @@ std::string Namespace::path_of(std::uint64_t ino) const {
 
 Bytes Namespace::encode_snapshot(
     const std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>>& committed) const {
-  return encode_tree_view(
-      tree_, [this](std::uint64_t ino) { return nlink(ino) > 0; }, committed);
+  // The inodes no name reaches, from one walk of the runtime table rather than a lookup per inode:
+  // every inode of tree_ has its Runtime (rebuild_runtime() and create() add it, maybe_gone()
+  // removes both), so these are exactly the inodes with nlink() == 0.
+  std::vector<std::uint64_t> unnamed;
+  for (const auto& [ino, r] : rt_) {
+    if (r.nlink == 0)
+      unnamed.push_back(ino);
+  }
+  std::sort(unnamed.begin(), unnamed.end());
+  return encode_tree_view(tree_, unnamed, committed);
 }
 
 void Namespace::adopt(Tree merged) {

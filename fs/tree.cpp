@@ -3,9 +3,16 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <cassert>
+#include <cstring>
 #include <deque>
+#include <limits>
+#include <numeric>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -49,6 +56,115 @@ std::size_t xattr_bytes(const InodeRecord& r) {
   for (const auto& [name, value] : r.xattrs)
     total += name.size() + value.size();
   return total;
+}
+
+// An inode's fields before its target: number, mode, uid, gid and six u64 fields.
+constexpr std::size_t kInodeFieldBytes = 8 + 3 * 4 + 6 * 8;
+
+using InodeNode = std::pair<const std::uint64_t, InodeRecord>;
+
+// One name of `child`: its entry in directory `parent`.
+struct Link {
+  std::uint64_t child;
+  std::uint64_t parent;
+  const std::string* name;
+};
+
+// One big-endian field as a single store (GCC leaves a byte loop of 8 as a loop at -O2).
+template <std::size_t N>
+std::uint8_t* put_be(std::uint8_t* p, std::uint64_t v) {
+  static_assert(N == 1 || N == 4 || N == 8);
+  if constexpr (N == 1) {
+    *p = static_cast<std::uint8_t>(v);
+  } else {
+    using Field = std::conditional_t<N == 4, std::uint32_t, std::uint64_t>;
+    auto f = static_cast<Field>(v);
+    if constexpr (std::endian::native == std::endian::little) {
+      if constexpr (N == 4)
+        f = __builtin_bswap32(f);
+      else
+        f = __builtin_bswap64(f);
+    }
+    std::memcpy(p, &f, N);
+  }
+  return p + N;
+}
+
+// Appends to a vector reserved beforehand through a buffer on the stack: fields are plain stores,
+// and the vector grows by whole chunks, never zero-filled first as resize() would.
+class Stage {
+ public:
+  explicit Stage(Bytes& out) : out_(out) {}
+  Stage(const Stage&) = delete;
+  Stage& operator=(const Stage&) = delete;
+
+  // Room for n <= kChunk bytes at the returned pointer; done() takes where the writing ended.
+  std::uint8_t* room(std::size_t n) {
+    if (kChunk - used_ < n)
+      flush();
+    return buf_.data() + used_;
+  }
+  void done(std::uint8_t* end) { used_ = static_cast<std::size_t>(end - buf_.data()); }
+  void u32(std::uint32_t v) { done(put_be<4>(room(4), v)); }
+  void u64(std::uint64_t v) { done(put_be<8>(room(8), v)); }
+  // u32 length, then the bytes, as wire::Writer::text().
+  void text(std::string_view s) {
+    assert(s.size() <= std::numeric_limits<std::uint32_t>::max());
+    u32(static_cast<std::uint32_t>(s.size()));
+    const auto* data = reinterpret_cast<const std::uint8_t*>(s.data());
+    if (s.size() > kChunk - used_) {
+      flush();
+      if (s.size() > kChunk) {
+        out_.insert(out_.end(), data, data + s.size());
+        return;
+      }
+    }
+    std::memcpy(buf_.data() + used_, data, s.size());
+    used_ += s.size();
+  }
+  void flush() {
+    out_.insert(out_.end(), buf_.data(), buf_.data() + used_);
+    used_ = 0;
+  }
+
+ private:
+  static constexpr std::size_t kChunk = 8192;
+  Bytes& out_;
+  std::array<std::uint8_t, kChunk> buf_;  // not initialised: every byte is written before use
+  std::size_t used_ = 0;
+};
+
+// Orders links by child, keeping the (parent, name) order of each child's names; may drop the
+// names of inodes not in `kept` (ascending). A counting sort over the kept inodes when their
+// numbers are dense enough for a table, as they are (numbers are handed out in sequence).
+void order_by_child(const std::vector<const InodeNode*>& kept, std::vector<Link>& links) {
+  const std::size_t table_limit = 4 * kept.size() + 4096;
+  if (kept.empty() || kept.back()->first - kept.front()->first >= table_limit) {
+    std::stable_sort(links.begin(), links.end(),
+                     [](const Link& a, const Link& b) { return a.child < b.child; });
+    return;
+  }
+  constexpr std::uint32_t kNone = std::numeric_limits<std::uint32_t>::max();
+  const std::uint64_t base = kept.front()->first;
+  std::vector<std::uint32_t> slot(kept.back()->first - base + 1, kNone);
+  for (std::size_t i = 0; i < kept.size(); ++i)
+    slot[kept[i]->first - base] = static_cast<std::uint32_t>(i);
+  const auto index_of = [&](std::uint64_t child) {
+    return child < base || child - base >= slot.size() ? kNone : slot[child - base];
+  };
+  // start[i]: where the names of kept[i] go.
+  std::vector<std::uint32_t> start(kept.size() + 1, 0);
+  for (const Link& l : links) {
+    if (const std::uint32_t i = index_of(l.child); i != kNone)
+      ++start[i + 1];
+  }
+  std::partial_sum(start.begin(), start.end(), start.begin());
+  std::vector<Link> sorted(start.back());
+  for (const Link& l : links) {
+    if (const std::uint32_t i = index_of(l.child); i != kNone)
+      sorted[start[i]++] = l;
+  }
+  links = std::move(sorted);
 }
 
 // Marks everything reachable from `from` in `seen`.
@@ -120,68 +236,85 @@ std::map<std::uint64_t, std::uint32_t> link_counts(const Tree& tree) {
 
 Bytes encode_tree(const Tree& tree) {
   static const std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> none;
-  return encode_tree_view(tree, nullptr, none);
+  return encode_tree_view(tree, {}, none);
 }
 
 Bytes encode_tree_view(
-    const Tree& tree, const std::function<bool(std::uint64_t)>& keep,
+    const Tree& tree, std::span<const std::uint64_t> leave_out,
     const std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>>& committed) {
-  // Each name is written with the inode it names, as (parent, name): see kTreeFormat.
-  // (child, parent, name), sorted by child: one allocation, walked along with the inodes.
-  struct Link {
-    std::uint64_t child;
-    std::uint64_t parent;
-    const std::string* name;
-  };
+  assert(std::is_sorted(leave_out.begin(), leave_out.end()));
+  // The kept inodes, in one walk of the map (the later passes go over this vector), and every
+  // name in a kept directory as (child, parent, name) in (parent, name) order. Names of inodes
+  // left out or missing are dropped when the links are walked along with the inodes.
+  std::vector<const InodeNode*> kept;
+  kept.reserve(tree.inodes.size());
   std::vector<Link> links;
-  std::uint32_t kept = 0;
-  for (const auto& [ino, rec] : tree.inodes) {
-    if (keep && !keep(ino))
+  std::size_t bound = 1 + 8 + 4;  // the exact size, but for names of inodes left out
+  bool ordered = true;            // links already in child order (files created in name order)
+  auto skip = leave_out.begin();
+  for (const auto& node : tree.inodes) {
+    while (skip != leave_out.end() && *skip < node.first)
+      ++skip;
+    if (skip != leave_out.end() && *skip == node.first)
       continue;
-    ++kept;
-    for (const auto& [name, child] : rec.entries)
-      links.push_back({child, ino, &name});
+    const InodeRecord& r = node.second;
+    kept.push_back(&node);
+    bound += kMinInodeBytes + r.target.size();
+    for (const auto& [name, value] : r.xattrs)
+      bound += 8 + name.size() + value.size();
+    for (const auto& [name, child] : r.entries) {
+      ordered = ordered && (links.empty() || links.back().child <= child);
+      links.push_back({child, node.first, &name});
+      bound += 8 + 4 + name.size();
+    }
   }
-  // Stable: a child's names keep the order of (parent, name), as before.
-  std::stable_sort(links.begin(), links.end(),
-                   [](const Link& a, const Link& b) { return a.child < b.child; });
+  if (!ordered)
+    order_by_child(kept, links);
+
   Bytes out;
-  out.reserve(64 + tree.inodes.size() * 128);
-  wire::Writer w(out);
-  w.u8(kTreeFormat);
-  w.u64(tree.next_ino);
-  w.u32(kept);
-  for (const auto& [ino, r] : tree.inodes) {
-    if (keep && !keep(ino))
-      continue;
-    const auto as_committed = committed.find(ino);
-    w.u64(ino);
-    w.u32(r.mode);
-    w.u32(r.uid);
-    w.u32(r.gid);
-    w.u64(as_committed != committed.end() ? as_committed->second.first : r.size);
-    w.u64(r.rdev);
-    w.u64(static_cast<std::uint64_t>(r.atime_ns));
-    w.u64(static_cast<std::uint64_t>(r.mtime_ns));
-    w.u64(static_cast<std::uint64_t>(r.ctime_ns));
-    w.u64(as_committed != committed.end() ? as_committed->second.second : r.content_version);
+  out.reserve(bound);
+  Stage w(out);
+  std::uint8_t* p = w.room(1 + 8 + 4);
+  p = put_be<1>(p, kTreeFormat);
+  p = put_be<8>(p, tree.next_ino);
+  w.done(put_be<4>(p, static_cast<std::uint32_t>(kept.size())));
+  auto as_committed = committed.begin();
+  auto link = links.cbegin();
+  for (const auto* node : kept) {
+    const std::uint64_t ino = node->first;
+    const InodeRecord& r = node->second;
+    while (as_committed != committed.end() && as_committed->first < ino)
+      ++as_committed;
+    const bool replaced = as_committed != committed.end() && as_committed->first == ino;
+    p = w.room(kInodeFieldBytes);
+    p = put_be<8>(p, ino);
+    p = put_be<4>(p, r.mode);
+    p = put_be<4>(p, r.uid);
+    p = put_be<4>(p, r.gid);
+    p = put_be<8>(p, replaced ? as_committed->second.first : r.size);
+    p = put_be<8>(p, r.rdev);
+    p = put_be<8>(p, static_cast<std::uint64_t>(r.atime_ns));
+    p = put_be<8>(p, static_cast<std::uint64_t>(r.mtime_ns));
+    p = put_be<8>(p, static_cast<std::uint64_t>(r.ctime_ns));
+    w.done(put_be<8>(p, replaced ? as_committed->second.second : r.content_version));
     w.text(r.target);
     w.u32(static_cast<std::uint32_t>(r.xattrs.size()));
     for (const auto& [name, value] : r.xattrs) {
       w.text(name);
       w.text(value);
     }
-    auto first = std::lower_bound(links.begin(), links.end(), ino,
-                                  [](const Link& l, std::uint64_t i) { return l.child < i; });
-    auto last = first;
-    while (last != links.end() && last->child == ino)
+    while (link != links.cend() && link->child < ino)
+      ++link;  // a name of an inode left out, or of none
+    auto last = link;
+    while (last != links.cend() && last->child == ino)
       ++last;
-    w.u32(static_cast<std::uint32_t>(last - first));
-    for (auto l = first; l != last; ++l) {
-      w.u64(l->parent);
-      w.text(*l->name);
+    w.u32(static_cast<std::uint32_t>(last - link));
+    for (; link != last; ++link) {
+      w.u64(link->parent);
+      w.text(*link->name);
     }
   }
+  w.flush();
   return out;
 }
 

@@ -10,9 +10,9 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <set>
+#include <span>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -74,10 +74,11 @@ const std::error_category& tree_category();
 std::error_code make_error_code(TreeErrc e);
 
 Bytes encode_tree(const Tree& tree);
-// What encode_tree() gives for the tree of the inodes of `tree` that keep(ino) accepts, with
-// (size, content_version) replaced for the inodes in `committed`, without building that tree.
+// What encode_tree() gives for the tree of the inodes of `tree` but those in `leave_out` (in
+// ascending order; the names leading to them go too), with (size, content_version) replaced for
+// the inodes in `committed`, without building that tree.
 Bytes encode_tree_view(
-    const Tree& tree, const std::function<bool(std::uint64_t)>& keep,
+    const Tree& tree, std::span<const std::uint64_t> leave_out,
     const std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>>& committed);
 // Also checks the structure: the root is a directory, every entry names an existing inode and a
 // valid name, every directory but the root has exactly one parent, every inode is reachable from

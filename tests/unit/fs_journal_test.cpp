@@ -1,6 +1,9 @@
 // The write-back journal without a mount: records round-trip and reject damage, a frozen
 // write-back file is never changed again (a change copies it), a journaled state resumes in a new
 // WriteBack with the same content, and orphaned folders are claimed once, by one journal.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -224,6 +227,131 @@ TEST_CASE("journal folders: records persist, orphans are claimed by one journal 
   // Dropping checks the sequence: a newer record of the same file stays.
   CHECK(next.drop_file(42, adopted.sequence + 1) == 0);
   CHECK(next.drop_file(42, adopted.sequence) == adopted.bytes);
-  CHECK_FALSE(std::filesystem::exists(next.dir() / mine));
+  CHECK_FALSE(std::filesystem::exists(next.dir() / "f-42.rec"));
   CHECK(next.file_count() == 0);
+  // The small data file goes at the next sweep; the record's file waits as a spare, and the next
+  // record reuses it.
+  CHECK(std::filesystem::exists(next.dir() / mine));
+  next.sweep();
+  CHECK_FALSE(std::filesystem::exists(next.dir() / mine));
+  CHECK(std::filesystem::exists(next.dir() / "spare-0"));
+  CHECK(summarize_journal(next.dir()).files == 0);
+  std::ofstream(next.dir() / "wb-next") << "next bytes";
+  JournalFile again = sample_file();
+  again.ino = 43;
+  again.data_name = "wb-next";
+  CHECK(next.put_file(again) == 0);
+  CHECK(next.drop_file(43, again.sequence) == again.bytes);
+  const auto spares = [&] {
+    std::size_t n = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(next.dir()))
+      n += entry.path().filename().string().starts_with("spare-") ? 1 : 0;
+    return n;
+  };
+  CHECK(spares() == 2);
+  JournalFile lazy = again;
+  lazy.sequence += 1;
+  const int data_fd = ::open((next.dir() / "wb-next").c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(data_fd >= 0);
+  lazy.data_digest = digest_data_file(data_fd, 10);
+  next.put_file_and_tree_lazy(lazy, data_fd, nullptr);
+  ::close(data_fd);
+  CHECK(spares() == 1);
+  CHECK(next.sync_pending());
+  CHECK(summarize_journal(next.dir()).files == 1);
+}
+
+TEST_CASE("the tree record: the newest whole slot counts, the one last synced is kept until then",
+          "[fs][journal]") {
+  Scratch root;
+  const auto tree_with = [](std::uint64_t version) {
+    JournalTree t;
+    t.base = make_empty_tree(0755, 0, 0, 0);
+    t.local = t.base;
+    t.local.next_ino = 100 + version;
+    t.base_version = version;
+    return t;
+  };
+  const auto read = [](const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return Bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  };
+  // The version of the tree the next mount replays, and what it could not read.
+  const auto replayed = [&] {
+    Journal next(root.path);
+    auto orphans = next.claim_orphans();
+    REQUIRE(orphans.size() == 1);
+    const std::uint64_t version = orphans[0].tree ? orphans[0].tree->base_version : 0;
+    const std::size_t problems = orphans[0].problems.size();
+    next.release_orphan(orphans[0]);
+    return std::make_pair(version, problems);
+  };
+
+  std::filesystem::path dir;
+  std::filesystem::path durable;  // the slot holding version 1 once it was synced
+  {
+    Journal journal(root.path);
+    dir = journal.dir();
+    journal.put_tree_lazy(encode_journal_tree(tree_with(1)));
+    REQUIRE(journal.sync_pending());
+    for (const char* name : {"tree.rec", "tree-2.rec"}) {
+      if (std::filesystem::exists(dir / name))
+        durable = dir / name;
+    }
+    REQUIRE_FALSE(durable.empty());
+    const Bytes synced = read(durable);
+    const std::filesystem::path other =
+        durable.filename() == "tree.rec" ? dir / "tree-2.rec" : dir / "tree.rec";
+    // Not synced: it goes to the other slot, the synced one stays as it was.
+    journal.put_tree_lazy(encode_journal_tree(tree_with(2)));
+    CHECK(read(durable) == synced);
+    journal.put_tree(tree_with(3));  // synced: version 3's slot is the durable one now
+    CHECK(read(durable) == synced);
+    const Bytes three = read(other);
+    journal.put_tree_lazy(encode_journal_tree(tree_with(4)));
+    journal.put_tree_lazy(encode_journal_tree(tree_with(5)));
+    CHECK(read(other) == three);  // 4 and 5 overwrote version 1's slot
+    CHECK(read(durable) != synced);
+    CHECK(journal.has_tree());
+  }
+  CHECK(replayed() == std::make_pair(std::uint64_t{5}, std::size_t{0}));
+
+  // Put back as orphans of one folder: a slot cut short (a crash in mid-write) does not count,
+  // the other one does; with both damaged the tree is reported unreadable.
+  const auto damage = [&](const std::filesystem::path& slot) {
+    Bytes bytes = read(slot);
+    REQUIRE(bytes.size() > 40);
+    bytes[bytes.size() / 2] ^= 0x5a;
+    std::ofstream(slot, std::ios::binary | std::ios::trunc)
+        .write(reinterpret_cast<const char*>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
+  };
+  {
+    Journal journal(root.path);
+    dir = journal.dir();
+    journal.put_tree_lazy(encode_journal_tree(tree_with(6)));
+    REQUIRE(journal.sync_pending());
+    journal.put_tree_lazy(encode_journal_tree(tree_with(7)));
+    REQUIRE(journal.sync_pending());
+  }
+  damage(dir / "tree-2.rec");  // version 7's slot (the second one written)
+  CHECK(replayed() == std::make_pair(std::uint64_t{6}, std::size_t{0}));
+  {
+    Journal journal(root.path);
+    dir = journal.dir();
+    journal.put_tree_lazy(encode_journal_tree(tree_with(8)));
+    REQUIRE(journal.sync_pending());
+    journal.put_tree_lazy(encode_journal_tree(tree_with(9)));
+  }
+  damage(dir / "tree.rec");
+  damage(dir / "tree-2.rec");
+  CHECK(replayed() == std::make_pair(std::uint64_t{0}, std::size_t{1}));
+
+  // A folder of the format before the slots: one tree.rec holding the bare record.
+  const std::filesystem::path legacy = root.path / "m-1-legacy";
+  std::filesystem::create_directory(legacy);
+  const Bytes bare = encode_journal_tree(tree_with(10));
+  std::ofstream(legacy / "tree.rec", std::ios::binary)
+      .write(reinterpret_cast<const char*>(bare.data()), static_cast<std::streamsize>(bare.size()));
+  CHECK(replayed() == std::make_pair(std::uint64_t{10}, std::size_t{0}));
 }
