@@ -370,7 +370,7 @@ std::vector<Journal::Orphan> Journal::claim_orphans() {
     if (tree_bytes && decode_journal_tree(*tree_bytes, tree))
       orphan.tree = std::move(tree);
     else if (present)
-      orphan.problems.push_back((orphan.dir / kTreeSlots[0]).string() + " cannot be read");
+      orphan.problems.push_back("the tree record in " + orphan.dir.string() + " cannot be read");
     std::sort(orphan.files.begin(), orphan.files.end(),
               [](const JournalFile& a, const JournalFile& b) { return a.sequence < b.sequence; });
     orphan_locks_.push_back(lock_fd);
@@ -510,14 +510,8 @@ std::uint64_t Journal::put_file_and_tree(const JournalFile& file, int data_fd,
       std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
   // The tree only once the record it names is durable: a tree naming a file with no record
   // would show it empty. A failure here leaves the record in place (it is complete).
-  if (tree) {
-    write_tree_slot_locked(tree_bytes);
-    if (::fdatasync(slot_fds_[static_cast<std::size_t>(working_slot_)]) != 0 ||
-        ::fsync(dir_fd_) != 0) {
-      fail("cannot sync the journal in " + dir_.string());
-    }
-    tree_slot_synced_locked();
-  }
+  if (tree)
+    put_tree_durably_locked(tree_bytes);
   return replaced;
 }
 
@@ -714,12 +708,7 @@ std::optional<std::pair<std::uint64_t, std::string>> Journal::current(std::uint6
 void Journal::put_tree(const JournalTree& tree) {
   const Bytes bytes = encode_journal_tree(tree);
   std::lock_guard lock(mutex_);
-  write_tree_slot_locked(bytes);
-  if (::fdatasync(slot_fds_[static_cast<std::size_t>(working_slot_)]) != 0 ||
-      ::fsync(dir_fd_) != 0) {
-    fail("cannot sync the journal in " + dir_.string());
-  }
-  tree_slot_synced_locked();
+  put_tree_durably_locked(bytes);
 }
 
 void Journal::put_tree_lazy(const Bytes& tree_record) {
@@ -752,6 +741,15 @@ void Journal::write_tree_slot_locked(ByteView tree_record) {
   ++tree_sequence_;
   tree_unsynced_ = true;
   tree_ = true;
+}
+
+void Journal::put_tree_durably_locked(ByteView tree_record) {
+  write_tree_slot_locked(tree_record);
+  if (::fdatasync(slot_fds_[static_cast<std::size_t>(working_slot_)]) != 0 ||
+      ::fsync(dir_fd_) != 0) {
+    fail("cannot sync the journal in " + dir_.string());
+  }
+  tree_slot_synced_locked();
 }
 
 void Journal::tree_slot_synced_locked() {

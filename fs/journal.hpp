@@ -168,6 +168,8 @@ class Journal {
   void write_atomically(const std::string& name, ByteView bytes);
   // Writes tree_record into the working slot (not synced). Throws LocalIoError.
   void write_tree_slot_locked(ByteView tree_record);
+  // write_tree_slot_locked(), then the slot synced: durable when it returns. Throws LocalIoError.
+  void put_tree_durably_locked(ByteView tree_record);
   // After a sync of the working slot that no write followed: it is the durable one now.
   void tree_slot_synced_locked();
   // Writes name + ".tmp" (not synced; a spare record's file when there is one); returns its
