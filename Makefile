@@ -27,14 +27,17 @@ demo: build
 # the fuzz targets over their committed corpus; the coverage-guided search is `make fuzz`.
 test: check-format test-release test-asan
 
+# A failed run ends with the failed assertions of each failed test (scripts/test-failures.sh).
 test-release: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) || \
+	  { scripts/test-failures.sh $(BUILD); exit 1; }
 
 test-asan: deps
 	@cmake -S . -B $(ASAN_BUILD) $(CMAKE_FLAGS) -DSPLITFS_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) || \
+	  { scripts/test-failures.sh $(ASAN_BUILD); exit 1; }
 
 # The libFuzzer targets of fuzz/ (clang, ASan + UBSan): `make fuzz` runs each for FUZZ_SECONDS.
 fuzz-build: deps

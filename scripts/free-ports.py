@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 # Prints the first of COUNT consecutive TCP ports that are free on 127.0.0.1 right now, from a
 # random base, for the engine scripts (pg-up.sh, swift-up.sh) whose servers take fixed ports.
+# The base lies below the kernel's ephemeral range: a port free now is not then handed out to
+# another process's connection or port-0 listener before the engine binds it.
 #
 #   scripts/free-ports.py COUNT
 import random
@@ -10,8 +12,14 @@ import sys
 count = int(sys.argv[1]) if len(sys.argv) == 2 else 0
 if not 1 <= count <= 100:
     sys.exit("usage: free-ports.py COUNT (1 to 100)")
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+except (OSError, ValueError, IndexError):
+    ephemeral_low = 32768
+top = max(ephemeral_low - count, 10001)
 for _ in range(200):
-    base = random.randrange(20000, 60000)
+    base = random.randrange(10000, top)
     held = []
     try:
         for port in range(base, base + count):

@@ -6,7 +6,9 @@
 #
 #   scripts/pg-up.sh DIR PORT|auto then   . DIR/env   (SPLITFS_PG_URL, PGPASSFILE)
 #   scripts/pg-down.sh DIR         stops it (by the postmaster's PID)
-set -euo pipefail
+set -Eeuo pipefail
+# A step that fails says which, with the tail of the cluster's logs (they go with the folder).
+trap 'echo "$0: line $LINENO failed: $BASH_COMMAND" >&2; tail -n 5 "${dir:-.}"/*.log >&2 2>/dev/null || true' ERR
 
 if [ $# -ne 2 ]; then
   echo "usage: $0 DIR PORT|auto" >&2

@@ -11,7 +11,9 @@
 #
 # Swift reads /etc/swift/swift.conf from that fixed path (Debian's file is kept); everything else
 # comes from DIR. The servers run under /usr/bin/python3 whatever python is first on PATH.
-set -euo pipefail
+set -Eeuo pipefail
+# A step that fails says which (openssl's and the ring builder's chatter is silenced).
+trap 'echo "$0: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 if [ $# -ne 2 ]; then
   echo "usage: $0 DIR PORT|auto" >&2
