@@ -23,7 +23,6 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,6 +53,7 @@
 #include "fs/namespace.hpp"
 #include "fs/probe.hpp"
 #include "fs/remote.hpp"
+#include "fs/syslog.hpp"
 #include "fs/tree.hpp"
 #include "fs/writeback.hpp"
 #include "scan/quarantine.hpp"
@@ -172,18 +172,17 @@ int errno_of(const std::exception& e) {
 }
 
 // Appends timestamped lines to the mount's log file (and stderr in the foreground), and sends the
-// same words to the system log (syslog, ident "splitfs-mount"; the journal on systemd machines).
+// same words to the system log (ident "splitfs-mount"; the journal on systemd machines), without
+// ever waiting for it (fs/syslog.hpp).
 class Log {
  public:
-  Log(const fsys::path& file, bool to_stderr) : to_stderr_(to_stderr) {
+  Log(const fsys::path& file, bool to_stderr)
+      : to_stderr_(to_stderr), system_log_("splitfs-mount") {
     file_ = std::fopen(file.c_str(), "a");
-    // No LOG_NDELAY: the socket opens at the first line, in the process that serves.
-    ::openlog("splitfs-mount", LOG_PID, LOG_DAEMON);
   }
   ~Log() {
     if (file_)
       std::fclose(file_);
-    ::closelog();
   }
   Log(const Log&) = delete;
   Log& operator=(const Log&) = delete;
@@ -204,13 +203,17 @@ class Log {
     }
     if (to_stderr_)
       std::fprintf(stderr, "splitfs: %s\n", text.c_str());
-    ::syslog(LOG_INFO, "%s", text.c_str());
+    system_log_.send(text);
   }
+
+  // Lines the system log had no room for.
+  std::uint64_t dropped() const { return system_log_.dropped(); }
 
  private:
   std::mutex mutex_;
   std::FILE* file_ = nullptr;
   bool to_stderr_;
+  SystemLog system_log_;
 };
 
 // Clients for concurrent network calls: each Client runs one call at a time.
@@ -3338,6 +3341,7 @@ class Fs {
         << "writeback_bytes: " << writeback_used_.load() << "\n"
         << "writeback_limit: " << options_.writeback_bytes << "\n"
         << "servers_reachable: " << (servers_down_.load() ? 0 : 1) << "\n"
+        << "syslog_dropped: " << log_.dropped() << "\n"
         << "uploads_done: " << uploads_done_.load() << "\n"
         << "removals_pending: " << removals << "\n"
         << "tree_pending: " << (generation > committed ? 1 : 0)

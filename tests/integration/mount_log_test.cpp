@@ -8,12 +8,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/integration/mount_fixture.hpp"
@@ -22,59 +26,104 @@ using splitfs::testing::Mount;
 
 namespace {
 
-// A datagram socket bound at /dev/log for as long as it lives.
+// A datagram socket bound at /dev/log for as long as it lives, read by a thread of its own the
+// whole time: every process on the machine that logs sends here meanwhile, and a queue left full
+// (10 datagrams) would block their syslog() calls, other tests' mounts included.
 class SyslogListener {
  public:
+  // A listener that never reads (the logger stuck), for the test that it stops nothing.
+  struct Deaf {};
+
   SyslogListener() {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (bind())
+      reader_ = std::jthread([this](const std::stop_token& stop) { read(stop); });
+  }
+  explicit SyslogListener(Deaf) { bind(); }
+  ~SyslogListener() {
     if (fd_ < 0)
       return;
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, kPath, sizeof addr.sun_path - 1);
-    if (::bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-      ::close(fd_);
-      fd_ = -1;
-      return;
-    }
-    ::chmod(kPath, 0666);
-    timeval tv{0, 200'000};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  }
-  ~SyslogListener() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-      ::unlink(kPath);
-    }
+    reader_ = {};  // asks the reader to stop and joins it
+    ::close(fd_);
+    ::unlink(kPath);
   }
   SyslogListener(const SyslogListener&) = delete;
   SyslogListener& operator=(const SyslogListener&) = delete;
 
   bool ok() const { return fd_ >= 0; }
 
+  // Sends datagrams to the listener until its queue is full; how many went.
+  int fill() const {
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, kPath, sizeof addr.sun_path - 1);
+    int sent = 0;
+    while (sent < 10'000 && ::sendto(fd, "<14>filler", 10, MSG_DONTWAIT,
+                                     reinterpret_cast<const sockaddr*>(&addr), sizeof addr) > 0) {
+      ++sent;
+    }
+    ::close(fd);
+    return sent;
+  }
+
   // Messages received until one contains every word of `wanted`, or 10 s passed.
   std::vector<std::string> until(const std::vector<std::string>& wanted) {
-    std::vector<std::string> got;
+    const auto has_all = [&](const std::string& message) {
+      return std::all_of(wanted.begin(), wanted.end(), [&](const std::string& w) {
+        return message.find(w) != std::string::npos;
+      });
+    };
+    std::unique_lock lock(mutex_);
+    std::size_t seen = 0;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < deadline) {
-      char buffer[4096];
-      const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
-      if (n <= 0)
-        continue;
-      got.emplace_back(buffer, static_cast<std::size_t>(n));
-      bool all = true;
-      for (const auto& w : wanted)
-        all = all && got.back().find(w) != std::string::npos;
-      if (all)
-        break;
+    while (true) {
+      for (; seen < messages_.size(); ++seen) {
+        if (has_all(messages_[seen]))
+          return {messages_.begin(), messages_.begin() + static_cast<std::ptrdiff_t>(seen) + 1};
+      }
+      if (arrived_.wait_until(lock, deadline) == std::cv_status::timeout)
+        return messages_;
     }
-    return got;
   }
 
   static constexpr const char* kPath = "/dev/log";
 
  private:
+  bool bind() {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0)
+      return false;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, kPath, sizeof addr.sun_path - 1);
+    if (::bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+      return false;
+    }
+    ::chmod(kPath, 0666);
+    timeval tv{0, 100'000};  // how long the reader takes to notice the end
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return true;
+  }
+
+  void read(const std::stop_token& stop) {
+    while (!stop.stop_requested()) {
+      char buffer[4096];
+      const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+      if (n <= 0)
+        continue;
+      std::lock_guard lock(mutex_);
+      messages_.emplace_back(buffer, static_cast<std::size_t>(n));
+      arrived_.notify_all();
+    }
+  }
+
   int fd_ = -1;
+  std::mutex mutex_;
+  std::condition_variable arrived_;
+  std::vector<std::string> messages_;
+  std::jthread reader_;
 };
 
 std::string slurp(const std::filesystem::path& path) {
@@ -137,4 +186,32 @@ TEST_CASE("mount: small new files are journaled at close and committed in groups
     const std::string body = "file " + std::to_string(i) + std::string(100 + i, 'x');
     CHECK(slurp(m / ("many/f" + std::to_string(i))) == body);
   }
+}
+
+TEST_CASE("mount: a system logger that reads nothing does not stop the mount", "[mount][log]") {
+  struct stat st {};
+  if (::lstat(SyslogListener::kPath, &st) == 0) {
+    WARN(
+        "skipped: /dev/log belongs to this machine's logger; this test listens there only "
+        "where nothing does");
+    return;
+  }
+  // A logger that reads nothing, its queue filled: a blocking syslog() would wait for ever.
+  SyslogListener logger(SyslogListener::Deaf{});
+  if (!logger.ok()) {
+    WARN("skipped: cannot listen on /dev/log (" << std::strerror(errno) << ")");
+    return;
+  }
+  REQUIRE(logger.fill() > 0);
+  Mount m;
+  {
+    std::ofstream out(m / "note");
+    out << "written while the logger is stuck";
+  }
+  CHECK(slurp(m / "note") == "written while the logger is stuck");
+  CHECK(m.stats().at("syslog_dropped") > 0);
+  m.remount();  // the unmount logs too, and must finish
+  CHECK(slurp(m / "note") == "written while the logger is stuck");
+  // Every line is still in the mount's own log.
+  CHECK(slurp(m.home / "mount.log").find("mounted " + m.mountpoint.string()) != std::string::npos);
 }
