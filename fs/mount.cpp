@@ -576,7 +576,15 @@ class Fs {
       std::uint64_t ino = 0;
       if (int err = ns_->lookup(parent, name, ino)) {
         lock.unlock();
-        fuse_reply_err(req, err);
+        if (err != ENOENT) {
+          fuse_reply_err(req, err);
+          return;
+        }
+        // A name that is not there is cached like one that is (ino 0): a `cp` asks for each
+        // new name twice before creating it. A name that comes from another mount is
+        // invalidated by rebase().
+        e.entry_timeout = options_.entry_timeout;
+        fuse_reply_entry(req, &e);
         return;
       }
       fill_entry(ino, e);
@@ -3227,6 +3235,13 @@ class Fs {
           if (it == after.inodes.end() || !it->second.entries.contains(name) ||
               it->second.entries.at(name) != child) {
             stale_entries.emplace_back(ino, name);
+          }
+        }
+        // New names too: the kernel may hold them as names that are not there (lookup()).
+        if (it != after.inodes.end()) {
+          for (const auto& [name, child] : it->second.entries) {
+            if (!rec.entries.contains(name))
+              stale_entries.emplace_back(ino, name);
           }
         }
       }

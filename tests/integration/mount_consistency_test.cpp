@@ -75,6 +75,25 @@ TEST_CASE("mount: a second mount sees committed changes within a bounded time",
   }));
 }
 
+TEST_CASE("mount: a name looked up as absent appears when another mount creates it",
+          "[mount][consistency]") {
+  // Names that are not there are cached for entry_timeout like names that are; a minute here, so
+  // only the invalidation that comes with the other mount's change can show the new name in time.
+  constexpr const char* kLongNames = "allow_other,refresh=0.2,entry_timeout=60";
+  Mount a(kLongNames);
+  Mount b(a, kLongNames);
+  REQUIRE(::mkdir((a / "dir").c_str(), 0755) == 0);
+  CHECK(eventually([&] { return std::filesystem::is_directory(b / "dir"); }));
+  struct stat st {};
+  for (const char* name : {"late", "dir/late"}) {
+    INFO(name);
+    REQUIRE(::stat((b / name).c_str(), &st) == -1);
+    REQUIRE(errno == ENOENT);
+    put(a / name, "created by a");
+    CHECK(eventually([&] { return slurp(b / name) == "created by a"; }));
+  }
+}
+
 TEST_CASE("mount: concurrent namespace changes of two mounts are merged", "[mount][consistency]") {
   Mount a("allow_other,refresh=0.2,commit_delay=1");
   Mount b(a, "allow_other,refresh=0.2,commit_delay=1");
