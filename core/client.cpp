@@ -31,6 +31,7 @@
 #include <utility>
 
 #include "common/fd.hpp"
+#include "common/thread_cache.hpp"
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/manifest.hpp"
@@ -204,12 +205,13 @@ bool is_not_found(const protocol::Reply& reply) {
   return error && error->status == protocol::Status::not_found;
 }
 
-// Runs f(0) and f(1) at the same time, one per server, and returns both results. If either throws,
-// both are finished before the first failure (in server order) is rethrown.
+// Runs f(0) and f(1) at the same time, one per server (f(0) on one of `threads`), and returns both
+// results. If either throws, both are finished before the first failure (in server order) is
+// rethrown.
 template <class F>
-auto on_both(F&& f) {
+auto on_both(ThreadCache& threads, F&& f) {
   using R = decltype(f(std::size_t{0}));
-  auto first = std::async(std::launch::async, [&f] { return f(0); });
+  auto first = threads.run([&f] { return f(0); });
   std::exception_ptr failure;
   std::optional<R> second;
   try {
@@ -295,6 +297,7 @@ struct Client::Impl {
   VersionLog versions;
   std::mutex mutex;  // one operation at a time per Client
   ScanGate scan_gate{config.scan};
+  ThreadCache threads;  // for the calls to both servers at once
 
   explicit Impl(const fs::path& home)
       : config(load_config(home)),
@@ -411,7 +414,7 @@ struct Client::Impl {
       }
     };
     const Id file = file_id(name);
-    const auto remote = on_both([&](std::size_t j) { return remote_version(j, file); });
+    const auto remote = on_both(threads, [&](std::size_t j) { return remote_version(j, file); });
     const std::uint64_t version = std::max({remote[0], remote[1], versions.seen(file)}) + 1;
 
     Manifest manifest;
@@ -478,7 +481,8 @@ struct Client::Impl {
       // starts, so each lane carries one batch at a time.
       const std::size_t on = (s / per_batch) % lanes;
       inflight.push_back(std::async(std::launch::async, [this, batch, on, &puts] {
-        return on_both([&](std::size_t j) { return upload(j, on, (*batch)[j], puts[on][j]); });
+        return on_both(threads,
+                       [&](std::size_t j) { return upload(j, on, (*batch)[j], puts[on][j]); });
       }));
     }
     while (!inflight.empty())
@@ -496,7 +500,7 @@ struct Client::Impl {
                                     encode_entry(manifest.entry));
     const Bytes sealed = seal_record(keys.record, record_associated(kManifestDomain, file, version),
                                      encode_manifest(manifest));
-    on_both([&](std::size_t j) {
+    on_both(threads, [&](std::size_t j) {
       protocol::Commit commit{file, version, {}, entry, sealed};
       for (std::uint64_t s = 0; s < manifest.segment_count(); ++s) {
         const Id& id = manifest.shares[s * kServers + j];
@@ -523,12 +527,13 @@ struct Client::Impl {
     validate_name(name);
     Resolved out;
     out.file = file_id(name);
-    const auto records = on_both([&](std::size_t j) -> std::optional<protocol::FileRecord> {
-      protocol::Reply reply = servers[j]->call(protocol::GetFile{out.file});
-      if (is_not_found(reply))
-        return std::nullopt;
-      return expect<protocol::FileRecord>(std::move(reply), endpoint(j));
-    });
+    const auto records =
+        on_both(threads, [&](std::size_t j) -> std::optional<protocol::FileRecord> {
+          protocol::Reply reply = servers[j]->call(protocol::GetFile{out.file});
+          if (is_not_found(reply))
+            return std::nullopt;
+          return expect<protocol::FileRecord>(std::move(reply), endpoint(j));
+        });
     if (!records[0] && !records[1])
       throw NotFound("no stored file named '" + name + "'");
     for (std::size_t j = 0; j < kServers; ++j) {
@@ -619,7 +624,7 @@ struct Client::Impl {
         const std::size_t on = started % lanes;
         BatchShares* slot = &slots[started++ % slots.size()];
         ahead.push_back(std::async(std::launch::async, [this, &r, s, count, on, slot] {
-          on_both([&](std::size_t j) {
+          on_both(threads, [&](std::size_t j) {
             download(j, on, r, s, count, (*slot)[j]);
             return true;
           });
@@ -784,7 +789,7 @@ struct Client::Impl {
   // ---- listing and the rest ----
 
   std::vector<ListEntry> list() {
-    const auto lists = on_both([&](std::size_t j) {
+    const auto lists = on_both(threads, [&](std::size_t j) {
       return expect<protocol::FileList>(servers[j]->call(protocol::ListFiles{}), endpoint(j));
     });
     std::map<Id, const protocol::FileListItem*> newest;
@@ -814,7 +819,7 @@ struct Client::Impl {
   void remove(const std::string& name) {
     validate_name(name);
     const Id file = file_id(name);
-    const auto removed = on_both([&](std::size_t j) {
+    const auto removed = on_both(threads, [&](std::size_t j) {
       protocol::Reply reply = servers[j]->call(protocol::RemoveFile{file});
       if (is_not_found(reply))
         return false;
@@ -827,7 +832,7 @@ struct Client::Impl {
 
   FileStat stat(const std::string& name) {
     const Resolved r = resolve(name);
-    const auto infos = on_both([&](std::size_t j) {
+    const auto infos = on_both(threads, [&](std::size_t j) {
       return expect<protocol::FileInfo>(servers[j]->call(protocol::GetFileInfo{r.file}),
                                         endpoint(j));
     });
@@ -973,7 +978,7 @@ struct Client::Impl {
             for (std::size_t j = 0; j < kServers; ++j)
               plain[j][i] = std::move(shares[j]);
           }
-          const auto ids = on_both([&](std::size_t j) { return stage_on(j, plain[j]); });
+          const auto ids = on_both(threads, [&](std::size_t j) { return stage_on(j, plain[j]); });
           for (std::size_t i = 0; i < count; ++i) {
             SegmentRef& ref = refs[first + i];
             ref.length = static_cast<std::uint32_t>(segments[first + i].size());
@@ -989,7 +994,7 @@ struct Client::Impl {
     in_batches(
         refs.size(), [&](std::size_t i) { return std::size_t{refs[i].length}; },
         [&](std::size_t first, std::size_t count) {
-          const auto shares = on_both([&](std::size_t j) {
+          const auto shares = on_both(threads, [&](std::size_t j) {
             std::vector<Bytes> plain(count);
             protocol::GetShares get;
             std::vector<std::size_t> wanted;
@@ -1051,12 +1056,13 @@ struct Client::Impl {
   StoredObject open_object(const std::string& key, std::uint64_t min_version) {
     const std::string name = object_name(key);
     const Id file = file_id(name);
-    const auto records = on_both([&](std::size_t j) -> std::optional<protocol::FileRecord> {
-      protocol::Reply reply = servers[j]->call(protocol::GetFile{file});
-      if (is_not_found(reply))
-        return std::nullopt;
-      return expect<protocol::FileRecord>(std::move(reply), endpoint(j));
-    });
+    const auto records =
+        on_both(threads, [&](std::size_t j) -> std::optional<protocol::FileRecord> {
+          protocol::Reply reply = servers[j]->call(protocol::GetFile{file});
+          if (is_not_found(reply))
+            return std::nullopt;
+          return expect<protocol::FileRecord>(std::move(reply), endpoint(j));
+        });
     if (!records[0] && !records[1])
       throw NotFound("no stored object '" + key + "'");
     // At equal versions the HTTPS server's record wins: it arbitrates commits, so a different
@@ -1161,7 +1167,7 @@ struct Client::Impl {
         failed[j] = std::current_exception();
       }
     };
-    auto tcp = std::async(std::launch::async, send, std::size_t{1});
+    auto tcp = threads.run([&] { send(1); });
     send(0);
     tcp.get();
     return failed;
@@ -1199,7 +1205,7 @@ struct Client::Impl {
 
   void remove_object(const std::string& key) {
     const Id file = file_id(object_name(key));
-    const auto removed = on_both([&](std::size_t j) {
+    const auto removed = on_both(threads, [&](std::size_t j) {
       protocol::Reply reply = servers[j]->call(protocol::RemoveFile{file});
       if (is_not_found(reply))
         return false;
@@ -1213,7 +1219,7 @@ struct Client::Impl {
   FileStat stat_object(const std::string& key) {
     const StoredObject object = open_object(key, 0);
     const Id file = file_id(object_name(key));
-    const auto infos = on_both([&](std::size_t j) {
+    const auto infos = on_both(threads, [&](std::size_t j) {
       return expect<protocol::FileInfo>(servers[j]->call(protocol::GetFileInfo{file}), endpoint(j));
     });
     FileStat out;
@@ -1303,7 +1309,7 @@ void Client::on_scan_warning(std::function<void(const ScanWarning&)> handler) {
 
 std::vector<ServerUsage> Client::df() {
   std::lock_guard lock(impl_->mutex);
-  const auto stats = on_both([&](std::size_t j) {
+  const auto stats = on_both(impl_->threads, [&](std::size_t j) {
     return expect<protocol::UsageStats>(impl_->servers[j]->call(protocol::GetStats{}),
                                         impl_->endpoint(j));
   });

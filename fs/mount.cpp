@@ -48,6 +48,7 @@
 
 #include "cache/disk_tier.hpp"
 #include "cache/segment_cache.hpp"
+#include "common/thread_cache.hpp"
 #include "core/config.hpp"
 #include "fs/journal.hpp"
 #include "fs/namespace.hpp"
@@ -2566,10 +2567,10 @@ class Fs {
       }
     };
     {
-      std::vector<std::jthread> workers;
+      std::vector<Joined<void>> workers;
       const std::size_t n = std::min(kDrainWorkers, batch.size());
       for (std::size_t w = 1; w < n; ++w)
-        workers.emplace_back(work);
+        workers.push_back(drain_threads_.run(work));
       work();
     }
     std::size_t committed = 0;
@@ -3459,6 +3460,7 @@ class Fs {
   std::uint64_t journal_sequence_ = 0;
   bool upload_stop_ = false;
   std::thread uploader_;
+  ThreadCache drain_threads_;             // the uploader's helpers, kept between rounds
   std::unique_ptr<ServerProber> prober_;  // the uploader's (or, at unmount, stop()'s)
   // Set by a failure that says a server is away, cleared by a probe that finds both.
   std::atomic<bool> servers_down_{false};

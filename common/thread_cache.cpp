@@ -1,0 +1,86 @@
+#include "common/thread_cache.hpp"
+
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <thread>
+#include <vector>
+
+namespace splitfs {
+
+struct ThreadCache::State {
+  std::mutex mutex;
+  std::condition_variable ready;
+  std::deque<std::function<void()>> tasks;
+  std::size_t idle = 0;  // threads waiting for a task
+  bool stop = false;
+  std::vector<std::thread> threads;
+};
+
+ThreadCache::ThreadCache() : state_(std::make_unique<State>()), process_(::getpid()) {}
+
+ThreadCache::~ThreadCache() {
+  State& s = current();
+  {
+    std::lock_guard lock(s.mutex);
+    s.stop = true;
+  }
+  s.ready.notify_all();
+  for (auto& t : s.threads)
+    t.join();
+}
+
+ThreadCache::State& ThreadCache::current() {
+  std::lock_guard lock(adopt_);
+  if (const pid_t self = ::getpid(); self != process_) {
+    // Forked since: the state's threads are the parent's and do not run here, and its condition
+    // variable still counts their waits, so that a signal could go to none of ours, and
+    // destroying it would wait for them. It is left as it is, and this process starts afresh.
+    for (auto& t : state_->threads)
+      t.detach();  // marks this process's copy of the parent's thread record only
+    [[maybe_unused]] State* parents = state_.release();
+    state_ = std::make_unique<State>();
+    process_ = self;
+  }
+  return *state_;
+}
+
+std::size_t ThreadCache::size() {
+  State& s = current();
+  std::lock_guard lock(s.mutex);
+  return s.threads.size();
+}
+
+void ThreadCache::post(std::function<void()> task) {
+  State& s = current();
+  std::lock_guard lock(s.mutex);
+  s.tasks.push_back(std::move(task));
+  // Each waiting task needs an idle thread of its own, or a new one.
+  if (s.idle >= s.tasks.size()) {
+    s.ready.notify_one();
+    return;
+  }
+  s.threads.emplace_back([&s] { serve(s); });
+}
+
+void ThreadCache::serve(State& s) {
+  std::unique_lock lock(s.mutex);
+  for (;;) {
+    if (!s.tasks.empty()) {
+      auto task = std::move(s.tasks.front());
+      s.tasks.pop_front();
+      lock.unlock();
+      task();  // a packaged_task: what it throws goes to its future
+      lock.lock();
+      continue;
+    }
+    if (s.stop)
+      return;
+    ++s.idle;
+    s.ready.wait(lock, [&s] { return s.stop || !s.tasks.empty(); });
+    --s.idle;
+  }
+}
+
+}  // namespace splitfs
