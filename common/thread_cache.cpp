@@ -34,11 +34,10 @@ ThreadCache::~ThreadCache() {
 ThreadCache::State& ThreadCache::current() {
   std::lock_guard lock(adopt_);
   if (const pid_t self = ::getpid(); self != process_) {
-    // Forked since: the state's threads are the parent's and do not run here, and its condition
-    // variable still counts their waits, so that a signal could go to none of ours, and
-    // destroying it would wait for them. It is left as it is, and this process starts afresh.
-    for (auto& t : state_->threads)
-      t.detach();  // marks this process's copy of the parent's thread record only
+    // Forked since: the state's threads are the parent's and do not run here (their handles can
+    // be neither joined nor detached), and its condition variable still counts their waits, so
+    // that a signal could go to none of ours, and destroying it would wait for them. It is left
+    // as it is, never destroyed, and this process starts afresh.
     [[maybe_unused]] State* parents = state_.release();
     state_ = std::make_unique<State>();
     process_ = self;

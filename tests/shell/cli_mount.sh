@@ -78,5 +78,8 @@ echo "ls, stat, verify and fetch read the mount's files by their path"
 
 splitfs umount "$mnt"
 mountpoint -q "$mnt" && fail "still mounted after umount"
+# The mount process (in the background, since forked) ended cleanly: its journal went with it.
+left=$(find "$SPLITFS_HOME/writeback" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+[ "$left" -eq 0 ] || fail "a clean unmount left a journal: $(ls -R "$SPLITFS_HOME/writeback")"
 expect 1 splitfs stats "$mnt" --json
 echo "cli mount: all checks passed"

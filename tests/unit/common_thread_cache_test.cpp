@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <functional>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -88,14 +89,16 @@ TEST_CASE("thread cache: a result nobody reads still waits for its task", "[thre
 
 TEST_CASE("thread cache: a child process after fork() runs tasks on threads of its own",
           "[thread_cache]") {
-  ThreadCache threads;
-  CHECK(threads.run([] { return 1; }).get() == 1);  // a kept thread, idle, in this process
+  std::optional<ThreadCache> threads(std::in_place);
+  CHECK(threads->run([] { return 1; }).get() == 1);  // a kept thread, idle, in this process
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
   if (child == 0) {
-    // Here the kept thread does not exist: a task handed to it would never run.
-    auto r = threads.run([] { return 7; });
+    // Here the kept thread does not exist: a task handed to it would never run, and its handle
+    // can be neither joined nor detached when the cache goes.
+    auto r = threads->run([] { return 7; });
     const bool ran = r.valid() && r.get() == 7;
+    threads.reset();
     ::_exit(ran ? 0 : 1);
   }
   int status = 0;
