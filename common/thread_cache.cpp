@@ -12,8 +12,8 @@ namespace splitfs {
 struct ThreadCache::State {
   std::mutex mutex;
   std::condition_variable ready;
-  std::deque<std::function<void()>> tasks;
-  std::size_t idle = 0;  // threads waiting for a task
+  std::deque<Job> tasks;
+  std::size_t idle = 0;  // threads not working on a task
   bool stop = false;
   std::vector<std::thread> threads;
 };
@@ -51,10 +51,10 @@ std::size_t ThreadCache::size() {
   return s.threads.size();
 }
 
-void ThreadCache::post(std::function<void()> task) {
+void ThreadCache::post(Job job) {
   State& s = current();
   std::lock_guard lock(s.mutex);
-  s.tasks.push_back(std::move(task));
+  s.tasks.push_back(std::move(job));
   // Each waiting task needs an idle thread of its own, or a new one.
   if (s.idle >= s.tasks.size()) {
     s.ready.notify_one();
@@ -65,21 +65,23 @@ void ThreadCache::post(std::function<void()> task) {
 
 void ThreadCache::serve(State& s) {
   std::unique_lock lock(s.mutex);
+  ++s.idle;
   for (;;) {
-    if (!s.tasks.empty()) {
-      auto task = std::move(s.tasks.front());
-      s.tasks.pop_front();
-      lock.unlock();
-      task();  // a packaged_task: what it throws goes to its future
-      lock.lock();
-      continue;
-    }
-    if (s.stop)
-      return;
-    ++s.idle;
     s.ready.wait(lock, [&s] { return s.stop || !s.tasks.empty(); });
+    if (s.tasks.empty())
+      break;  // stopped
+    Job job = std::move(s.tasks.front());
+    s.tasks.pop_front();
     --s.idle;
+    lock.unlock();
+    job.work();
+    lock.lock();
+    ++s.idle;
+    lock.unlock();
+    job.finish();
+    lock.lock();
   }
+  --s.idle;
 }
 
 }  // namespace splitfs

@@ -10,10 +10,12 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <type_traits>
 
 namespace splitfs {
@@ -47,6 +49,41 @@ class Joined {
 };
 
 class ThreadCache {
+  // A task in two steps: the work, then handing over its result. Between the two, the thread
+  // already counts as idle, so that a caller that waited for the result and hands over its next
+  // task finds it: else each such task could start one more thread.
+  struct Job {
+    std::function<void()> work;
+    std::function<void()> finish;
+  };
+
+  template <class R, class F>
+  struct Call {
+    explicit Call(F f) : fn(std::move(f)) {}
+    void work() {
+      try {
+        if constexpr (std::is_void_v<R>)
+          fn();
+        else
+          value.emplace(fn());
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    void finish() {
+      if (error)
+        promise.set_exception(error);
+      else if constexpr (std::is_void_v<R>)
+        promise.set_value();
+      else
+        promise.set_value(std::move(*value));
+    }
+    F fn;
+    std::promise<R> promise;
+    std::optional<std::conditional_t<std::is_void_v<R>, int, R>> value;
+    std::exception_ptr error;
+  };
+
  public:
   ThreadCache();
   // Every task handed out has been waited for by then (Joined); joins the threads.
@@ -57,9 +94,9 @@ class ThreadCache {
   template <class F>
   [[nodiscard]] Joined<std::invoke_result_t<F&>> run(F f) {
     using R = std::invoke_result_t<F&>;
-    auto task = std::make_shared<std::packaged_task<R()>>(std::move(f));
-    Joined<R> result(task->get_future());
-    post([task] { (*task)(); });
+    auto call = std::make_shared<Call<R, F>>(std::move(f));
+    Joined<R> result(call->promise.get_future());
+    post(Job{[call] { call->work(); }, [call] { call->finish(); }});
     return result;
   }
 
@@ -70,7 +107,7 @@ class ThreadCache {
   struct State;
 
   State& current();
-  void post(std::function<void()> task);
+  void post(Job job);
   static void serve(State& state);
 
   std::mutex adopt_;  // guards state_ and process_

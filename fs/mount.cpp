@@ -2162,9 +2162,11 @@ class Fs {
     return pending_.contains(ino);
   }
 
+  // Files not stored yet, and those stored whose journal space is being released: until then a
+  // write may still find the write-back area full.
   std::size_t pending_count() {
     std::lock_guard lock(pending_mutex_);
-    return pending_.size();
+    return pending_.size() + releasing_;
   }
 
   // Under pending_mutex_: whether a pending upload may be tried now.
@@ -2609,8 +2611,13 @@ class Fs {
         }
       }
       std::erase_if(pending_order_, [&](std::uint64_t ino) { return gone.contains(ino); });
+      releasing_ += current.size();
     }
     writeback_used_.fetch_sub(journal_.drop_files(current));
+    {
+      std::lock_guard lock(pending_mutex_);
+      releasing_ -= current.size();
+    }
     uploads_done_.fetch_add(current.size(), std::memory_order_relaxed);
     settle_journal();
     return done.size();
@@ -3451,6 +3458,7 @@ class Fs {
   std::mutex pending_mutex_;
   std::condition_variable upload_cv_;
   std::map<std::uint64_t, Pending> pending_;
+  std::size_t releasing_ = 0;  // stored files whose journal records are being dropped
   std::deque<std::uint64_t> pending_order_;
   // The uploader's (drain()): files committed, (ino, sequence), that no durable tree names yet, and
   // since when the oldest of them waits.
