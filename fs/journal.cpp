@@ -42,6 +42,8 @@ constexpr std::size_t kMaxTreeBytes = 1u << 30;
 constexpr std::size_t kRefBytes = 2 * 32 + 4;
 // Dropped file records kept (renamed) for reuse: each new one would cost the file system an inode.
 constexpr std::size_t kMaxSpareRecords = 256;
+// Dropped small data files kept (emptied) for new write-back files, for the same reason.
+constexpr std::size_t kMaxSpareData = 1024;
 // Dropped small data files wait for sweep() (journal.hpp), up to these bounds.
 constexpr std::uint64_t kMaxBuriedFileBytes = 64u << 10;
 constexpr std::size_t kMaxBuried = 4096;
@@ -473,6 +475,33 @@ void Journal::retire_record_locked(const std::string& name) {
   remove(name);
 }
 
+void Journal::retire_data_locked(const std::string& name, std::uint64_t bytes) {
+  if (bytes <= kMaxBuriedFileBytes && spare_data_.size() < kMaxSpareData) {
+    const int fd = ::openat(dir_fd_, name.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) {
+      ::close(fd);
+      spare_data_.push_back(name);
+      return;
+    }
+  }
+  bury_locked(name, bytes);
+}
+
+std::pair<int, std::string> Journal::new_data_file() {
+  {
+    std::lock_guard lock(mutex_);
+    while (!spare_data_.empty()) {
+      std::string name = std::move(spare_data_.back());
+      spare_data_.pop_back();
+      const int fd = ::openat(dir_fd_, name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+      if (fd >= 0)
+        return {fd, std::move(name)};
+      remove(name);
+    }
+  }
+  return create_writeback_file(dir_);
+}
+
 std::uint64_t Journal::put_file_and_tree(const JournalFile& file, int data_fd,
                                          const JournalTree* tree) {
   const Bytes record_bytes = encode_journal_file(file);
@@ -671,26 +700,28 @@ std::uint64_t Journal::drop_file(std::uint64_t ino, std::uint64_t sequence) {
   return bytes;
 }
 
-std::uint64_t Journal::drop_files(
-    const std::vector<std::pair<std::uint64_t, std::uint64_t>>& files) {
+std::uint64_t Journal::drop_files(const std::vector<Drop>& files) {
   std::lock_guard lock(mutex_);
-  std::vector<std::map<std::uint64_t, Record>::iterator> dropped;
-  for (const auto& [ino, sequence] : files) {
-    const auto it = records_.find(ino);
-    if (it == records_.end() || it->second.sequence != sequence ||
-        std::find(dropped.begin(), dropped.end(), it) != dropped.end()) {
+  std::vector<std::pair<std::map<std::uint64_t, Record>::iterator, bool>> dropped;
+  for (const auto& drop : files) {
+    const auto it = records_.find(drop.ino);
+    if (it == records_.end() || it->second.sequence != drop.sequence ||
+        std::any_of(dropped.begin(), dropped.end(), [&](const auto& d) { return d.first == it; })) {
       continue;
     }
-    retire_record_locked(file_record(ino));
-    dropped.push_back(it);
+    retire_record_locked(file_record(drop.ino));
+    dropped.emplace_back(it, drop.data_released);
   }
   if (dropped.empty())
     return 0;
   // As in drop_file(): the records go (durably) before their data files.
   ::fsync(dir_fd_);
   std::uint64_t bytes = 0;
-  for (const auto it : dropped) {
-    bury_locked(it->second.data_name, it->second.bytes);
+  for (const auto& [it, released] : dropped) {
+    if (released)
+      retire_data_locked(it->second.data_name, it->second.bytes);
+    else
+      bury_locked(it->second.data_name, it->second.bytes);
     bytes += it->second.bytes;
     records_.erase(it);
   }

@@ -7,7 +7,8 @@
 // holding
 //   f-<ino>.rec   one pending file: its write-back state and base (JournalFile), next to
 //   wb-XXXXXX     the local file with its written bytes (WriteBack),
-//   spare-N       dropped records' files, reused for new records (never read), and
+//   spare-N       dropped records' files, reused for new records (never read),
+//   wb-XXXXXX     also, emptied: dropped small data files, reused for new WriteBacks, and
 //   tree.rec, tree-2.rec   the pending namespace change (JournalTree): the tree as last committed
 //                 and as this mount has it, merged into the servers' tree on replay like any other
 //                 change. Two slots written in place (a tree record is rewritten at every small
@@ -140,9 +141,21 @@ class Journal {
   // Drops ino's record and data file if the record is still `sequence`; returns the bytes it
   // held (0 if not dropped).
   std::uint64_t drop_file(std::uint64_t ino, std::uint64_t sequence);
-  // drop_file() of several (ino, sequence) at once, with one sync of the folder; returns the
-  // bytes they held.
-  std::uint64_t drop_files(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& files);
+  struct Drop {
+    std::uint64_t ino = 0;
+    std::uint64_t sequence = 0;
+    // No WriteBack holds the record's data file any more: a small one is emptied and kept for
+    // new_data_file() instead of removed.
+    bool data_released = false;
+  };
+  // drop_file() of several records at once, with one sync of the folder; returns the bytes they
+  // held.
+  std::uint64_t drop_files(const std::vector<Drop>& files);
+  // A new, empty data file for a WriteBack (see WriteBack::FileSource): one that drop_files()
+  // kept when there is one, else a new one. Each new file costs the file system an inode, and on
+  // ext4 without a journal that means a scan past every inode freed in the last minutes.
+  // Throws WriteBackError.
+  std::pair<int, std::string> new_data_file();
   // Removes the data files of records dropped since the last call. A dropped small file's data
   // waits for this (bounded in count and bytes): a file system without a journal (ext4 without
   // one) scans the inodes deleted in the last seconds at every file it creates, so deleting while
@@ -179,6 +192,8 @@ class Journal {
   void bury_locked(const std::string& name, std::uint64_t bytes);
   // Removes the file record `name`, keeping its file as a spare ("spare-N", never read back).
   void retire_record_locked(const std::string& name);
+  // Empties the dropped data file `name` (of `bytes`) for new_data_file(), or buries it.
+  void retire_data_locked(const std::string& name, std::uint64_t bytes);
   void remove(const std::string& name);
 
   std::filesystem::path root_;
@@ -205,6 +220,7 @@ class Journal {
   std::uint64_t buried_bytes_ = 0;
   std::vector<std::string> spare_records_;
   std::uint64_t next_spare_ = 0;
+  std::vector<std::string> spare_data_;  // emptied data files, for new_data_file()
 };
 
 // The SHA-256 of a data file's bytes [0, size) (zeros past its end). Throws LocalIoError.

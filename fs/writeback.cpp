@@ -25,15 +25,19 @@ namespace {
 }  // namespace
 
 WriteBack::WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes,
-                     std::uint64_t base_size)
-    : dir_(dir), segment_bytes_(segment_bytes) {
+                     std::uint64_t base_size, FileSource source)
+    : dir_(dir), source_(std::move(source)), segment_bytes_(segment_bytes) {
   std::tie(fd_, name_) = create_file();
   base_size_ = valid_base_ = size_ = base_size;
 }
 
 WriteBack::WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes,
-                     const State& state, const std::string& name)
-    : dir_(dir), name_(name), frozen_(true), segment_bytes_(segment_bytes) {
+                     const State& state, const std::string& name, FileSource source)
+    : dir_(dir),
+      name_(name),
+      frozen_(true),
+      source_(std::move(source)),
+      segment_bytes_(segment_bytes) {
   if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
     throw WriteBackError("a write-back file name is not valid: " + name, EINVAL);
   for (const auto s : state.local) {
@@ -66,12 +70,16 @@ WriteBack::~WriteBack() {
     ::unlink((dir_ / name_).c_str());
 }
 
-std::pair<int, std::string> WriteBack::create_file() const {
-  std::string path = (dir_ / "wb-XXXXXX").string();
+std::pair<int, std::string> create_writeback_file(const std::filesystem::path& dir) {
+  std::string path = (dir / "wb-XXXXXX").string();
   const int fd = ::mkostemp(path.data(), O_CLOEXEC);
   if (fd < 0)
-    fail("cannot create a write-back file in " + dir_.string());
+    fail("cannot create a write-back file in " + dir.string());
   return {fd, std::filesystem::path(path).filename().string()};
+}
+
+std::pair<int, std::string> WriteBack::create_file() const {
+  return source_ ? source_() : create_writeback_file(dir_);
 }
 
 void WriteBack::thaw(bool copy) {

@@ -31,6 +31,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 #include <splitfs/client.hpp>
@@ -53,8 +54,16 @@ class WriteBackError : public LocalIoError {
   int code_;
 };
 
+// A new, empty file "wb-XXXXXX" in dir, open for reading and writing: its descriptor and name.
+// Throws WriteBackError.
+std::pair<int, std::string> create_writeback_file(const std::filesystem::path& dir);
+
 class WriteBack {
  public:
+  // Where new local files come from: a descriptor open for reading and writing on an empty file in
+  // the folder, and its name there. Throws WriteBackError.
+  using FileSource = std::function<std::pair<int, std::string>()>;
+
   // What a journal keeps to resume a WriteBack in another process (segment versions excepted:
   // they restart).
   struct State {
@@ -67,12 +76,13 @@ class WriteBack {
     friend bool operator==(const State&, const State&) = default;
   };
 
-  // Creates a new local file in dir. Throws WriteBackError.
-  WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes, std::uint64_t base_size);
+  // Takes a new local file in dir from source (without one: creates it). Throws WriteBackError.
+  WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes, std::uint64_t base_size,
+            FileSource source = {});
   // Resumes `state` over the journaled local file dir/name (frozen: it stays the journal's).
   // Throws WriteBackError when the file cannot be opened or the state does not fit it.
   WriteBack(const std::filesystem::path& dir, std::uint32_t segment_bytes, const State& state,
-            const std::string& name);
+            const std::string& name, FileSource source = {});
   ~WriteBack();
   WriteBack(const WriteBack&) = delete;
   WriteBack& operator=(const WriteBack&) = delete;
@@ -179,6 +189,7 @@ class WriteBack {
   std::filesystem::path dir_;
   std::string name_;
   bool frozen_ = false;
+  FileSource source_;
   int fd_ = -1;
   std::uint32_t segment_bytes_;
   std::uint64_t base_size_ = 0;

@@ -2,6 +2,7 @@
 // write-back file is never changed again (a change copies it), a journaled state resumes in a new
 // WriteBack with the same content, and orphaned folders are claimed once, by one journal.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -354,4 +355,44 @@ TEST_CASE("the tree record: the newest whole slot counts, the one last synced is
   std::ofstream(legacy / "tree.rec", std::ios::binary)
       .write(reinterpret_cast<const char*>(bare.data()), static_cast<std::streamsize>(bare.size()));
   CHECK(replayed() == std::make_pair(std::uint64_t{10}, std::size_t{0}));
+}
+
+TEST_CASE("dropped small data files are emptied and reused, but not one still in use",
+          "[fs][journal]") {
+  Scratch root;
+  Journal journal(root.path);
+  const auto put = [&](std::uint64_t ino, const std::string& text) {
+    auto [fd, name] = journal.new_data_file();
+    REQUIRE(::pwrite(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()));
+    ::close(fd);
+    JournalFile f = sample_file();
+    f.ino = ino;
+    f.data_name = name;
+    f.bytes = text.size();
+    journal.put_file(f);
+    return std::make_pair(name, f.sequence);
+  };
+  const auto [released, released_sequence] = put(7, "released bytes");
+  const auto [held, held_sequence] = put(8, "held bytes");
+  CHECK(journal.drop_files({{7, released_sequence, true}, {8, held_sequence, false}}) ==
+        std::string("released bytes").size() + std::string("held bytes").size());
+  CHECK(journal.file_count() == 0);
+  // The released one comes back, empty; the held one waits for the sweep, bytes intact.
+  auto [fd, name] = journal.new_data_file();
+  CHECK(name == released);
+  struct stat st {};
+  REQUIRE(::fstat(fd, &st) == 0);
+  CHECK(st.st_size == 0);
+  ::close(fd);
+  std::ifstream in(journal.dir() / held);
+  std::string text;
+  std::getline(in, text);
+  CHECK(text == "held bytes");
+  // None left to reuse: a new file.
+  auto [fresh_fd, fresh] = journal.new_data_file();
+  CHECK(fresh != released);
+  CHECK(fresh != held);
+  ::close(fresh_fd);
+  journal.sweep();
+  CHECK_FALSE(std::filesystem::exists(journal.dir() / held));
 }
