@@ -27,8 +27,10 @@ namespace {
 
 constexpr std::uint32_t kFileMagic = 0x53464A46;  // "SFJF"
 constexpr std::uint32_t kTreeMagic = 0x53464A54;  // "SFJT"
-constexpr std::uint8_t kFormat = 2;               // 2 added data_digest
-constexpr std::uint8_t kOldFileFormat = 1;        // still read
+constexpr std::uint32_t kNameMagic = 0x53464A4E;  // "SFJN"
+constexpr std::uint8_t kNameFormat = 1;
+constexpr std::uint8_t kFormat = 2;         // 2 added data_digest
+constexpr std::uint8_t kOldFileFormat = 1;  // still read
 constexpr std::uint8_t kTreeRecordFormat = 1;
 constexpr const char* kLockFile = "lock";
 // The tree record's two slots (journal.hpp); a slot is a header, then the record.
@@ -36,6 +38,8 @@ constexpr std::array<const char*, 2> kTreeSlots{"tree.rec", "tree-2.rec"};
 constexpr std::uint32_t kSlotMagic = 0x53464A53;  // "SFJS"
 constexpr std::uint8_t kSlotFormat = 1;
 constexpr std::size_t kSlotHeaderBytes = 4 + 1 + 8 + 8 + 4;  // magic, format, sequence, size, CRC
+constexpr std::size_t kNameHeaderBytes = 8 + 4 + 4;          // slot sequence, size, CRC
+constexpr std::size_t kMaxNameRecordBytes = 512;
 constexpr std::size_t kMaxDataNameBytes = 255;
 constexpr std::size_t kMaxSegments = 1u << 24;
 constexpr std::size_t kMaxTreeBytes = 1u << 30;
@@ -117,9 +121,33 @@ std::uint32_t crc_of(ByteView bytes) {
   return static_cast<std::uint32_t>(crc32_z(0, bytes.data(), bytes.size()));
 }
 
-// The newest whole tree record of the folder dir; `present` says whether it has a slot at all. A
-// slot without a header (a tree.rec of the format before the slots) is older than any with one.
-std::optional<Bytes> read_tree_record(const fsys::path& dir, bool& present) {
+// The names appended to a slot after its record (from `at`, written with its sequence), up to the
+// first that is not whole.
+std::vector<TreeName> appended_names(ByteView slot, std::size_t at, std::uint64_t sequence) {
+  std::vector<TreeName> names;
+  while (slot.size() - at >= kNameHeaderBytes) {
+    wire::Reader r(slot.subspan(at, kNameHeaderBytes));
+    const std::uint64_t written_in = r.u64();
+    const std::uint32_t size = r.u32();
+    const std::uint32_t crc = r.u32();
+    at += kNameHeaderBytes;
+    if (written_in != sequence || size > slot.size() - at)
+      break;
+    const ByteView bytes = slot.subspan(at, size);
+    TreeName name;
+    if (crc_of(bytes) != crc || !decode_tree_name(bytes, name))
+      break;
+    names.push_back(std::move(name));
+    at += size;
+  }
+  return names;
+}
+
+// The newest whole tree record of the folder dir, and the names appended to it; `present` says
+// whether it has a slot at all. A slot without a header (a tree.rec of the format before the
+// slots) is older than any with one.
+std::optional<Bytes> read_tree_record(const fsys::path& dir, bool& present,
+                                      std::vector<TreeName>& names) {
   std::optional<Bytes> newest;
   std::uint64_t newest_sequence = 0;
   present = false;
@@ -149,6 +177,7 @@ std::optional<Bytes> read_tree_record(const fsys::path& dir, bool& present) {
       continue;
     newest = Bytes(record.begin(), record.end());
     newest_sequence = sequence;
+    names = appended_names(*bytes, kSlotHeaderBytes + record.size(), sequence);
   }
   return newest;
 }
@@ -245,6 +274,76 @@ bool decode_journal_file(ByteView bytes, JournalFile& out) {
   }
   out = std::move(f);
   return true;
+}
+
+Bytes encode_tree_name(const TreeName& n) {
+  Bytes out;
+  wire::Writer w(out);
+  w.u32(kNameMagic);
+  w.u8(kNameFormat);
+  w.u64(n.parent);
+  w.text(n.name);
+  w.u64(n.ino);
+  w.u32(n.record.mode);
+  w.u32(n.record.uid);
+  w.u32(n.record.gid);
+  w.u64(n.record.size);
+  w.u64(static_cast<std::uint64_t>(n.record.atime_ns));
+  w.u64(static_cast<std::uint64_t>(n.record.mtime_ns));
+  w.u64(static_cast<std::uint64_t>(n.record.ctime_ns));
+  w.u64(n.record.content_version);
+  return out;
+}
+
+bool decode_tree_name(ByteView bytes, TreeName& out) {
+  wire::Reader r(bytes);
+  TreeName n;
+  if (r.u32() != kNameMagic || r.u8() != kNameFormat)
+    return false;
+  n.parent = r.u64();
+  n.name = r.text(kMaxNameBytes);
+  n.ino = r.u64();
+  n.record.mode = r.u32();
+  n.record.uid = r.u32();
+  n.record.gid = r.u32();
+  n.record.size = r.u64();
+  n.record.atime_ns = static_cast<std::int64_t>(r.u64());
+  n.record.mtime_ns = static_cast<std::int64_t>(r.u64());
+  n.record.ctime_ns = static_cast<std::int64_t>(r.u64());
+  n.record.content_version = r.u64();
+  if (!r.done() || !valid_name(n.name) || !S_ISREG(n.record.mode) || n.ino <= kRootIno ||
+      n.ino == n.parent) {
+    return false;
+  }
+  out = std::move(n);
+  return true;
+}
+
+std::size_t apply_tree_names(Tree& tree, const std::vector<TreeName>& names) {
+  std::size_t moved = 0;
+  for (const auto& n : names) {
+    if (tree.inodes.contains(n.ino))
+      continue;
+    const auto dir = tree.inodes.find(n.parent);
+    const bool home = dir != tree.inodes.end() && S_ISDIR(dir->second.mode);
+    InodeRecord& parent = home ? dir->second : tree.inodes.at(kRootIno);
+    std::string name = n.name;
+    if (!home || parent.entries.contains(name)) {
+      ++moved;
+      const std::string suffix = ".recovered-" + std::to_string(n.ino);
+      const std::string base = valid_name(n.name + suffix) ? n.name + suffix : suffix.substr(1);
+      name = base;
+      for (int k = 1; parent.entries.contains(name); ++k)
+        name = base + "-" + std::to_string(k);
+    }
+    parent.entries.emplace(name, n.ino);
+    // The directory's times, as the file's creation left them (its ctime is that moment).
+    parent.mtime_ns = std::max(parent.mtime_ns, n.record.ctime_ns);
+    parent.ctime_ns = std::max(parent.ctime_ns, n.record.ctime_ns);
+    tree.inodes.emplace(n.ino, n.record);
+    tree.next_ino = std::max(tree.next_ino, n.ino + 1);
+  }
+  return moved;
 }
 
 Bytes encode_journal_tree(const JournalTree& t) {
@@ -367,11 +466,16 @@ std::vector<Journal::Orphan> Journal::claim_orphans() {
       }
     }
     bool present = false;
-    const auto tree_bytes = read_tree_record(orphan.dir, present);
+    std::vector<TreeName> names;
+    const auto tree_bytes = read_tree_record(orphan.dir, present, names);
     JournalTree tree;
-    if (tree_bytes && decode_journal_tree(*tree_bytes, tree))
+    if (tree_bytes && decode_journal_tree(*tree_bytes, tree)) {
+      if (const std::size_t moved = apply_tree_names(tree.local, names); moved > 0) {
+        orphan.problems.push_back(std::to_string(moved) + " new file(s) in " + orphan.dir.string() +
+                                  " named as NAME.recovered-INO: their name or folder was taken");
+      }
       orphan.tree = std::move(tree);
-    else if (present)
+    } else if (present)
       orphan.problems.push_back("the tree record in " + orphan.dir.string() + " cannot be read");
     std::sort(orphan.files.begin(), orphan.files.end(),
               [](const JournalFile& a, const JournalFile& b) { return a.sequence < b.sequence; });
@@ -590,22 +694,29 @@ bool Journal::sync_pending() {
   std::vector<std::string> removals;
   int slot = -1;  // the working tree slot, when it waits for a sync
   std::uint64_t slot_sequence = 0;
+  int names_slot = -1;  // the synced slot names were appended to since
+  std::size_t names = 0;
   {
     std::lock_guard lock(mutex_);
     fds.swap(unsynced_fds_);
     if (tree_unsynced_) {
       slot = working_slot_;
-      slot_sequence = tree_sequence_;
+    } else if (names_unsynced_) {
+      names_slot = newest_slot_;
     }
+    slot_sequence = tree_sequence_;
+    names = names_;
     removals.swap(removals_after_sync_);
     unsynced_records_ = 0;
   }
-  if (fds.empty() && removals.empty() && slot < 0)
+  if (fds.empty() && removals.empty() && slot < 0 && names_slot < 0)
     return true;
   // Slot descriptors stay open while sync_mutex_ is held (drop_tree() takes it too).
   std::vector<int> all = fds;
-  if (slot >= 0)
-    all.push_back(slot_fds_[static_cast<std::size_t>(slot)]);
+  for (const int s : {slot, names_slot}) {
+    if (s >= 0)
+      all.push_back(slot_fds_[static_cast<std::size_t>(s)]);
+  }
   // Start the write-out of every file first, so that their blocks are allocated and the first
   // fdatasync's commit of the file system covers them all; the others then find their data on
   // disk and their metadata committed.
@@ -629,6 +740,8 @@ bool Journal::sync_pending() {
   // A write to the slot since the sync began may not be covered: the slot stays the working one.
   if (slot >= 0 && tree_unsynced_ && working_slot_ == slot && tree_sequence_ == slot_sequence)
     tree_slot_synced_locked();
+  if (tree_sequence_ == slot_sequence && names_ == names)
+    names_unsynced_ = false;
   for (const auto& name : removals)
     remove(name);
   return true;
@@ -772,6 +885,35 @@ void Journal::write_tree_slot_locked(ByteView tree_record) {
   ++tree_sequence_;
   tree_unsynced_ = true;
   tree_ = true;
+  newest_slot_ = working_slot_;
+  names_end_ = header.size() + tree_record.size();
+  names_ = 0;
+  names_unsynced_ = false;
+}
+
+bool Journal::append_tree_name(const TreeName& name) {
+  const Bytes payload = encode_tree_name(name);
+  if (payload.size() > kMaxNameRecordBytes)
+    return false;
+  Bytes bytes;
+  bytes.reserve(kNameHeaderBytes + payload.size());
+  wire::Writer w(bytes);
+  std::lock_guard lock(mutex_);
+  if (!tree_ || names_ >= kMaxTreeNames)
+    return false;
+  w.u64(tree_sequence_);
+  w.u32(static_cast<std::uint32_t>(payload.size()));
+  w.u32(crc_of(payload));
+  bytes.insert(bytes.end(), payload.begin(), payload.end());
+  const auto slot = static_cast<std::size_t>(newest_slot_);
+  // After the record; a write cut short ends the names there.
+  if (!write_all(slot_fds_[slot], bytes, static_cast<off_t>(names_end_)))
+    fail("cannot write " + (dir_ / kTreeSlots[slot]).string());
+  names_end_ += bytes.size();
+  ++names_;
+  names_unsynced_ = true;
+  ++unsynced_records_;
+  return true;
 }
 
 void Journal::put_tree_durably_locked(ByteView tree_record) {
@@ -801,6 +943,8 @@ void Journal::drop_tree() {
   ::fsync(dir_fd_);
   tree_ = false;
   tree_unsynced_ = false;
+  names_ = 0;
+  names_unsynced_ = false;
 }
 
 bool Journal::has_tree() const {

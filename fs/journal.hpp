@@ -30,6 +30,11 @@
 // folder nobody holds is an orphan: a mount that ended without storing everything; the next mount
 // claims it (renames it to a folder of its own first, so two mounts starting at once never both
 // replay it), replays it, writes the result into its own folder and only then removes the orphan.
+//
+// Tree record after the close: a small new file's close() appends only the file's name to the
+// tree record (TreeName, each with the slot's sequence and a CRC of its own), instead of
+// rewriting the whole tree into it; the mount does so only where the record's tree has the
+// file's directory already. A replay reads the newest whole slot and the names appended to it.
 #pragma once
 
 #include <array>
@@ -77,6 +82,24 @@ struct JournalTree {
   Tree local;
   friend bool operator==(const JournalTree&, const JournalTree&) = default;
 };
+
+// A new regular file's name, appended to the tree record (see "Tree record after the close").
+struct TreeName {
+  std::uint64_t parent = 0;
+  std::string name;
+  std::uint64_t ino = 0;
+  InodeRecord record;  // a regular file without xattrs
+  friend bool operator==(const TreeName&, const TreeName&) = default;
+};
+
+Bytes encode_tree_name(const TreeName& name);
+// False when the bytes are not a well-formed name of a regular file.
+bool decode_tree_name(ByteView bytes, TreeName& out);
+// Adds names, in order, to a journaled tree's local side: each under its directory, as
+// "<name>.recovered-<ino>" where the name is taken, and in the root where the directory is not
+// there (neither happens when the mount appended them; see Journal::append_tree_name()). An inode
+// the tree has already is left alone. Returns how many went elsewhere than their own name.
+std::size_t apply_tree_names(Tree& tree, const std::vector<TreeName>& names);
 
 Bytes encode_journal_file(const JournalFile& file);
 // False when the bytes are not a well-formed record.
@@ -167,6 +190,11 @@ class Journal {
   // put_tree() of encode_journal_tree() bytes without waiting for the disk, like
   // put_file_and_tree_lazy(). Throws LocalIoError.
   void put_tree_lazy(const Bytes& tree_record);
+  // Appends a new file's name to the tree record without waiting for the disk, like
+  // put_file_and_tree_lazy(). False (nothing written) when there is no tree record, or it holds
+  // kMaxTreeNames names already: the caller writes a whole one. Throws LocalIoError.
+  bool append_tree_name(const TreeName& name);
+  static constexpr std::size_t kMaxTreeNames = 4096;
   void drop_tree();
   bool has_tree() const;
   std::size_t file_count() const;
@@ -213,6 +241,12 @@ class Journal {
   int working_slot_ = 0;
   std::uint64_t tree_sequence_ = 0;
   bool tree_unsynced_ = false;
+  // The slot holding the newest record, where names are appended: its end, how many it holds,
+  // and whether an append awaits a sync.
+  int newest_slot_ = 0;
+  std::uint64_t names_end_ = 0;
+  std::size_t names_ = 0;
+  bool names_unsynced_ = false;
   std::size_t unsynced_records_ = 0;
   std::vector<std::string> removals_after_sync_;
   std::mutex sync_mutex_;  // one sync_pending() at a time; taken before mutex_

@@ -300,6 +300,11 @@ struct FileData {
   std::uint64_t last_write_end = 0;
   bool staging = false;
   std::condition_variable staged_cv;  // a background upload staged a batch, or ended
+  // The name create() gave it (for the journal's tree record; it may have changed since).
+  std::uint64_t created_parent = 0;
+  std::string created_name;
+  // The journal record whose close appended the file's name to the tree record (0: none).
+  std::uint64_t named_record = 0;
   // wb->changes() + 1 as of the last malware check that let the content through (0: none).
   std::uint64_t scanned_changes = 0;
   std::string scanned_path;
@@ -730,6 +735,8 @@ class Fs {
         ns_->add_open(ino);
         auto data = file_data_locked(ino);
         data->loaded = true;  // new: no content yet
+        data->created_parent = parent;
+        data->created_name = name;
       }
       fill_entry(ino, e);
       break;
@@ -2218,10 +2225,13 @@ class Fs {
       // Stored later, but the malware check answers this close() now.
       if (const int blocked = scan_at_close(ino); blocked != 0)
         return blocked;
-      if (const int err = keep_pending(ino); err != 0)
+      bool named = false;
+      if (const int err = keep_pending(ino, &named); err != 0)
         return err;
       // Also a file with nothing to upload (a new empty one) keeps its name; a small file's
       // close() goes with the group commit (see mount.hpp "Durability").
+      if (named)
+        return 0;
       return tree_uncommitted() && !write_tree_journal(!small_file(ino)) ? EIO : 0;
     }
     const int err = commit_file(ino);
@@ -2274,7 +2284,7 @@ class Fs {
     return committed_generation_ < generation;
   }
 
-  int keep_pending(std::uint64_t ino) {
+  int keep_pending(std::uint64_t ino, bool* named = nullptr) {
     std::shared_ptr<FileData> data;
     {
       std::shared_lock lock(tree_mutex_);
@@ -2284,13 +2294,14 @@ class Fs {
       data = it->second;
     }
     std::lock_guard lock(data->mutex);
-    return keep_pending_locked(ino, *data);
+    return keep_pending_locked(ino, *data, named);
   }
 
   // Under data.mutex: makes the file's changes durable in the journal (its write-back file
   // synced, its record written, then the tree that names it) and queues its upload. 0 or an
   // errno (the local disk failed: the changes are still in memory and the write-back file).
-  int keep_pending_locked(std::uint64_t ino, FileData& data) {
+  // *named: the journal's tree record names the file by an appended name (it is not current).
+  int keep_pending_locked(std::uint64_t ino, FileData& data, bool* named = nullptr) {
     if (!data.wb || !data.wb->dirty())
       return 0;
     std::uint32_t mode = 0;
@@ -2307,6 +2318,10 @@ class Fs {
       const auto current = journal_.current(ino);
       if (data.wb->frozen() && current && current->second == data.wb->file_name()) {
         enqueue(ino, current->first);  // journaled as it is
+        if (named && current->first == data.named_record) {
+          *named = true;  // and named (a second close: release() after flush())
+          return 0;
+        }
       } else {
         JournalFile f;
         f.ino = ino;
@@ -2337,9 +2352,12 @@ class Fs {
           std::uint64_t generation = 0;
           std::uint64_t version = 0;
           bool tree_written = false;
+          const std::optional<TreeName> name =
+              lazy ? appendable_name_locked(ino, data) : std::nullopt;
           try {
             if (lazy) {
-              const std::optional<Bytes> tree = tree_record_bytes_locked(generation, version);
+              const std::optional<Bytes> tree =
+                  name ? std::nullopt : tree_record_bytes_locked(generation, version);
               replaced = journal_.put_file_and_tree_lazy(f, data.wb->descriptor(),
                                                          tree ? &*tree : nullptr);
               tree_written = tree.has_value();
@@ -2353,6 +2371,19 @@ class Fs {
           } catch (...) {
             data.wb->unfreeze();
             throw;
+          }
+          // The record is the journal's now: a failure from here on leaves it there.
+          if (name && journal_.append_tree_name(*name)) {
+            tree_names_.fetch_add(1, std::memory_order_relaxed);
+            data.named_record = f.sequence;
+            if (named)
+              *named = true;
+          } else if (name) {
+            // No tree record to add to, or it has names enough: a whole one.
+            if (const std::optional<Bytes> tree = tree_record_bytes_locked(generation, version)) {
+              journal_.put_tree_lazy(*tree);
+              tree_written = true;
+            }
           }
           if (tree_written) {
             journaled_generation_ = generation;
@@ -2380,7 +2411,34 @@ class Fs {
       note_error(text);
       return errno_of(e);
     }
+    if (named && *named)
+      return 0;
     return write_tree_journal(data.wb->size() > kGroupCommitMaxBytes) ? 0 : EIO;
+  }
+
+  // Under tree_journal_mutex_ and data.mutex: the name to append to the journal's tree record for
+  // a new file, instead of writing the whole tree again, when the record's tree has the file's
+  // directory and nothing else about the file needs more (journal.hpp, "Tree record after the
+  // close").
+  std::optional<TreeName> appendable_name_locked(std::uint64_t ino, const FileData& data) {
+    if (data.base_version.load() != 0 || data.created_name.empty())
+      return std::nullopt;
+    std::shared_lock tlock(tree_mutex_);
+    const InodeRecord* rec = ns_->find(ino);
+    const InodeRecord* dir = ns_->find(data.created_parent);
+    if (tree_version_ != journaled_version_ || !rec || !dir || !S_ISREG(rec->mode) ||
+        !rec->xattrs.empty() || ns_->nlink(ino) != 1 ||
+        ns_->made_at(data.created_parent) > journaled_generation_) {
+      return std::nullopt;
+    }
+    const auto entry = dir->entries.find(data.created_name);
+    if (entry == dir->entries.end() || entry->second != ino)
+      return std::nullopt;  // renamed since
+    TreeName name{data.created_parent, data.created_name, ino, *rec};
+    // As the whole tree would have it: the content committed so far.
+    if (const auto d = dirty_content_.find(ino); d != dirty_content_.end())
+      std::tie(name.record.size, name.record.content_version) = d->second;
+    return name;
   }
 
   // Writes the journal's tree record: the tree as last committed and as this mount has it, unless
@@ -3384,6 +3442,7 @@ class Fs {
         << "tree_commits: " << tree_commits_.load() << "\n"
         << "journal_syncs: " << journal_syncs_.load() << "\n"
         << "journal_lazy_closes: " << lazy_closes_.load() << "\n"
+        << "journal_tree_names: " << tree_names_.load() << "\n"
         << "file_commit_us: " << file_commit_us_.load() << "\n"
         << "tree_commit_us: " << tree_commit_us_.load() << "\n"
         << "sync_wait_us: " << sync_wait_us_.load() << "\n"
@@ -3467,7 +3526,7 @@ class Fs {
   std::condition_variable sync_cv_;
   bool sync_stop_ = false;
   std::thread syncer_;
-  std::atomic<std::uint64_t> journal_syncs_{0}, lazy_closes_{0};
+  std::atomic<std::uint64_t> journal_syncs_{0}, lazy_closes_{0}, tree_names_{0};
 
   std::mutex stage_mutex_;
   std::condition_variable stage_cv_;

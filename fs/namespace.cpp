@@ -56,6 +56,11 @@ std::uint64_t Namespace::parent(std::uint64_t dir) const {
   return it == rt_.end() || it->second.parent == 0 ? kRootIno : it->second.parent;
 }
 
+std::uint64_t Namespace::made_at(std::uint64_t ino) const {
+  const auto it = rt_.find(ino);
+  return it == rt_.end() ? 0 : it->second.made;
+}
+
 bool Namespace::is_dir(std::uint64_t ino) const {
   const InodeRecord* r = find(ino);
   return r && S_ISDIR(r->mode);
@@ -159,6 +164,7 @@ int Namespace::create(std::uint64_t parent, const std::string& name, std::uint32
     r.nlink = 1;
   }
   changed();
+  r.made = generation_;
   return 0;
 }
 

@@ -39,6 +39,8 @@ class Namespace {
   std::string path_of(std::uint64_t ino) const;
   // The parent of a directory (the root is its own parent).
   std::uint64_t parent(std::uint64_t dir) const;
+  // The generation() create() made ino at; 0 for an inode that came with a tree (or is unknown).
+  std::uint64_t made_at(std::uint64_t ino) const;
   bool is_orphan(std::uint64_t ino) const { return nlink(ino) == 0; }
 
   int lookup(std::uint64_t parent, const std::string& name, std::uint64_t& ino) const;
@@ -94,6 +96,7 @@ class Namespace {
     std::uint64_t parent = 0;  // directories
     std::uint64_t lookups = 0;
     std::uint32_t opens = 0;
+    std::uint64_t made = 0;
   };
   int dir_of(std::uint64_t parent, InodeRecord*& dir);
   int check_name(const std::string& name) const;

@@ -88,7 +88,9 @@ void WriteBack::thaw(bool copy) {
       std::tie(fd_, name_) = create_file();
     return;
   }
-  auto [fd, name] = create_file();
+  int fd = -1;
+  std::string name;
+  std::tie(fd, name) = create_file();
   const auto discard = [&] {
     const int e = errno;
     ::close(fd);

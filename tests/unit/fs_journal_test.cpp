@@ -396,3 +396,138 @@ TEST_CASE("dropped small data files are emptied and reused, but not one still in
   journal.sweep();
   CHECK_FALSE(std::filesystem::exists(journal.dir() / held));
 }
+
+namespace {
+
+InodeRecord regular_file(std::int64_t at) {
+  InodeRecord rec;
+  rec.mode = S_IFREG | 0644;
+  rec.uid = 1000;
+  rec.gid = 100;
+  rec.atime_ns = rec.mtime_ns = rec.ctime_ns = at;
+  return rec;
+}
+
+// The root, and a directory "docs" (inode 5) in it.
+Tree tree_with_docs() {
+  Tree tree = make_empty_tree(0755, 0, 0, 0);
+  InodeRecord docs;
+  docs.mode = S_IFDIR | 0755;
+  tree.inodes.emplace(5, docs);
+  tree.inodes.at(kRootIno).entries.emplace("docs", 5);
+  tree.next_ino = 100;
+  return tree;
+}
+
+}  // namespace
+
+TEST_CASE("tree names round-trip, and only a regular file's valid name decodes", "[fs][journal]") {
+  const TreeName name{5, "report.txt", 42, regular_file(7)};
+  TreeName back;
+  REQUIRE(decode_tree_name(encode_tree_name(name), back));
+  CHECK(back == name);
+  Bytes bytes = encode_tree_name(name);
+  bytes.pop_back();
+  CHECK_FALSE(decode_tree_name(bytes, back));
+  TreeName dir = name;
+  dir.record.mode = S_IFDIR | 0755;
+  CHECK_FALSE(decode_tree_name(encode_tree_name(dir), back));
+  TreeName slash = name;
+  slash.name = "a/b";
+  CHECK_FALSE(decode_tree_name(encode_tree_name(slash), back));
+}
+
+TEST_CASE("tree names go under their directory, or elsewhere as NAME.recovered-INO",
+          "[fs][journal]") {
+  Tree tree = tree_with_docs();
+  tree.inodes.emplace(7, regular_file(1));
+  tree.inodes.at(5).entries.emplace("taken", 7);
+  const std::vector<TreeName> names{
+      {5, "new", 10, regular_file(50)},
+      {5, "taken", 11, regular_file(51)},
+      {99, "lost", 12, regular_file(52)},  // its directory is not there
+      {5, "again", 7, regular_file(53)},   // an inode the tree has: left alone
+  };
+  CHECK(apply_tree_names(tree, names) == 2);
+  CHECK(tree.inodes.at(5).entries.at("new") == 10);
+  CHECK(tree.inodes.at(5).entries.at("taken") == 7);
+  CHECK(tree.inodes.at(5).entries.at("taken.recovered-11") == 11);
+  CHECK(tree.inodes.at(kRootIno).entries.at("lost.recovered-12") == 12);
+  CHECK_FALSE(tree.inodes.at(5).entries.contains("again"));
+  CHECK(tree.inodes.at(10) == regular_file(50));
+  CHECK(tree.inodes.at(5).mtime_ns == 51);  // the newest creation in it
+  CHECK_FALSE(check_tree(tree));
+}
+
+TEST_CASE("names appended to the tree record are replayed with it, up to a torn one",
+          "[fs][journal]") {
+  Scratch root;
+  JournalTree tree;
+  tree.base = make_empty_tree(0755, 0, 0, 0);
+  tree.local = tree_with_docs();
+  tree.base_version = 3;
+  const TreeName a{5, "a.txt", 10, regular_file(1)};
+  const TreeName b{5, "b.txt", 11, regular_file(2)};
+  const TreeName c{kRootIno, "c", 12, regular_file(3)};
+  const auto replayed = [&] {
+    Journal next(root.path);
+    auto orphans = next.claim_orphans();
+    REQUIRE(orphans.size() == 1);
+    REQUIRE(orphans[0].tree);
+    CHECK(orphans[0].problems.empty());
+    CHECK_FALSE(check_tree(orphans[0].tree->local));
+    std::map<std::string, std::uint64_t> named = orphans[0].tree->local.inodes.at(5).entries;
+    for (const auto& [name, ino] : orphans[0].tree->local.inodes.at(kRootIno).entries)
+      named.emplace("/" + name, ino);
+    next.release_orphan(orphans[0]);
+    return named;
+  };
+  std::filesystem::path dir;
+  {
+    Journal journal(root.path);
+    dir = journal.dir();
+    CHECK_FALSE(journal.append_tree_name(a));  // no tree record to add to
+    journal.put_tree_lazy(encode_journal_tree(tree));
+    REQUIRE(journal.sync_pending());
+    CHECK(journal.append_tree_name(a));  // to the synced slot
+    CHECK(journal.append_tree_name(b));
+    REQUIRE(journal.sync_pending());
+    CHECK(journal.append_tree_name(c));
+  }
+  using Named = std::map<std::string, std::uint64_t>;
+  CHECK(replayed() == Named{{"a.txt", 10}, {"b.txt", 11}, {"/docs", 5}, {"/c", 12}});
+
+  {
+    Journal journal(root.path);
+    dir = journal.dir();
+    journal.put_tree_lazy(encode_journal_tree(tree));
+    CHECK(journal.append_tree_name(a));
+    CHECK(journal.append_tree_name(b));
+  }
+  // A crash in the middle of the last name: the names before it count.
+  const std::filesystem::path slot =
+      std::filesystem::exists(dir / "tree-2.rec") ? dir / "tree-2.rec" : dir / "tree.rec";
+  std::filesystem::resize_file(slot, std::filesystem::file_size(slot) - 3);
+  CHECK(replayed() == Named{{"a.txt", 10}, {"/docs", 5}});
+
+  {
+    Journal journal(root.path);
+    journal.put_tree_lazy(encode_journal_tree(tree));
+    REQUIRE(journal.sync_pending());
+    CHECK(journal.append_tree_name(a));
+    // A whole record replaces the names; one of the same size written over the slot later
+    // leaves the old name's bytes after it, which do not count.
+    journal.put_tree_lazy(encode_journal_tree(tree));
+    REQUIRE(journal.sync_pending());
+    journal.put_tree_lazy(encode_journal_tree(tree));
+    CHECK(journal.append_tree_name(c));
+    journal.put_tree_lazy(encode_journal_tree(tree));
+  }
+  CHECK(replayed() == Named{{"/docs", 5}});
+
+  Journal full(root.path);
+  full.put_tree_lazy(encode_journal_tree(tree));
+  for (std::size_t i = 0; i < Journal::kMaxTreeNames; ++i)
+    REQUIRE(full.append_tree_name({5, "f" + std::to_string(i), 1000 + i, regular_file(4)}));
+  CHECK_FALSE(full.append_tree_name({5, "one more", 99999, regular_file(4)}));
+}
