@@ -58,13 +58,21 @@ profile() {
   echo "== $label: $(awk -v b="$bytes" -v ns="$ns" 'BEGIN { printf "%.0f MB/s (%.2f s)", b / ns * 1e3, ns / 1e9 }')," \
     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "-- CPU by process (share of all CPUs over the recording)"
+  # The mount's threads carry names of their own (sfs-readahead, sfs-upload, ...).
   perf report -i "$data" --stdio --sort comm 2>/dev/null | grep -v '^#' | grep -v '^$' |
-    sed 's/  */ /g' | head -8
-  for comm in splitfs splitfs-https-s splitfs-tcp-ser; do
-    echo "-- $comm: top entries"
-    perf report -i "$data" --stdio --comm "$comm" --sort dso,sym 2>/dev/null |
+    sed 's/  */ /g' | head -12
+  # Ours: the mount process (all its threads) while one runs, else the splitfs command.
+  local mount_pid
+  mount_pid=$(awk '/^pid: / { print $2 }' "$mnt/.splitfs/stats" 2>/dev/null || true)
+  local ours=(--comm splitfs)
+  if [ -n "$mount_pid" ]; then ours=(--pid "$mount_pid"); fi
+  for who in ours splitfs-https-s splitfs-tcp-ser; do
+    local filter=(--comm "$who")
+    if [ "$who" = ours ]; then filter=("${ours[@]}"); fi
+    echo "-- $who: top entries"
+    perf report -i "$data" --stdio "${filter[@]}" --sort dso,sym 2>/dev/null |
       grep -v '^#' | grep -v '^$' | sed 's/  */ /g; s/ - *- *$//' | head -12
-    perf report -i "$data" --stdio --comm "$comm" --dso libcrypto.so.3 --sort sym 2>/dev/null |
+    perf report -i "$data" --stdio "${filter[@]}" --dso libcrypto.so.3 --sort sym 2>/dev/null |
       awk -v aes="$work/aes.pages" -v sha="$work/sha.pages" '
         BEGIN { while ((getline l < aes) > 0) a[l] = 1; while ((getline l < sha) > 0) s[l] = 1 }
         $3 ~ /^0x/ { p = $1; sub("%", "", p); k = substr($3, 1, length($3) - 4)
