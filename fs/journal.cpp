@@ -525,29 +525,29 @@ void Journal::write_atomically(const std::string& name, ByteView bytes) {
     fail("cannot sync " + dir_.string());
 }
 
-int Journal::write_temporary(const std::string& name, ByteView bytes) {
-  const std::string tmp = name + ".tmp";
-  int fd = -1;
-  if (!spare_records_.empty()) {
-    const std::string spare = std::move(spare_records_.back());
+Journal::Temporary Journal::write_temporary(const std::string& name, ByteView bytes) {
+  Temporary out;
+  // A spare record's file is written where it is: a spare is never read, so it serves as the
+  // temporary name too, and one rename puts it in place.
+  while (out.fd < 0 && !spare_records_.empty()) {
+    out.name = std::move(spare_records_.back());
     spare_records_.pop_back();
-    if (::renameat(dir_fd_, spare.c_str(), dir_fd_, tmp.c_str()) == 0)
-      fd = ::openat(dir_fd_, tmp.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-    else
-      ::unlinkat(dir_fd_, spare.c_str(), 0);
+    out.fd = ::openat(dir_fd_, out.name.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
   }
-  if (fd < 0)
-    fd = ::openat(dir_fd_, tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0)
-    fail("cannot write " + (dir_ / tmp).string());
-  if (!write_all(fd, bytes, 0) || ::ftruncate(fd, static_cast<off_t>(bytes.size())) != 0) {
+  if (out.fd < 0) {
+    out.name = name + ".tmp";
+    out.fd = ::openat(dir_fd_, out.name.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  }
+  if (out.fd < 0)
+    fail("cannot write " + (dir_ / out.name).string());
+  if (!write_all(out.fd, bytes, 0) || ::ftruncate(out.fd, static_cast<off_t>(bytes.size())) != 0) {
     const int e = errno;
-    ::close(fd);
-    ::unlinkat(dir_fd_, tmp.c_str(), 0);
+    ::close(out.fd);
+    ::unlinkat(dir_fd_, out.name.c_str(), 0);
     errno = e;
-    fail("cannot write " + (dir_ / tmp).string());
+    fail("cannot write " + (dir_ / out.name).string());
   }
-  return fd;
+  return out;
 }
 
 void Journal::bury_locked(const std::string& name, std::uint64_t bytes) {
@@ -611,9 +611,10 @@ std::uint64_t Journal::put_file_and_tree(const JournalFile& file, int data_fd,
   const Bytes record_bytes = encode_journal_file(file);
   const Bytes tree_bytes = tree ? encode_journal_tree(*tree) : Bytes();
   const std::string record_name = file_record(file.ino);
-  const std::string tmp = record_name + ".tmp";
   std::lock_guard lock(mutex_);
-  const int record_fd = write_temporary(record_name, record_bytes);
+  const Temporary temporary = write_temporary(record_name, record_bytes);
+  const int record_fd = temporary.fd;
+  const std::string& tmp = temporary.name;
   // Each sync waits for a commit of the file system's journal; issued together they share one.
   int errors[2] = {0, 0};
   {
@@ -654,18 +655,19 @@ std::uint64_t Journal::put_file_and_tree_lazy(const JournalFile& file, int data_
     throw LocalIoError("a record put without a sync needs the digest of its data");
   const Bytes record_bytes = encode_journal_file(file);
   const std::string record_name = file_record(file.ino);
-  const std::string tmp = record_name + ".tmp";
   const int data_copy = ::fcntl(data_fd, F_DUPFD_CLOEXEC, 0);
   if (data_copy < 0)
     fail("cannot keep a write-back file for the journal's sync");
   std::lock_guard lock(mutex_);
-  int record_fd = -1;
+  Temporary temporary;
   try {
-    record_fd = write_temporary(record_name, record_bytes);
+    temporary = write_temporary(record_name, record_bytes);
   } catch (...) {
     ::close(data_copy);
     throw;
   }
+  const int record_fd = temporary.fd;
+  const std::string& tmp = temporary.name;
   if (::renameat(dir_fd_, tmp.c_str(), dir_fd_, record_name.c_str()) != 0) {
     const int e = errno;
     ::close(record_fd);

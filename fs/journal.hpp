@@ -213,9 +213,14 @@ class Journal {
   void put_tree_durably_locked(ByteView tree_record);
   // After a sync of the working slot that no write followed: it is the durable one now.
   void tree_slot_synced_locked();
-  // Writes name + ".tmp" (not synced; a spare record's file when there is one); returns its
-  // descriptor. Throws LocalIoError.
-  int write_temporary(const std::string& name, ByteView bytes);
+  // A record written under a temporary name (not synced), to be renamed to its own.
+  struct Temporary {
+    int fd = -1;
+    std::string name;
+  };
+  // Writes the record `name` into a spare record's file, or name + ".tmp" when there is none.
+  // Throws LocalIoError.
+  Temporary write_temporary(const std::string& name, ByteView bytes);
   // Removes the data file `name` (of `bytes`) now or at the next sweep().
   void bury_locked(const std::string& name, std::uint64_t bytes);
   // Removes the file record `name`, keeping its file as a spare ("spare-N", never read back).
