@@ -1943,7 +1943,13 @@ class Fs {
         if (err != 0 && err != EEXIST)
           break;
       }
+      // The kernel may hold that name as absent (lookup() answers absent names with an entry).
+      if (copy != 0 && se_) {
+        std::lock_guard lock(notify_mutex_);
+        notify_entries_.emplace_back(parent, copy_name);
+      }
     }
+    notify_cv_.notify_one();
     if (copy == 0) {
       log_.line("inode " + std::to_string(ino) +
                 " was changed by another mount and no conflict copy could be made");
@@ -2187,7 +2193,7 @@ class Fs {
   // write may still find the write-back area full.
   std::size_t pending_count() {
     std::lock_guard lock(pending_mutex_);
-    return pending_.size() + releasing_;
+    return pending_.size() + releasing_ + gone_records_.size();
   }
 
   // Under pending_mutex_: whether a pending upload may be tried now.
@@ -2550,9 +2556,12 @@ class Fs {
     {
       std::lock_guard lock(pending_mutex_);
       gone.swap(gone_records_);
+      releasing_ += gone.size();
     }
     for (const auto& [ino, sequence] : gone)
       writeback_used_.fetch_sub(journal_.drop_file(ino, sequence));
+    std::lock_guard lock(pending_mutex_);
+    releasing_ -= gone.size();
   }
 
   // True when both servers answer (and says so once when they are back).
@@ -3549,7 +3558,9 @@ class Fs {
   std::mutex pending_mutex_;
   std::condition_variable upload_cv_;
   std::map<std::uint64_t, Pending> pending_;
-  std::size_t releasing_ = 0;  // stored files whose journal records are being dropped
+  // Stored or removed files whose journal records are being dropped (pending until their space
+  // is free).
+  std::size_t releasing_ = 0;
   std::deque<std::uint64_t> pending_order_;
   // The uploader's (drain()): files committed, (ino, sequence), that no durable tree names yet, and
   // since when the oldest of them waits.
