@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
@@ -72,17 +73,19 @@ struct Pairs {
   DoorPair& t() { return tcp; }
 };
 
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
+// A TCP socket bound to a free loopback port, for HAProxy to take over (`bind fd@N`): no other
+// process can take the port between our choice and its bind.
+splitfs::Fd bound_socket(std::uint16_t& port) {
+  splitfs::Fd fd(::socket(AF_INET, SOCK_STREAM, 0));
+  REQUIRE(fd);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
   socklen_t length = sizeof addr;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &length) == 0);
+  port = ntohs(addr.sin_port);
+  return fd;
 }
 
 // HAProxy in TCP mode before two server processes: health checks every 200 ms, a connection that
@@ -90,14 +93,15 @@ std::uint16_t free_port() {
 class Balancer {
  public:
   Balancer(const fs::path& dir, const std::string& name, const ServerProcess& a,
-           const ServerProcess& b)
-      : port_(free_port()) {
+           const ServerProcess& b) {
+    const splitfs::Fd listener = bound_socket(port_);
+    constexpr int kListenerFd = 3;  // where HAProxy finds it
     const fs::path config = dir / (name + ".cfg");
     std::ofstream out(config);
     out << "global\n  maxconn 2000\n"
         << "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n"
         << "  timeout server 120s\n  retries 3\n  option redispatch\n"
-        << "frontend door\n  bind 127.0.0.1:" << port_ << "\n  default_backend servers\n"
+        << "frontend door\n  bind fd@" << kListenerFd << "\n  default_backend servers\n"
         << "backend servers\n  balance roundrobin\n"
         << "  default-server inter 200ms fall 1 rise 2 on-marked-down shutdown-sessions\n"
         << "  server a " << a.address() << " check\n"
@@ -111,6 +115,7 @@ class Balancer {
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
+      ::dup2(listener.get(), kListenerFd);  // without close-on-exec
       ::execlp("haproxy", "haproxy", "-db", "-f", config.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
@@ -140,7 +145,7 @@ class Balancer {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
  private:
-  std::uint16_t port_;
+  std::uint16_t port_ = 0;
   pid_t pid_ = -1;
 };
 
