@@ -2220,6 +2220,9 @@ class Fs {
       it->second.sequence = sequence;
       if (added)
         pending_order_.push_back(ino);
+      // A round gathering files wakes once enough have come, not at every one.
+      if (gathering_ && ++gathered_ < kRoundFiles)
+        return;
     }
     upload_cv_.notify_all();
   }
@@ -2632,9 +2635,12 @@ class Fs {
       // A round carried over: the next one gathers a few files first, so that its prestage and
       // commits are shared by several (bounded by kRoundWait; the tree waits kTreeBatchDelay).
       if (!stopping && !unnamed_.empty()) {
+        gathering_ = true;
+        gathered_ = 0;
         upload_cv_.wait_for(lock, kRoundWait, [&] {
           return upload_stop_ || due_count_locked() >= kRoundFiles || servers_down_.load();
         });
+        gathering_ = false;
       }
       const auto now = Clock::now();
       for (const auto ino : pending_order_) {
@@ -3561,6 +3567,9 @@ class Fs {
   // Stored or removed files whose journal records are being dropped (pending until their space
   // is free).
   std::size_t releasing_ = 0;
+  // The uploader gathers files for a round (drain()), and how many came since it began.
+  bool gathering_ = false;
+  std::size_t gathered_ = 0;
   std::deque<std::uint64_t> pending_order_;
   // The uploader's (drain()): files committed, (ino, sequence), that no durable tree names yet, and
   // since when the oldest of them waits.
