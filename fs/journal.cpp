@@ -606,10 +606,8 @@ std::pair<int, std::string> Journal::new_data_file() {
   return create_writeback_file(dir_);
 }
 
-std::uint64_t Journal::put_file_and_tree(const JournalFile& file, int data_fd,
-                                         const JournalTree* tree) {
+std::uint64_t Journal::put_file_synced(const JournalFile& file, int data_fd) {
   const Bytes record_bytes = encode_journal_file(file);
-  const Bytes tree_bytes = tree ? encode_journal_tree(*tree) : Bytes();
   const std::string record_name = file_record(file.ino);
   std::lock_guard lock(mutex_);
   const Temporary temporary = write_temporary(record_name, record_bytes);
@@ -640,17 +638,10 @@ std::uint64_t Journal::put_file_and_tree(const JournalFile& file, int data_fd,
   auto& record = records_[file.ino];
   if (!record.data_name.empty() && record.data_name != file.data_name)
     remove(record.data_name);
-  const std::uint64_t replaced =
-      std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
-  // The tree only once the record it names is durable: a tree naming a file with no record
-  // would show it empty. A failure here leaves the record in place (it is complete).
-  if (tree)
-    put_tree_durably_locked(tree_bytes);
-  return replaced;
+  return std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
 }
 
-std::uint64_t Journal::put_file_and_tree_lazy(const JournalFile& file, int data_fd,
-                                              const Bytes* tree) {
+std::uint64_t Journal::put_file_lazy(const JournalFile& file, int data_fd) {
   if (!file.data_digest)
     throw LocalIoError("a record put without a sync needs the digest of its data");
   const Bytes record_bytes = encode_journal_file(file);
@@ -682,12 +673,7 @@ std::uint64_t Journal::put_file_and_tree_lazy(const JournalFile& file, int data_
   auto& record = records_[file.ino];
   if (!record.data_name.empty() && record.data_name != file.data_name)
     removals_after_sync_.push_back(record.data_name);
-  const std::uint64_t replaced =
-      std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
-  // After the record: a tree naming the file with no record yet would show it empty.
-  if (tree)
-    write_tree_slot_locked(*tree);
-  return replaced;
+  return std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
 }
 
 bool Journal::sync_pending() {
@@ -913,8 +899,7 @@ bool Journal::append_tree_name(const TreeName& name) {
     fail("cannot write " + (dir_ / kTreeSlots[slot]).string());
   names_end_ += bytes.size();
   ++names_;
-  names_unsynced_ = true;
-  ++unsynced_records_;
+  names_unsynced_ = true;  // with the record it goes with, which counts in unsynced()
   return true;
 }
 

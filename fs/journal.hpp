@@ -19,7 +19,7 @@
 // File records are replaced atomically (written to a temporary name, synced, renamed, folder
 // synced), so a record is either the old or the new one, never half of each.
 //
-// Group commit (put_file_and_tree_lazy): a record can also be put without waiting for the disk.
+// Group commit (put_file_lazy): a record can also be put without waiting for the disk.
 // Its data file, the record and the tree record are written (the page cache holds them, so a
 // killed process loses nothing) and renamed into place at once; sync_pending() (a background
 // syncer, every few tens of milliseconds) makes every record put so far durable with about one
@@ -142,19 +142,17 @@ class Journal {
   // is the same file). Durable when it returns; returns the bytes the replaced record held.
   // Throws LocalIoError.
   std::uint64_t put_file(const JournalFile& file);
-  // put_file() of a record whose data file (open as data_fd) is not synced yet, then put_tree()
-  // of tree when given: the data file and the record are synced at once (the file system
-  // commits them together), the record renamed into place and the folder synced, and only then
-  // the tree written and synced. Durable when it returns; when the record's step fails nothing
-  // was replaced, when the tree's fails the record stays (complete). Returns the bytes the
-  // replaced file record held. Throws LocalIoError.
-  std::uint64_t put_file_and_tree(const JournalFile& file, int data_fd, const JournalTree* tree);
-  // put_file_and_tree() without waiting for the disk (see "Group commit" above): file must carry
+  // put_file() of a record whose data file (open as data_fd) is not synced yet: the data file
+  // and the record are synced at once (the file system commits them together), then the record
+  // renamed into place and the folder synced. Durable when it returns; when it fails nothing was
+  // replaced. Returns the bytes the replaced record held. Throws LocalIoError. A tree naming the
+  // file goes after it (put_tree()): a tree naming a file with no record would show it empty.
+  std::uint64_t put_file_synced(const JournalFile& file, int data_fd);
+  // put_file_synced() without waiting for the disk (see "Group commit" above): file must carry
   // its data_digest. Survives the end of this process when it returns; durable after the next
-  // sync_pending(). Returns the bytes the replaced file record held. Throws LocalIoError.
-  // tree_record: encode_journal_tree() bytes, or null to leave the tree record as it is.
-  std::uint64_t put_file_and_tree_lazy(const JournalFile& file, int data_fd,
-                                       const Bytes* tree_record);
+  // sync_pending(). Returns the bytes the replaced record held. Throws LocalIoError. The tree
+  // goes after it here too (put_tree_lazy() or append_tree_name()).
+  std::uint64_t put_file_lazy(const JournalFile& file, int data_fd);
   // Makes everything put so far durable (about one file system commit for all of it), then
   // removes the data files lazy puts replaced. False when a sync failed (the records stay, and
   // the next call tries them again).
@@ -188,10 +186,10 @@ class Journal {
   std::optional<std::pair<std::uint64_t, std::string>> current(std::uint64_t ino) const;
   void put_tree(const JournalTree& tree);
   // put_tree() of encode_journal_tree() bytes without waiting for the disk, like
-  // put_file_and_tree_lazy(). Throws LocalIoError.
+  // put_file_lazy(). Throws LocalIoError.
   void put_tree_lazy(const Bytes& tree_record);
   // Appends a new file's name to the tree record without waiting for the disk, like
-  // put_file_and_tree_lazy(). False (nothing written) when there is no tree record, or it holds
+  // put_file_lazy(). False (nothing written) when there is no tree record, or it holds
   // kMaxTreeNames names already: the caller writes a whole one. Throws LocalIoError.
   bool append_tree_name(const TreeName& name);
   static constexpr std::size_t kMaxTreeNames = 4096;

@@ -2364,35 +2364,29 @@ class Fs {
           const std::optional<TreeName> name =
               lazy ? appendable_name_locked(ino, data) : std::nullopt;
           try {
-            if (lazy) {
-              const std::optional<Bytes> tree =
-                  name ? std::nullopt : tree_record_bytes_locked(generation, version);
-              replaced = journal_.put_file_and_tree_lazy(f, data.wb->descriptor(),
-                                                         tree ? &*tree : nullptr);
-              tree_written = tree.has_value();
-            } else {
-              const std::optional<JournalTree> tree = tree_record_locked(generation);
-              replaced =
-                  journal_.put_file_and_tree(f, data.wb->descriptor(), tree ? &*tree : nullptr);
-              tree_written = tree.has_value();
-              version = tree ? tree->base_version : 0;
-            }
+            replaced = lazy ? journal_.put_file_lazy(f, data.wb->descriptor())
+                            : journal_.put_file_synced(f, data.wb->descriptor());
           } catch (...) {
             data.wb->unfreeze();
             throw;
           }
-          // The record is the journal's now: a failure from here on leaves it there.
+          // The record is the journal's now (its file frozen for good); the tree that names it
+          // goes after it, and a failure from here on leaves the record there.
           if (name && journal_.append_tree_name(*name)) {
             tree_names_.fetch_add(1, std::memory_order_relaxed);
             data.named_record = f.sequence;
             if (named)
               *named = true;
-          } else if (name) {
+          } else if (lazy) {
             // No tree record to add to, or it has names enough: a whole one.
             if (const std::optional<Bytes> tree = tree_record_bytes_locked(generation, version)) {
               journal_.put_tree_lazy(*tree);
               tree_written = true;
             }
+          } else if (const std::optional<JournalTree> tree = tree_record_locked(generation)) {
+            journal_.put_tree(*tree);
+            tree_written = true;
+            version = tree->base_version;
           }
           if (tree_written) {
             journaled_generation_ = generation;

@@ -255,7 +255,7 @@ TEST_CASE("journal folders: records persist, orphans are claimed by one journal 
   const int data_fd = ::open((next.dir() / "wb-next").c_str(), O_RDONLY | O_CLOEXEC);
   REQUIRE(data_fd >= 0);
   lazy.data_digest = digest_data_file(data_fd, 10);
-  next.put_file_and_tree_lazy(lazy, data_fd, nullptr);
+  next.put_file_lazy(lazy, data_fd);
   ::close(data_fd);
   CHECK(spares() == 1);
   CHECK(next.sync_pending());
