@@ -36,6 +36,7 @@
 #include <deque>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -1920,9 +1921,9 @@ class Fs {
     conflicts_.fetch_add(1, std::memory_order_relaxed);
     std::uint64_t copy = 0;
     std::string copy_name;
+    std::uint64_t parent = 0;
     {
       std::unique_lock tlock(tree_mutex_);
-      std::uint64_t parent = 0;
       std::string name;
       for (const auto& [dir_ino, dir] : ns_->snapshot().inodes) {
         for (const auto& [n, child] : dir.entries) {
@@ -1943,13 +1944,10 @@ class Fs {
         if (err != 0 && err != EEXIST)
           break;
       }
-      // The kernel may hold that name as absent (lookup() answers absent names with an entry).
-      if (copy != 0 && se_) {
-        std::lock_guard lock(notify_mutex_);
-        notify_entries_.emplace_back(parent, copy_name);
-      }
     }
-    notify_cv_.notify_one();
+    // The kernel may hold that name as absent (lookup() answers absent names with an entry).
+    if (copy != 0 && se_)
+      queue_invalidations({{parent, copy_name}}, {});
     if (copy == 0) {
       log_.line("inode " + std::to_string(ino) +
                 " was changed by another mount and no conflict copy could be made");
@@ -2097,13 +2095,8 @@ class Fs {
         rec->size = data.base ? data.base->size : 0;
       ns_->changed();
     }
-    if (se_) {
-      {
-        std::lock_guard lock(notify_mutex_);
-        notify_inodes_.push_back(ino);
-      }
-      notify_cv_.notify_one();
-    }
+    if (se_)
+      queue_invalidations({}, {ino});
     return EACCES;
   }
 
@@ -3354,15 +3347,18 @@ class Fs {
       }
     }
     remote_merges_.fetch_add(1, std::memory_order_relaxed);
-    if (!se)
-      return;
-    // Telling the kernel can wait for its inode locks, which a handler waiting for this thread
-    // may hold: the notifier thread does it.
+    if (se)
+      queue_invalidations(std::move(stale_entries), stale_inodes);
+  }
+
+  // Hands invalidations of kernel entries and inodes to the notifier thread: telling the kernel
+  // can wait for its inode locks, which a handler waiting for the caller may hold.
+  void queue_invalidations(std::vector<std::pair<fuse_ino_t, std::string>> entries,
+                           const std::vector<fuse_ino_t>& inodes) {
     {
       std::lock_guard lock(notify_mutex_);
-      for (auto& [parent, name] : stale_entries)
-        notify_entries_.emplace_back(parent, std::move(name));
-      notify_inodes_.insert(notify_inodes_.end(), stale_inodes.begin(), stale_inodes.end());
+      std::move(entries.begin(), entries.end(), std::back_inserter(notify_entries_));
+      notify_inodes_.insert(notify_inodes_.end(), inodes.begin(), inodes.end());
     }
     notify_cv_.notify_one();
   }
