@@ -47,6 +47,21 @@ std::vector<std::string> names_in(const std::filesystem::path& dir) {
   return out;
 }
 
+// Two writers of one file: "shared" holds "original" on both mounts, both write it at once, and
+// a's close comes first (it wins). Returns b's descriptor, still open with "BBBBBBBBBB" written.
+int race_on_shared(const Mount& a, const Mount& b) {
+  put(a / "shared", "original");
+  REQUIRE(eventually([&] { return slurp(b / "shared") == "original"; }));
+  const int fa = ::open((a / "shared").c_str(), O_WRONLY);
+  const int fb = ::open((b / "shared").c_str(), O_WRONLY);
+  REQUIRE(fa >= 0);
+  REQUIRE(fb >= 0);
+  REQUIRE(::pwrite(fa, "AAAAAAAA", 8, 0) == 8);
+  REQUIRE(::pwrite(fb, "BBBBBBBBBB", 10, 0) == 10);
+  CHECK(::close(fa) == 0);
+  return fb;
+}
+
 }  // namespace
 
 TEST_CASE("mount: a second mount sees committed changes within a bounded time",
@@ -99,19 +114,11 @@ TEST_CASE("mount: a conflict copy appears although its name was looked up as abs
   // As above, absent names are cached for a minute: only an invalidation shows the copy in time.
   Mount a(kFast);
   Mount b(a, "allow_other,refresh=0.2,attr_timeout=0.2,entry_timeout=60");
-  put(a / "shared", "original");
-  REQUIRE(eventually([&] { return slurp(b / "shared") == "original"; }));
   char host[64] = "host";
   ::gethostname(host, sizeof host - 1);
   const std::string copy =
       "shared.conflict-" + std::string(host) + "-" + std::to_string(b.stats().at("pid")) + "-1";
-  const int fa = ::open((a / "shared").c_str(), O_WRONLY);
-  const int fb = ::open((b / "shared").c_str(), O_WRONLY);
-  REQUIRE(fa >= 0);
-  REQUIRE(fb >= 0);
-  REQUIRE(::pwrite(fa, "AAAAAAAA", 8, 0) == 8);
-  REQUIRE(::pwrite(fb, "BBBBBBBBBB", 10, 0) == 10);
-  CHECK(::close(fa) == 0);
+  const int fb = race_on_shared(a, b);
   struct stat st {};
   REQUIRE(::stat((b / copy).c_str(), &st) == -1);
   REQUIRE(errno == ENOENT);
@@ -138,16 +145,7 @@ TEST_CASE("mount: two writers to one file: the first close wins, the second gets
           "[mount][consistency]") {
   Mount a(kFast);
   Mount b(a, kFast);
-  put(a / "shared", "original");
-  REQUIRE(eventually([&] { return slurp(b / "shared") == "original"; }));
-  const int fa = ::open((a / "shared").c_str(), O_WRONLY);
-  const int fb = ::open((b / "shared").c_str(), O_WRONLY);
-  REQUIRE(fa >= 0);
-  REQUIRE(fb >= 0);
-  REQUIRE(::pwrite(fa, "AAAAAAAA", 8, 0) == 8);
-  REQUIRE(::pwrite(fb, "BBBBBBBBBB", 10, 0) == 10);
-  CHECK(::close(fa) == 0);
-  CHECK(::close(fb) == 0);  // succeeds: its bytes are kept in a conflict copy
+  CHECK(::close(race_on_shared(a, b)) == 0);  // succeeds: its bytes are kept in a conflict copy
   CHECK(b.stats().at("conflicts") == 1);
   const auto settled = [&](const Mount& m) {
     const auto names = names_in(m.mountpoint);
