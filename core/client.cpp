@@ -872,6 +872,9 @@ struct Client::Impl {
   std::atomic<std::uint64_t> object_shares_skipped{0};
   std::atomic<std::uint64_t> object_bytes_received{0};
   std::atomic<std::uint64_t> object_commits{0};
+  // Cleared when a server answers a commit batch unsupported: commit_objects() leaves every
+  // object to commit_object() from then on.
+  bool batch_commits = true;
   // Highest version recorded in `versions` per object file id this session, so that repeated
   // opens of an unchanged object do not write the state database.
   std::map<Id, std::uint64_t> object_seen;
@@ -1092,13 +1095,13 @@ struct Client::Impl {
     return remote_version(0, file_id(object_name(key)));
   }
 
-  StoredObject commit_object(const std::string& key, std::uint64_t expected,
-                             const ObjectAttributes& attributes, std::vector<SegmentRef> segments) {
-    const std::string name = object_name(key);
-    const Id file = file_id(name);
+  // The manifest of version expected + 1 of key made of segments; throws for an invalid object.
+  Manifest object_manifest(const std::string& key, std::uint64_t expected,
+                           const ObjectAttributes& attributes,
+                           std::span<const SegmentRef> segments) const {
     Manifest m;
-    m.entry =
-        Entry{name, attributes.size, expected + 1, now_ns(), attributes.mtime_ns, attributes.mode};
+    m.entry = Entry{object_name(key), attributes.size,     expected + 1,
+                    now_ns(),         attributes.mtime_ns, attributes.mode};
     m.segment_bytes = attributes.segment_bytes ? attributes.segment_bytes : config.segment_bytes;
     if (m.segment_bytes > kMaxSegmentBytes || m.segment_bytes % (kChunkBytes * kServers) != 0)
       throw Error("an object's segment size must be a multiple of 2048 up to 4 MiB");
@@ -1114,8 +1117,14 @@ struct Client::Impl {
       for (std::size_t j = 0; j < kServers; ++j)
         m.shares.push_back(segments[s].shares[j]);
     }
-    const std::uint64_t version = m.entry.version;
-    if (version <= versions.seen(file)) {
+    return m;
+  }
+
+  StoredObject commit_object(const std::string& key, std::uint64_t expected,
+                             const ObjectAttributes& attributes, std::vector<SegmentRef> segments) {
+    const Id file = file_id(object_name(key));
+    Manifest m = object_manifest(key, expected, attributes, segments);
+    if (m.entry.version <= versions.seen(file)) {
       throw ConflictError("object '" + key + "' has a version newer than " +
                           std::to_string(expected));
     }
@@ -1132,6 +1141,66 @@ struct Client::Impl {
     note_seen(file, m.entry.version);
     object_commits.fetch_add(1, std::memory_order_relaxed);
     return to_object(key, m);
+  }
+
+  std::vector<std::optional<StoredObject>> commit_objects(std::span<const ObjectCommit> objects) {
+    std::vector<std::optional<StoredObject>> out(objects.size());
+    struct Item {
+      std::size_t index;
+      Id file;
+      Manifest m;
+    };
+    std::vector<Item> items;
+    for (std::size_t i = 0; i < objects.size() && batch_commits; ++i) {
+      const ObjectCommit& o = objects[i];
+      Item item{i, file_id(object_name(o.key)),
+                object_manifest(o.key, o.expected, o.attributes, o.segments)};
+      if (item.m.entry.version > versions.seen(item.file))
+        items.push_back(std::move(item));
+    }
+    for (std::size_t first = 0; first < items.size(); first += protocol::kMaxBatchCommits) {
+      const std::span<Item> part = std::span(items).subspan(
+          first, std::min(protocol::kMaxBatchCommits, items.size() - first));
+      std::array<protocol::CommitBatch, kServers> batches;
+      for (const Item& item : part) {
+        auto commits = sealed_commits(item.file, item.m);
+        for (std::size_t j = 0; j < kServers; ++j)
+          batches[j].commits.push_back(std::move(commits[j]));
+      }
+      const auto statuses = on_both(threads, [&](std::size_t j) -> std::vector<protocol::Status> {
+        protocol::Reply reply = servers[j]->call(batches[j]);
+        if (const auto* error = std::get_if<protocol::ErrorReply>(&reply);
+            error && error->status == protocol::Status::unsupported) {
+          return {};
+        }
+        auto got = expect<protocol::CommitOutcomes>(std::move(reply), endpoint(j));
+        if (got.statuses.size() != part.size())
+          throw ServerError("the " + server_name(endpoint(j)) + " answered a commit batch wrongly");
+        return std::move(got.statuses);
+      });
+      if (statuses[0].empty() || statuses[1].empty()) {
+        batch_commits = false;  // a server that takes commits one at a time
+        return out;
+      }
+      for (std::size_t k = 0; k < part.size(); ++k) {
+        Item& item = part[k];
+        if (statuses[0][k] != protocol::Status::ok)
+          continue;
+        if (statuses[1][k] == protocol::Status::conflict) {
+          try {
+            settle_split(item.file, item.m);
+          } catch (const Error&) {
+            continue;
+          }
+        } else if (statuses[1][k] != protocol::Status::ok) {
+          continue;
+        }
+        note_seen(item.file, item.m.entry.version);
+        object_commits.fetch_add(1, std::memory_order_relaxed);
+        out[item.index] = to_object(objects[item.index].key, item.m);
+      }
+    }
+    return out;
   }
 
   // The commit of m to each server, sealed for m.entry.version.
@@ -1354,6 +1423,12 @@ StoredObject Client::commit_object(const std::string& key, std::uint64_t expecte
                                    std::vector<SegmentRef> segments) {
   std::lock_guard lock(impl_->mutex);
   return impl_->commit_object(key, expected, attributes, std::move(segments));
+}
+
+std::vector<std::optional<StoredObject>> Client::commit_objects(
+    std::span<const ObjectCommit> objects) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->commit_objects(objects);
 }
 
 void Client::remove_object(const std::string& key) {

@@ -137,6 +137,8 @@ constexpr auto kProbeTimeout = std::chrono::milliseconds(2000);
 constexpr auto kRetryFailing = std::chrono::seconds(5);
 // commit_file(): not stored, but the changes are durable in the journal and will be uploaded.
 constexpr int kPending = -1;
+// A drain's file that the group commit left for commit_file().
+constexpr int kUnsettled = -2;
 // Segment lists of files the kernel forgot, kept so their cached data reads without the network.
 constexpr std::size_t kManifestCacheSegments = 1u << 18;
 
@@ -1793,26 +1795,103 @@ class Fs {
       log_.line("committing inode " + std::to_string(ino) + " failed: " + e.what());
       return file_failed(ino, *data, e);
     }
+    committed_locked(ino, *data, std::move(committed));
+    return 0;
+  }
+
+  // Under data.mutex: the file's changes are committed as `committed`; it becomes the base.
+  void committed_locked(std::uint64_t ino, FileData& data, StoredObject committed) {
     files_committed_.fetch_add(1, std::memory_order_relaxed);
     remember_manifest(ino, committed);
-    data->base = std::move(committed);
-    data->base_version = data->base->version;
-    data->page_cache_version = data->base->version;
+    data.base = std::move(committed);
+    data.base_version = data.base->version;
+    data.page_cache_version = data.base->version;
     try {
-      wb.reset(data->base->size);
+      data.wb->reset(data.base->size);
     } catch (const std::exception& e) {
       // Stored and committed all the same; the next change tries a fresh file again.
       log_.line("inode " + std::to_string(ino) + ": " + e.what());
     }
-    account(*data);
+    account(data);
     std::unique_lock tlock(tree_mutex_);
     dirty_content_.erase(ino);
     if (InodeRecord* rec = ns_->find_mut(ino)) {
-      rec->content_version = data->base->version;
-      rec->size = data->base->size;
+      rec->content_version = data.base->version;
+      rec->size = data.base->size;
     }
     ns_->changed();
-    return 0;
+  }
+
+  // Group commit of small files whose segments are all on the servers already (prestaged): one
+  // commit request per server for all of them, instead of one each. Sets results[i] for each
+  // file it settles (committed, or nothing left to commit); the others stay kUnsettled, for
+  // commit_file() to commit alone (it also tells why the batch did not take one). A file whose
+  // lock is taken is left to commit_file() too: holding some files' locks, this never waits for
+  // another's.
+  void commit_small_files(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& batch,
+                          std::vector<int>& results) {
+    const auto start = Clock::now();
+    struct Held {
+      std::size_t index;
+      std::shared_ptr<FileData> data;
+      std::unique_lock<std::mutex> lock;
+    };
+    std::vector<Held> held;
+    std::vector<ObjectCommit> commits;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const std::uint64_t ino = batch[i].first;
+      std::shared_ptr<FileData> data;
+      std::uint32_t mode = 0;
+      std::int64_t mtime = 0;
+      {
+        std::shared_lock lock(tree_mutex_);
+        const auto it = files_.find(ino);
+        const InodeRecord* rec = ns_->find(ino);
+        if (it == files_.end() || !rec || ns_->is_orphan(ino))
+          continue;
+        data = it->second;
+        mode = rec->mode & 07777;
+        mtime = rec->mtime_ns;
+      }
+      std::unique_lock lock(data->mutex, std::try_to_lock);
+      if (!lock.owns_lock())
+        continue;
+      const WriteBack* wb = data->wb.get();
+      if (!wb || !wb->dirty() || wb->size() > kGroupCommitMaxBytes)
+        continue;
+      std::vector<SegmentRef> refs(wb->segment_count());
+      bool ready = true;
+      for (std::uint64_t seg = 0; seg < refs.size() && ready; ++seg) {
+        if (const SegmentRef* staged = wb->staged(seg))
+          refs[seg] = *staged;
+        else if (wb->reusable(seg))
+          refs[seg] = data->base->segments[seg];
+        else
+          ready = false;
+      }
+      if (!ready || scan_before_store(ino, *data, false) != 0)
+        continue;  // commit_file() stores the rest, or reports the block
+      commits.push_back({content_key(ino), data->base_version,
+                         ObjectAttributes{wb->size(), segment_bytes_, mode, mtime},
+                         std::move(refs)});
+      held.push_back({i, std::move(data), std::move(lock)});
+    }
+    if (held.size() < 2)
+      return;  // nothing to share
+    std::vector<std::optional<StoredObject>> committed;
+    try {
+      committed = pool_.acquire()->commit_objects(commits);
+    } catch (const std::exception&) {
+      return;  // commit_file() meets the same trouble, and handles it
+    }
+    for (std::size_t k = 0; k < held.size(); ++k) {
+      if (!committed[k])
+        continue;
+      committed_locked(batch[held[k].index].first, *held[k].data, std::move(*committed[k]));
+      results[held[k].index] = 0;
+      files_committed_together_.fetch_add(1, std::memory_order_relaxed);
+    }
+    file_commit_us_.fetch_add(elapsed_us(start), std::memory_order_relaxed);
   }
 
   // Under data.mutex: a file whose changes could not be stored. They go to the journal and the
@@ -2639,7 +2718,8 @@ class Fs {
     // Group commit: the segments of the batch's small files go up in a few requests, then the
     // files commit at once (each on a pooled client), then one commit of the tree names them all.
     prestage(batch);
-    std::vector<int> results(batch.size(), kPending);
+    std::vector<int> results(batch.size(), kUnsettled);
+    commit_small_files(batch, results);
     std::atomic<std::size_t> next{0};
     std::atomic<bool> absent{false};
     const auto work = [&] {
@@ -2647,6 +2727,8 @@ class Fs {
         const std::size_t i = next.fetch_add(1);
         if (i >= batch.size() || absent.load())
           return;
+        if (results[i] != kUnsettled)
+          continue;
         if (!stopping) {
           std::lock_guard lock(pending_mutex_);
           if (upload_stop_)
@@ -2659,11 +2741,14 @@ class Fs {
     };
     {
       std::vector<Joined<void>> workers;
-      const std::size_t n = std::min(kDrainWorkers, batch.size());
+      const std::size_t n = std::min<std::size_t>(
+          kDrainWorkers,
+          static_cast<std::size_t>(std::count(results.begin(), results.end(), kUnsettled)));
       for (std::size_t w = 1; w < n; ++w)
         workers.push_back(drain_threads_.run(work));
       work();
     }
+    std::replace(results.begin(), results.end(), kUnsettled, kPending);  // not reached
     std::size_t committed = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (results[i] == 0) {
@@ -3444,6 +3529,7 @@ class Fs {
         << "shares_skipped: " << t.shares_skipped << "\n"
         << "object_commits: " << t.commits << "\n"
         << "files_committed: " << files_committed_.load() << "\n"
+        << "files_committed_together: " << files_committed_together_.load() << "\n"
         << "tree_commits: " << tree_commits_.load() << "\n"
         << "journal_syncs: " << journal_syncs_.load() << "\n"
         << "journal_lazy_closes: " << lazy_closes_.load() << "\n"
@@ -3541,6 +3627,7 @@ class Fs {
 
   std::atomic<std::uint64_t> reads_{0}, bytes_read_{0}, writes_{0}, bytes_written_{0};
   std::atomic<std::uint64_t> readahead_segments_{0}, files_committed_{0}, tree_commits_{0};
+  std::atomic<std::uint64_t> files_committed_together_{0};  // by commit_small_files()
   std::atomic<std::uint64_t> remote_merges_{0}, conflicts_{0}, errors_{0};
   std::atomic<std::uint64_t> file_commit_us_{0}, tree_commit_us_{0}, sync_wait_us_{0};
   std::atomic<std::uint64_t> segments_staged_{0};

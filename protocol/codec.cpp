@@ -77,6 +77,11 @@ void write(wire::Writer& w, const Commit& m) {
   w.blob(m.entry);
   w.blob(m.manifest);
 }
+void write(wire::Writer& w, const CommitBatch& m) {
+  w.length(m.commits.size());
+  for (const Commit& commit : m.commits)
+    write(w, commit);
+}
 void write(wire::Writer& w, const FileOnly auto& m) {
   w.id(m.file);
 }
@@ -112,6 +117,11 @@ void write(wire::Writer& w, const FileInfo& m) {
   w.u64(m.shares);
   w.u64(m.chunks);
   w.u64(m.stored_bytes);
+}
+void write(wire::Writer& w, const CommitOutcomes& m) {
+  w.length(m.statuses.size());
+  for (const Status status : m.statuses)
+    w.u8(static_cast<std::uint8_t>(status));
 }
 void write(wire::Writer& w, const UsageStats& m) {
   for (std::uint64_t v :
@@ -188,16 +198,29 @@ void read(wire::Reader& r, PutShares& m) {
 void read(wire::Reader& r, GetShares& m) {
   m.ids = r.ids(kMaxBatchItems);
 }
-void read(wire::Reader& r, Commit& m) {
+// refs_left: what the refs of a batch's commits may still number.
+void read(wire::Reader& r, Commit& m, std::size_t& refs_left) {
   m.file = r.id();
   m.version = r.u64();
-  m.refs.resize(r.count(kMaxRefs, sizeof(Id) + 4));
+  m.refs.resize(r.count(refs_left, sizeof(Id) + 4));
+  refs_left -= m.refs.size();
   for (ShareRef& ref : m.refs) {
     ref.id = r.id();
     ref.chunks = r.u32();
   }
   m.entry = copy_of(r.blob(kMaxEntryBytes));
   m.manifest = copy_of(r.blob(kMaxManifestBytes));
+}
+void read(wire::Reader& r, Commit& m) {
+  std::size_t refs_left = kMaxRefs;
+  read(r, m, refs_left);
+}
+void read(wire::Reader& r, CommitBatch& m) {
+  // Each commit takes at least an id, a version and three length prefixes.
+  m.commits.resize(r.count(kMaxBatchCommits, sizeof(Id) + 8 + (3 * sizeof(std::uint32_t))));
+  std::size_t refs_left = kMaxRefs;
+  for (Commit& commit : m.commits)
+    read(r, commit, refs_left);
 }
 void read(wire::Reader& r, FileOnly auto& m) {
   m.file = r.id();
@@ -241,6 +264,15 @@ void read(wire::Reader& r, UsageStats& m) {
        {&m.files, &m.logical_bytes, &m.referenced_bytes, &m.shares, &m.share_logical_bytes,
         &m.share_bytes, &m.garbage_shares, &m.garbage_bytes, &m.disk_bytes}) {
     *v = r.u64();
+  }
+}
+void read(wire::Reader& r, CommitOutcomes& m) {
+  m.statuses.resize(r.count(kMaxBatchCommits, 1));
+  for (Status& status : m.statuses) {
+    const std::uint8_t byte = r.u8();
+    if (byte > kMaxStatus)
+      r.fail(wire::Reader::Failure::invalid);
+    status = static_cast<Status>(byte);
   }
 }
 // The status byte was judged by decode_error before the read.
@@ -301,6 +333,7 @@ Op op_of(const Request& request) {
     Op operator()(const RemoveFile&) const { return Op::remove_file; }
     Op operator()(const GetFileInfo&) const { return Op::file_info; }
     Op operator()(const GetStats&) const { return Op::stats; }
+    Op operator()(const CommitBatch&) const { return Op::commit_batch; }
   };
   return std::visit(Visitor{}, request);
 }
@@ -346,6 +379,8 @@ std::error_code decode_request(Op op, ByteView payload, Request& out) {
       return decode_as<GetFileInfo>(payload, out);
     case Op::stats:
       return decode_as<GetStats>(payload, out);
+    case Op::commit_batch:
+      return decode_as<CommitBatch>(payload, out);
   }
   return DecodeErrc::unknown_op;
 }
@@ -373,6 +408,8 @@ std::error_code decode_reply(Op op, ByteView payload, Reply& out) {
       return decode_as<FileInfo>(payload, out);
     case Op::stats:
       return decode_as<UsageStats>(payload, out);
+    case Op::commit_batch:
+      return decode_as<CommitOutcomes>(payload, out);
   }
   return DecodeErrc::unknown_op;
 }

@@ -106,6 +106,7 @@ HttpRequest to_http(const Request& request) {
     Route operator()(const RemoveFile& m) const { return {kDelete, file_target(m.file)}; }
     Route operator()(const GetFileInfo& m) const { return {kGet, file_target(m.file, "/info")}; }
     Route operator()(const GetStats&) const { return {kGet, "/v1/stats"}; }
+    Route operator()(const CommitBatch&) const { return {kPost, "/v1/commits", true}; }
   };
   Route route = std::visit(Visitor{}, request);
   HttpRequest http{route.method, std::move(route.target), {}};
@@ -134,6 +135,8 @@ std::error_code decode_http_request(std::string_view method, std::string_view ta
     return decode_body_route(method, kGet, Op::list_files, body, out);
   if (path == "stats")
     return decode_body_route(method, kGet, Op::stats, body, out);
+  if (path == "commits")
+    return decode_body_route(method, kPost, Op::commit_batch, body, out);
   return DecodeErrc::unknown_op;
 }
 

@@ -20,6 +20,7 @@ inline constexpr std::size_t kMaxBatchItems = 4096;          // ids or shares in
 inline constexpr std::size_t kMaxEntryBytes = 64u << 10;     // a file's small encrypted entry
 inline constexpr std::size_t kMaxManifestBytes = 64u << 20;  // a file's encrypted manifest
 inline constexpr std::size_t kMaxRefs = 4u << 20;            // share references in one commit
+inline constexpr std::size_t kMaxBatchCommits = 256;         // commits in one CommitBatch
 inline constexpr std::size_t kMaxListItems = 1u << 20;       // files in one listing
 inline constexpr std::size_t kMaxMessageBytes = kMaxManifestBytes + (kMaxRefs * 36) + (1u << 20);
 inline constexpr std::size_t kMaxErrorText = 1024;
@@ -35,6 +36,7 @@ enum class Op : std::uint8_t {
   remove_file = 8,
   file_info = 9,
   stats = 10,
+  commit_batch = 11,
 };
 
 // Outcome of a request. Anything but ok carries an ErrorReply.
@@ -91,6 +93,13 @@ struct Commit {
   Bytes manifest;  // full encrypted manifest
   friend bool operator==(const Commit&, const Commit&) = default;
 };
+// Several commits in one request: each is judged on its own, as if sent alone (one may succeed
+// while another conflicts), and the server may make them durable together. The refs of all of
+// them count against kMaxRefs.
+struct CommitBatch {
+  std::vector<Commit> commits;
+  friend bool operator==(const CommitBatch&, const CommitBatch&) = default;
+};
 struct GetFile {
   Id file{};
   friend bool operator==(const GetFile&, const GetFile&) = default;
@@ -112,12 +121,13 @@ struct GetStats {
 };
 
 using Request = std::variant<Hello, HasShares, PutShares, GetShares, Commit, GetFile, ListFiles,
-                             RemoveFile, GetFileInfo, GetStats>;
+                             RemoveFile, GetFileInfo, GetStats, CommitBatch>;
 
 // Replies to successful requests, by op:
 //   hello, put_shares, commit, remove_file -> Empty
 //   has_shares -> Presence; get_shares -> Shares (blobs in request order)
 //   get_file -> FileRecord; list_files -> FileList; file_info -> FileInfo; stats -> UsageStats
+//   commit_batch -> CommitOutcomes
 struct Empty {
   friend bool operator==(const Empty&, const Empty&) = default;
 };
@@ -166,6 +176,12 @@ struct UsageStats {
   std::uint64_t disk_bytes = 0;  // what the user's shares and file records take on disk
   friend bool operator==(const UsageStats&, const UsageStats&) = default;
 };
+// One status per commit of a CommitBatch, in order: ok, or what a Commit sent alone would have
+// been answered (the message and missing ids are left out: send that commit alone to learn them).
+struct CommitOutcomes {
+  std::vector<Status> statuses;
+  friend bool operator==(const CommitOutcomes&, const CommitOutcomes&) = default;
+};
 struct ErrorReply {
   Status status = Status::internal;
   std::string message;      // short, human-readable, at most kMaxErrorText bytes
@@ -173,8 +189,8 @@ struct ErrorReply {
   friend bool operator==(const ErrorReply&, const ErrorReply&) = default;
 };
 
-using Reply =
-    std::variant<Empty, Presence, Shares, FileRecord, FileList, FileInfo, UsageStats, ErrorReply>;
+using Reply = std::variant<Empty, Presence, Shares, FileRecord, FileList, FileInfo, UsageStats,
+                           CommitOutcomes, ErrorReply>;
 
 Op op_of(const Request& request);
 

@@ -158,6 +158,34 @@ class Handler {
     return protocol::Empty{};
   }
 
+  Reply operator()(const protocol::CommitBatch& request) const {
+    std::size_t refs = 0;
+    for (const auto& commit : request.commits) {
+      refs += commit.refs.size();
+      if (commit.entry.size() > protocol::kMaxEntryBytes ||
+          commit.manifest.size() > protocol::kMaxManifestBytes) {
+        return error(Status::too_large, "a file record exceeds the size limit");
+      }
+    }
+    if (request.commits.size() > protocol::kMaxBatchCommits || refs > protocol::kMaxRefs)
+      return too_many();
+    std::vector<std::vector<store::ShareRef>> store_refs(request.commits.size());
+    std::vector<store::CommitInput> commits(request.commits.size());
+    for (std::size_t i = 0; i < commits.size(); ++i) {
+      const protocol::Commit& c = request.commits[i];
+      for (const auto& ref : c.refs)
+        store_refs[i].push_back(store::ShareRef{ref.id, ref.chunks});
+      commits[i] = {c.file, c.version, store_refs[i], c.entry, c.manifest};
+    }
+    std::vector<std::error_code> results(commits.size());
+    store_.commit_batch(user_, commits, quota_, results);
+    protocol::CommitOutcomes outcomes;
+    outcomes.statuses.reserve(results.size());
+    for (const std::error_code& ec : results)
+      outcomes.statuses.push_back(ec ? store_failure(ec, "file").status : Status::ok);
+    return outcomes;
+  }
+
   Reply operator()(const protocol::GetFile& request) const {
     store::FileRecord record;
     if (auto ec = store_.get_file(user_, request.file, record))

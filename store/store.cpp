@@ -321,6 +321,9 @@ class StoreImpl final : public Store {
       out_of_space();
     return ec;
   }
+  // One write group for the whole batch (up to kMaxGroupParts commits each): one sync.
+  void commit_batch(std::string_view user, std::span<const CommitInput> commits,
+                    std::uint64_t quota, std::span<std::error_code> results) override;
   std::error_code get_file(std::string_view user, const Id& file, FileRecord& out) override;
   std::vector<FileSummary> list_files(std::string_view user) override {
     std::vector<FileSummary> files;
@@ -380,6 +383,8 @@ class StoreImpl final : public Store {
     bool done = false;
   };
   std::error_code run_part(const Part& part);
+  // The same for several parts at once (they may share groups); one result each.
+  void run_parts(std::span<const Part> parts, std::span<std::error_code> results);
   void write_group(std::span<Queued* const> group);
   // Runs parts from `next` on in one transaction; returns the index of the first part it left.
   std::size_t write_round(std::span<Queued* const> group, std::size_t next);
@@ -388,6 +393,15 @@ class StoreImpl final : public Store {
   std::error_code commit_version(std::string_view user, const Id& file, std::uint64_t version,
                                  std::span<const ShareRef> refs, ByteView entry, ByteView manifest,
                                  std::vector<Id>& missing);
+  // A commit's work outside the write group (sorting and encoding its references), then its part.
+  struct PreparedCommit {
+    std::vector<Id> new_ids;  // sorted
+    std::uint64_t chunks = 0;
+    Bytes refs_blob;
+  };
+  static PreparedCommit prepare_commit(std::span<const ShareRef> refs);
+  Part commit_part(const CommitInput& commit, std::string_view user, const PreparedCommit& prepared,
+                   std::vector<Id>& missing);
   std::error_code remove_one(std::string_view user, const Id& file);
   std::error_code compact_once(const CompactOptions& options, CompactionReport& out);
   // Space. Whether `bytes` more pack data may be written now: no_space while the disk is known to
@@ -860,15 +874,27 @@ std::vector<bool> StoreImpl::has_shares(std::string_view user, std::span<const I
 }
 
 std::error_code StoreImpl::run_part(const Part& part) {
-  Queued self{&part, {}, false};
+  std::error_code result;
+  run_parts(std::span(&part, 1), std::span(&result, 1));
+  return result;
+}
+
+void StoreImpl::run_parts(std::span<const Part> parts, std::span<std::error_code> results) {
+  std::vector<Queued> mine(parts.size());
   std::unique_lock lock(group_mu_);
-  queued_.push_back(&self);
-  while (!self.done) {
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    mine[i].part = &parts[i];
+    queued_.push_back(&mine[i]);
+  }
+  const auto all_done = [&] {
+    return std::all_of(mine.begin(), mine.end(), [](const Queued& q) { return q.done; });
+  };
+  while (!all_done()) {
     if (leading_) {
       group_cv_.wait(lock);
       continue;
     }
-    // No write group is being written: this caller writes the next one, its own part included.
+    // No write group is being written: this caller writes the next one, its own parts included.
     leading_ = true;
     std::array<Queued*, kMaxGroupParts> taken{};
     const std::size_t n = std::min(queued_.size(), kMaxGroupParts);
@@ -891,7 +917,8 @@ std::error_code StoreImpl::run_part(const Part& part) {
     leading_ = false;
     group_cv_.notify_all();
   }
-  return self.result;
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    results[i] = mine[i].result;
 }
 
 void StoreImpl::write_group(std::span<Queued* const> group) {
@@ -1120,21 +1147,49 @@ std::error_code StoreImpl::get_share(std::string_view user, const Id& id, Bytes&
   return {};
 }
 
+StoreImpl::PreparedCommit StoreImpl::prepare_commit(std::span<const ShareRef> refs) {
+  PreparedCommit out;
+  out.new_ids.resize(refs.size());
+  for (std::size_t i = 0; i < refs.size(); ++i) {
+    out.new_ids[i] = refs[i].id;
+    out.chunks += refs[i].chunks;
+  }
+  std::sort(out.new_ids.begin(), out.new_ids.end());
+  out.refs_blob = encode_refs(refs);
+  return out;
+}
+
 std::error_code StoreImpl::commit_version(std::string_view user, const Id& file,
                                           std::uint64_t version, std::span<const ShareRef> refs,
                                           ByteView entry, ByteView manifest,
                                           std::vector<Id>& missing) {
-  missing.clear();
-  std::vector<Id> new_ids(refs.size());
-  std::uint64_t chunks = 0;
-  for (std::size_t i = 0; i < refs.size(); ++i) {
-    new_ids[i] = refs[i].id;
-    chunks += refs[i].chunks;
-  }
-  std::sort(new_ids.begin(), new_ids.end());
-  const Bytes refs_blob = encode_refs(refs);
+  const PreparedCommit prepared = prepare_commit(refs);
+  return run_part(commit_part({file, version, refs, entry, manifest}, user, prepared, missing));
+}
 
-  return run_part([&]() -> std::error_code {
+void StoreImpl::commit_batch(std::string_view user, std::span<const CommitInput> commits,
+                             std::uint64_t quota, std::span<std::error_code> results) {
+  static_cast<void>(quota);  // counted by the caller (keeps_quotas() is false)
+  std::vector<PreparedCommit> prepared;
+  prepared.reserve(commits.size());
+  for (const CommitInput& c : commits)
+    prepared.push_back(prepare_commit(c.refs));
+  std::vector<std::vector<Id>> missing(commits.size());
+  std::vector<Part> parts;
+  parts.reserve(commits.size());
+  for (std::size_t i = 0; i < commits.size(); ++i)
+    parts.push_back(commit_part(commits[i], user, prepared[i], missing[i]));
+  run_parts(parts, results);
+  if (std::find(results.begin(), results.end(), Errc::no_space) != results.end())
+    out_of_space();
+}
+
+StoreImpl::Part StoreImpl::commit_part(const CommitInput& commit, std::string_view user,
+                                       const PreparedCommit& prepared, std::vector<Id>& missing) {
+  missing.clear();
+  return [this, commit, user, &prepared, &missing]() -> std::error_code {
+    const auto& [file, version, refs, entry, manifest] = commit;
+    const auto& [new_ids, chunks, refs_blob] = prepared;
     sqlite3* db = wdb_.get();
     std::vector<Id> old_ids;
     {
@@ -1200,7 +1255,7 @@ std::error_code StoreImpl::commit_version(std::string_view user, const Id& file,
         return sql_failure(db, "cannot write file");
     }
     return {};
-  });
+  };
 }
 
 std::error_code StoreImpl::get_file(std::string_view user, const Id& file, FileRecord& out) {

@@ -79,6 +79,15 @@ struct ShareInput {
   ByteView data;
 };
 
+// One commit of a batch (see Store::commit_batch); the views must outlive the call.
+struct CommitInput {
+  Id file{};
+  std::uint64_t version = 0;
+  std::span<const ShareRef> refs;
+  ByteView entry;
+  ByteView manifest;
+};
+
 struct FileRecord {
   std::uint64_t version = 0;
   Bytes entry;
@@ -229,6 +238,19 @@ class Store {
                                         std::vector<Id>& missing) {
     static_cast<void>(quota);
     return commit(user, file, version, refs, entry, manifest, missing);
+  }
+
+  // Each of `commits` as commit_within would take it alone, in order, one outcome each in
+  // `results` (the missing ids of a missing_shares are not kept). A store may make them durable
+  // together; this default commits them one by one.
+  virtual void commit_batch(std::string_view user, std::span<const CommitInput> commits,
+                            std::uint64_t quota, std::span<std::error_code> results) {
+    std::vector<Id> missing;
+    for (std::size_t i = 0; i < commits.size(); ++i) {
+      const CommitInput& c = commits[i];
+      results[i] =
+          commit_within(user, c.file, c.version, c.refs, c.entry, c.manifest, quota, missing);
+    }
   }
 
   // Maintenance and accounting. A backend that cannot do one answers io.

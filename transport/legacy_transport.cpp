@@ -458,6 +458,11 @@ class LegacyTransport final : public Transport {
     return info;
   }
 
+  // The client then commits one by one, each a record of its own.
+  Reply handle(const protocol::CommitBatch&) {
+    return error(Status::unsupported, "the original servers take commits one at a time");
+  }
+
   // The original servers keep no accounting of what a user stores.
   Reply handle(const protocol::GetStats&) {
     return error(Status::unsupported, "the original servers keep no storage statistics");

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -168,6 +169,14 @@ struct ObjectAttributes {
   std::int64_t mtime_ns = 0;
 };
 
+// One object of commit_objects().
+struct ObjectCommit {
+  std::string key;
+  std::uint64_t expected = 0;
+  ObjectAttributes attributes;
+  std::vector<SegmentRef> segments;
+};
+
 // Share traffic of the object calls (stage_segments, read_segments) since the Client was made.
 struct TransferCounters {
   std::uint64_t bytes_sent = 0;      // share ciphertext uploaded
@@ -280,6 +289,13 @@ class Client {
   // since. The returned version is usually expected + 1 (higher after a race, see above).
   StoredObject commit_object(const std::string& key, std::uint64_t expected,
                              const ObjectAttributes& attributes, std::vector<SegmentRef> segments);
+  // commit_object() for several objects in one request per server, which a server may make
+  // durable with one sync. An object both servers took comes back as commit_object() returns
+  // it; one they did not comes back empty (a conflict, a missing share, or servers that take
+  // commits one at a time): commit_object() then says why, or finds the object committed on
+  // the HTTPS server alone, as after any interrupted commit. Throws what commit_object() throws
+  // when a server cannot be reached or answers the whole request with an error.
+  std::vector<std::optional<StoredObject>> commit_objects(std::span<const ObjectCommit> objects);
   // Removes key and its references on both servers. Throws NotFound if neither holds it.
   void remove_object(const std::string& key);
   // Where an object's chunks are, as the servers report it (entry.name is the key).

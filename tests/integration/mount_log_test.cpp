@@ -187,6 +187,8 @@ TEST_CASE("mount: small new files are journaled at close and committed in groups
   CHECK(stats.at("uploads_done") == kFiles);
   CHECK(stats.at("files_committed") >= kFiles);
   CHECK(stats.at("tree_commits") < kFiles);
+  // Most of them in commit batches: one commit request per server for a round of files.
+  CHECK(stats.at("files_committed_together") >= kFiles / 4);
   m.remount();  // everything must be stored: the unmount reports nothing pending
   for (int i = 0; i < kFiles; ++i) {
     const std::string body = "file " + std::to_string(i) + std::string(100 + i, 'x');

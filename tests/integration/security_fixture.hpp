@@ -166,7 +166,9 @@ inline std::vector<protocol::Request> every_request() {
           protocol::ListFiles{},
           protocol::RemoveFile{make_id(2)},
           protocol::GetFileInfo{make_id(2)},
-          protocol::GetStats{}};
+          protocol::GetStats{},
+          protocol::CommitBatch{{protocol::Commit{
+              make_id(2), 1, {{make_id(1), 1}}, pattern(10, 2), pattern(20, 3)}}}};
 }
 
 // A blocking TLS client over Asio with a deadline on every operation, presenting `identity` (or

@@ -47,6 +47,15 @@ Bytes text(const std::string& s) {
 
 constexpr int kThreads = 8;
 
+// Stores one share for user "u" and returns its id.
+Id hold_one_share(Store& store) {
+  const Id held = make_id(1);
+  const Bytes data = make_data(1, 1000);
+  const ShareInput input{held, data};
+  REQUIRE_FALSE(store.put_shares("u", std::span(&input, 1)));
+  return held;
+}
+
 }  // namespace
 
 TEST_CASE("concurrent puts and commits each land with their own content") {
@@ -105,10 +114,7 @@ TEST_CASE("concurrent puts and commits each land with their own content") {
 TEST_CASE("a write that fails in a group takes back only its own changes") {
   TempDir dir("splitfs-group");
   auto store = Store::open(dir / "store");
-  const Id held = make_id(1);
-  const Bytes data = make_data(1, 1000);
-  const ShareInput input{held, data};
-  REQUIRE_FALSE(store->put_shares("u", std::span(&input, 1)));
+  const Id held = hold_one_share(*store);
   constexpr int kRounds = 30;
   std::barrier start(kThreads);
   std::vector<std::vector<std::error_code>> outcomes(kThreads);
@@ -200,6 +206,61 @@ TEST_CASE("of writers racing for one version exactly one wins, round after round
   REQUIRE_FALSE(store->get_file("u", file, record));
   CHECK(record.version == kRounds);
   CHECK(record.entry == text("writer " + std::to_string(last_winner)));
+  CheckReport report;
+  REQUIRE_FALSE(store->check(report));
+  CHECK(report.ok());
+}
+
+TEST_CASE("a commit batch gives each commit its own outcome, as if it came alone") {
+  TempDir dir("splitfs-group");
+  auto store = Store::open(dir / "store");
+  const Id held = hold_one_share(*store);
+  std::vector<Id> missing;
+  const ShareRef held_ref{held, 1};
+  REQUIRE_FALSE(
+      store->commit("u", make_id(10), 5, std::span(&held_ref, 1), text("e5"), text("m5"), missing));
+
+  // 100 commits (more than one write group takes): a new file, then every tenth one at a version
+  // not newer than the stored one, every seventh referencing a share nobody holds.
+  constexpr std::size_t kCommits = 100;
+  const std::vector<ShareRef> with_absent{held_ref, {make_id(2), 1}};
+  std::vector<Bytes> entries;
+  for (std::size_t i = 0; i < kCommits; ++i)
+    entries.push_back(text("entry " + std::to_string(i)));
+  std::vector<CommitInput> commits;
+  for (std::size_t i = 0; i < kCommits; ++i) {
+    CommitInput c{make_id(100 + i), 1, std::span(&held_ref, 1), entries[i], text("m")};
+    if (i % 10 == 0)
+      c.file = make_id(10);  // holds version 5
+    else if (i % 7 == 0)
+      c.refs = with_absent;
+    commits.push_back(c);
+  }
+  const Bytes manifest = text("m");
+  for (auto& c : commits)
+    c.manifest = manifest;
+  std::vector<std::error_code> results(kCommits);
+  store->commit_batch("u", commits, 0, results);
+
+  for (std::size_t i = 0; i < kCommits; ++i) {
+    INFO("commit " << i);
+    FileRecord record;
+    if (i % 10 == 0) {
+      CHECK(results[i] == Errc::conflict);
+    } else if (i % 7 == 0) {
+      CHECK(results[i] == Errc::missing_shares);
+      CHECK(store->get_file("u", make_id(100 + i), record) == Errc::not_found);
+    } else {
+      REQUIRE_FALSE(results[i]);
+      REQUIRE_FALSE(store->get_file("u", make_id(100 + i), record));
+      CHECK(record.version == 1);
+      CHECK(record.entry == entries[i]);
+    }
+  }
+  FileRecord first;
+  REQUIRE_FALSE(store->get_file("u", make_id(10), first));
+  CHECK(first.version == 5);
+  CHECK(first.entry == text("e5"));
   CheckReport report;
   REQUIRE_FALSE(store->check(report));
   CHECK(report.ok());
