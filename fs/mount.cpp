@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -128,6 +129,8 @@ constexpr std::uint64_t kMaxUnstagedBytes = 64u << 20;
 constexpr auto kStageWait = std::chrono::seconds(15);
 // Largest request the kernel sends (max_read, max_write).
 constexpr std::uint32_t kMaxIo = 1u << 20;
+// A read's reply goes out as its pieces up to this many (IOV_MAX is 1024), else as one buffer.
+constexpr std::size_t kMaxReplyPieces = 512;
 // While a server is away, it is probed this long after the failure, then at most kProbeMax apart:
 // its return is noticed within a quarter of a second, for the cost of one small request.
 constexpr auto kProbeFirst = std::chrono::milliseconds(100);
@@ -859,7 +862,7 @@ class Fs {
       fuse_reply_buf(req, text.data() + from, std::min(size, text.size() - from));
       return;
     }
-    Bytes out;
+    ReadReply out;
     try {
       read_data(ino, static_cast<std::uint64_t>(off), size, *handle, out);
     } catch (const std::exception& e) {
@@ -868,8 +871,19 @@ class Fs {
       return;
     }
     reads_.fetch_add(1, std::memory_order_relaxed);
-    bytes_read_.fetch_add(out.size(), std::memory_order_relaxed);
-    fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), out.size());
+    bytes_read_.fetch_add(out.size, std::memory_order_relaxed);
+    if (out.iov.size() <= kMaxReplyPieces) {
+      fuse_reply_iov(req, out.iov.data(), static_cast<int>(out.iov.size()));
+      return;
+    }
+    // Finely interleaved local and stored bytes: one buffer (writev takes at most IOV_MAX).
+    Bytes flat;
+    flat.reserve(out.size);
+    for (const iovec& piece : out.iov) {
+      const auto* from = static_cast<const std::uint8_t*>(piece.iov_base);
+      flat.insert(flat.end(), from, from + piece.iov_len);
+    }
+    fuse_reply_buf(req, reinterpret_cast<const char*>(flat.data()), flat.size());
   }
 
   void write(fuse_req_t req, fuse_ino_t ino, const char* buf, std::size_t size, off_t off) {
@@ -1396,8 +1410,21 @@ class Fs {
     return out;
   }
 
+  // A read's bytes as pieces for one writev to the kernel: the cached segments themselves (pinned
+  // until the reply is sent), local bytes and zeros, instead of a copy of them all in one buffer.
+  struct ReadReply {
+    std::vector<iovec> iov;
+    std::vector<cache::SegmentCache::Handle> pinned;
+    Bytes local;  // the local spans' bytes, back to back
+    std::size_t size = 0;
+    void add(const std::uint8_t* bytes, std::size_t length) {
+      // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast): writev's iovec is not const
+      iov.push_back({const_cast<std::uint8_t*>(bytes), length});
+    }
+  };
+
   void read_data(std::uint64_t ino, std::uint64_t offset, std::size_t size, OpenFile& handle,
-                 Bytes& out) {
+                 ReadReply& out) {
     const auto data = file_data(ino);
     if (!data)
       throw NotFound("inode gone");
@@ -1420,15 +1447,22 @@ class Fs {
           at = stop;
         }
       }
-      std::size_t total = 0;
-      for (const auto& s : spans)
-        total += s.length;
-      out.assign(total, 0);
+      std::size_t local = 0;  // local bytes and holes' zeros
+      for (const auto& s : spans) {
+        out.size += s.length;
+        if (s.source == WriteBack::Source::local || s.source == WriteBack::Source::zero)
+          local += s.length;
+      }
+      // Allocated once (zeroed), before any piece points into it.
+      out.local.resize(local);
       std::size_t at = 0;
       for (std::size_t i = 0; i < spans.size(); ++i) {
         const auto& s = spans[i];
         if (s.source == WriteBack::Source::local) {
-          data->wb->read_local(s.offset, MutableByteView(out.data() + at, s.length));
+          data->wb->read_local(s.offset, MutableByteView(out.local.data() + at, s.length));
+          at += s.length;
+        } else if (s.source == WriteBack::Source::zero) {
+          at += s.length;
         } else if (s.source == WriteBack::Source::base) {
           refs.push_back(data->base->segments[s.offset / segment_bytes_]);
           ref_spans.push_back(i);
@@ -1436,15 +1470,14 @@ class Fs {
           refs.push_back(*data->wb->staged(s.offset / segment_bytes_));
           ref_spans.push_back(i);
         }
-        at += s.length;
       }
       // Read-ahead on sequential reads of committed data.
       std::lock_guard hlock(handle.mutex);
       const bool sequential = offset == handle.next_offset;
-      handle.next_offset = offset + out.size();
+      handle.next_offset = offset + out.size;
       if (sequential && data->base && !(data->wb && data->wb->dirty()) &&
-          options_.readahead_segments > 0 && !out.empty()) {
-        const std::uint64_t next = (offset + out.size() - 1) / segment_bytes_ + 1;
+          options_.readahead_segments > 0 && out.size > 0) {
+        const std::uint64_t next = (offset + out.size - 1) / segment_bytes_ + 1;
         const std::uint64_t last = std::min<std::uint64_t>(data->base->segments.size(),
                                                            next + options_.readahead_segments);
         // Queue in steps of half a window, so the fetches stay ahead of the reader.
@@ -1459,21 +1492,22 @@ class Fs {
     }
     if (!ahead.empty())
       queue_readahead(std::move(ahead));
-    if (!refs.empty()) {
-      const auto got = get_segments(refs);
-      std::vector<std::size_t> starts(spans.size());
-      std::size_t at = 0;
-      for (std::size_t i = 0; i < spans.size(); ++i) {
-        starts[i] = at;
-        at += spans[i].length;
-      }
-      for (std::size_t k = 0; k < refs.size(); ++k) {
-        const auto& s = spans[ref_spans[k]];
-        const ByteView segment = got[k].bytes();
+    if (!refs.empty())
+      out.pinned = get_segments(refs);
+    // The pieces in file order: cached segments themselves, local bytes and zeros.
+    std::size_t local_at = 0;
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < spans.size(); ++i) {
+      const auto& s = spans[i];
+      if (k < ref_spans.size() && ref_spans[k] == i) {
+        const ByteView segment = out.pinned[k++].bytes();
         const std::size_t from = static_cast<std::size_t>(s.offset % segment_bytes_);
         if (from + s.length > segment.size())
           throw IntegrityError("a segment is shorter than its file says");
-        std::memcpy(out.data() + starts[ref_spans[k]], segment.data() + from, s.length);
+        out.add(segment.data() + from, s.length);
+      } else {
+        out.add(out.local.data() + local_at, s.length);
+        local_at += s.length;
       }
     }
     if (!refs.empty())

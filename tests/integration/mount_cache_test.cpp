@@ -273,3 +273,51 @@ TEST_CASE("mount: a file unlinked while open leaves the servers at unmount", "[m
   CHECK_THROWS_AS(client.open_object("ino/" + std::to_string(st.st_ino)), splitfs::NotFound);
   m.mount();
 }
+
+TEST_CASE("mount: a read over hundreds of segments, stored and changed, reads back right",
+          "[mount][cache]") {
+  // The smallest segments there are (2 KiB): a 1 MiB read spans 512 or 513 of them, stored ones
+  // (sent to the kernel straight from the cache) between changed ones and a hole.
+  Mount m;
+  m.unmount();
+  {
+    std::ifstream in(m.home / "config.toml");
+    std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::size_t at = config.find("segment_bytes = ");
+    REQUIRE(at != std::string::npos);
+    config.replace(at, config.find('\n', at) - at, "segment_bytes = 2048");
+    std::ofstream(m.home / "config.toml") << config;
+  }
+  m.mount();
+  constexpr std::size_t kSize = 3u << 20;
+  write_random(m / "f", kSize, 7);
+  m.remount();
+  std::string want(kSize, '\0');
+  {
+    std::ifstream in(m / "f", std::ios::binary);
+    in.read(want.data(), static_cast<std::streamsize>(kSize));
+    REQUIRE(in.gcount() == static_cast<std::streamsize>(kSize));
+  }
+  // Changes every 64 KiB, not stored yet, and a hole past the old end.
+  const int fd = ::open((m / "f").c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  for (std::size_t at = 4096; at < kSize; at += 64u << 10) {
+    const std::string edit(100, static_cast<char>('a' + (at >> 16) % 26));
+    REQUIRE(::pwrite(fd, edit.data(), edit.size(), static_cast<off_t>(at)) == 100);
+    want.replace(at, edit.size(), edit);
+  }
+  REQUIRE(::pwrite(fd, "end", 3, static_cast<off_t>(kSize + 5000)) == 3);
+  want += std::string(5000, '\0') + "end";
+  ::close(fd);
+  const int direct = ::open((m / "f").c_str(), O_RDONLY | O_DIRECT);
+  REQUIRE(direct >= 0);
+  std::string got(1u << 20, '\0');
+  for (const std::size_t offset : {std::size_t{0}, std::size_t{1000}, kSize - (1u << 20) + 4000}) {
+    INFO("offset " << offset);
+    const ssize_t n = ::pread(direct, got.data(), got.size(), static_cast<off_t>(offset));
+    REQUIRE(n == static_cast<ssize_t>(std::min(got.size(), want.size() - offset)));
+    CHECK(got.compare(0, static_cast<std::size_t>(n), want, offset, static_cast<std::size_t>(n)) ==
+          0);
+  }
+  ::close(direct);
+}
