@@ -898,6 +898,13 @@ struct Client::Impl {
     }
   }
 
+  void note_seen_all(std::vector<std::pair<Id, std::uint64_t>> seen) {
+    std::erase_if(seen, [&](const auto& s) { return s.second <= object_seen[s.first]; });
+    versions.raise_all(seen);
+    for (const auto& [file, version] : seen)
+      object_seen[file] = std::max(object_seen[file], version);
+  }
+
   // Groups consecutive items into batches of at most kBatchFileBytes (and kMaxBatchItems) bytes;
   // calls run(first, count) for each.
   template <class Size, class Run>
@@ -1151,6 +1158,7 @@ struct Client::Impl {
       Manifest m;
     };
     std::vector<Item> items;
+    std::vector<std::pair<Id, std::uint64_t>> seen;  // the versions committed
     for (std::size_t i = 0; i < objects.size() && batch_commits; ++i) {
       const ObjectCommit& o = objects[i];
       Item item{i, file_id(object_name(o.key)),
@@ -1180,7 +1188,7 @@ struct Client::Impl {
       });
       if (statuses[0].empty() || statuses[1].empty()) {
         batch_commits = false;  // a server that takes commits one at a time
-        return out;
+        break;
       }
       for (std::size_t k = 0; k < part.size(); ++k) {
         Item& item = part[k];
@@ -1195,11 +1203,12 @@ struct Client::Impl {
         } else if (statuses[1][k] != protocol::Status::ok) {
           continue;
         }
-        note_seen(item.file, item.m.entry.version);
+        seen.emplace_back(item.file, item.m.entry.version);
         object_commits.fetch_add(1, std::memory_order_relaxed);
         out[item.index] = to_object(objects[item.index].key, item.m);
       }
     }
+    note_seen_all(seen);
     return out;
   }
 

@@ -6,17 +6,12 @@
 
 namespace splitfs::core {
 
-namespace {
-
-struct Finalize {
-  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
-};
-using Statement = std::unique_ptr<sqlite3_stmt, Finalize>;
-
-}  // namespace
-
 void VersionLog::Close::operator()(sqlite3* db) const {
   sqlite3_close(db);
+}
+
+void VersionLog::Finalize::operator()(sqlite3_stmt* stmt) const {
+  sqlite3_finalize(stmt);
 }
 
 VersionLog::VersionLog(const std::filesystem::path& file) {
@@ -37,35 +32,67 @@ VersionLog::VersionLog(const std::filesystem::path& file) {
           nullptr, nullptr, nullptr) != SQLITE_OK) {
     throw LocalIoError("cannot open the client state database " + file.string());
   }
+  sqlite3_stmt* select = nullptr;
+  sqlite3_stmt* upsert = nullptr;
+  sqlite3_prepare_v2(db_.get(), "SELECT version FROM seen WHERE file = ?", -1, &select, nullptr);
+  select_.reset(select);
+  sqlite3_prepare_v2(db_.get(),
+                     "INSERT INTO seen(file, version) VALUES(?1, ?2) ON CONFLICT(file) DO UPDATE "
+                     "SET version = max(version, excluded.version)",
+                     -1, &upsert, nullptr);
+  upsert_.reset(upsert);
+  if (!select_ || !upsert_)
+    throw LocalIoError("cannot open the client state database " + file.string());
 }
 
 VersionLog::~VersionLog() = default;
 
 std::uint64_t VersionLog::seen(const Id& file) {
-  sqlite3_stmt* raw = nullptr;
-  sqlite3_prepare_v2(db_.get(), "SELECT version FROM seen WHERE file = ?", -1, &raw, nullptr);
-  Statement stmt(raw);
-  if (!stmt || sqlite3_bind_blob(raw, 1, file.data(), file.size(), SQLITE_STATIC) != SQLITE_OK) {
+  sqlite3_stmt* stmt = select_.get();
+  sqlite3_reset(stmt);
+  if (sqlite3_bind_blob(stmt, 1, file.data(), static_cast<int>(file.size()), SQLITE_STATIC) !=
+      SQLITE_OK)
     throw LocalIoError("client state database failed");
-  }
-  const int rc = sqlite3_step(raw);
+  const int rc = sqlite3_step(stmt);
+  std::uint64_t version = 0;
   if (rc == SQLITE_ROW)
-    return static_cast<std::uint64_t>(sqlite3_column_int64(raw, 0));
-  if (rc != SQLITE_DONE)
+    version = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 0));
+  sqlite3_reset(stmt);  // ends the read
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
     throw LocalIoError("client state database failed");
-  return 0;
+  return version;
+}
+
+void VersionLog::raise_one(const Id& file, std::uint64_t version) {
+  sqlite3_stmt* stmt = upsert_.get();
+  sqlite3_reset(stmt);
+  const bool ok = sqlite3_bind_blob(stmt, 1, file.data(), static_cast<int>(file.size()),
+                                    SQLITE_STATIC) == SQLITE_OK &&
+                  sqlite3_bind_int64(stmt, 2, static_cast<sqlite3_int64>(version)) == SQLITE_OK &&
+                  sqlite3_step(stmt) == SQLITE_DONE;
+  sqlite3_reset(stmt);
+  if (!ok)
+    throw LocalIoError("client state database failed");
 }
 
 void VersionLog::raise(const Id& file, std::uint64_t version) {
-  sqlite3_stmt* raw = nullptr;
-  sqlite3_prepare_v2(db_.get(),
-                     "INSERT INTO seen(file, version) VALUES(?1, ?2) ON CONFLICT(file) DO UPDATE "
-                     "SET version = max(version, excluded.version)",
-                     -1, &raw, nullptr);
-  Statement stmt(raw);
-  if (!stmt || sqlite3_bind_blob(raw, 1, file.data(), file.size(), SQLITE_STATIC) != SQLITE_OK ||
-      sqlite3_bind_int64(raw, 2, static_cast<sqlite3_int64>(version)) != SQLITE_OK ||
-      sqlite3_step(raw) != SQLITE_DONE) {
+  raise_one(file, version);
+}
+
+void VersionLog::raise_all(std::span<const std::pair<Id, std::uint64_t>> versions) {
+  if (versions.empty())
+    return;
+  if (sqlite3_exec(db_.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
+    throw LocalIoError("client state database failed");
+  try {
+    for (const auto& [file, version] : versions)
+      raise_one(file, version);
+  } catch (...) {
+    sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+  if (sqlite3_exec(db_.get(), "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
     throw LocalIoError("client state database failed");
   }
 }

@@ -11,10 +11,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <span>
+#include <utility>
 
 #include "common/bytes.hpp"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace splitfs::core {
 
@@ -30,12 +33,23 @@ class VersionLog {
   std::uint64_t seen(const Id& file);
   // Records `version` unless a higher one is already recorded.
   void raise(const Id& file, std::uint64_t version);
+  // raise() for each (file, version), in one transaction.
+  void raise_all(std::span<const std::pair<Id, std::uint64_t>> versions);
 
  private:
   struct Close {
     void operator()(sqlite3* db) const;
   };
+  struct Finalize {
+    void operator()(sqlite3_stmt* stmt) const;
+  };
+  using Statement = std::unique_ptr<sqlite3_stmt, Finalize>;
+  void raise_one(const Id& file, std::uint64_t version);
+
   std::unique_ptr<sqlite3, Close> db_;
+  // Prepared once: parsing them at each call cost more than running them.
+  Statement select_;
+  Statement upsert_;
 };
 
 }  // namespace splitfs::core
