@@ -890,13 +890,7 @@ struct Client::Impl {
     return name;
   }
 
-  void note_seen(const Id& file, std::uint64_t version) {
-    auto& recorded = object_seen[file];
-    if (version > recorded) {
-      versions.raise(file, version);
-      recorded = version;
-    }
-  }
+  void note_seen(const Id& file, std::uint64_t version) { note_seen_all({{file, version}}); }
 
   void note_seen_all(std::vector<std::pair<Id, std::uint64_t>> seen) {
     std::erase_if(seen, [&](const auto& s) { return s.second <= object_seen[s.first]; });

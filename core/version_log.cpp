@@ -63,7 +63,7 @@ std::uint64_t VersionLog::seen(const Id& file) {
   return version;
 }
 
-void VersionLog::raise_one(const Id& file, std::uint64_t version) {
+void VersionLog::raise(const Id& file, std::uint64_t version) {
   sqlite3_stmt* stmt = upsert_.get();
   sqlite3_reset(stmt);
   const bool ok = sqlite3_bind_blob(stmt, 1, file.data(), static_cast<int>(file.size()),
@@ -75,10 +75,6 @@ void VersionLog::raise_one(const Id& file, std::uint64_t version) {
     throw LocalIoError("client state database failed");
 }
 
-void VersionLog::raise(const Id& file, std::uint64_t version) {
-  raise_one(file, version);
-}
-
 void VersionLog::raise_all(std::span<const std::pair<Id, std::uint64_t>> versions) {
   if (versions.empty())
     return;
@@ -86,7 +82,7 @@ void VersionLog::raise_all(std::span<const std::pair<Id, std::uint64_t>> version
     throw LocalIoError("client state database failed");
   try {
     for (const auto& [file, version] : versions)
-      raise_one(file, version);
+      raise(file, version);
   } catch (...) {
     sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
     throw;

@@ -44,7 +44,6 @@ class VersionLog {
     void operator()(sqlite3_stmt* stmt) const;
   };
   using Statement = std::unique_ptr<sqlite3_stmt, Finalize>;
-  void raise_one(const Id& file, std::uint64_t version);
 
   std::unique_ptr<sqlite3, Close> db_;
   // Prepared once: parsing them at each call cost more than running them.

@@ -1893,17 +1893,8 @@ class Fs {
       const WriteBack* wb = data->wb.get();
       if (!wb || !wb->dirty() || wb->size() > kGroupCommitMaxBytes)
         continue;
-      std::vector<SegmentRef> refs(wb->segment_count());
-      bool ready = true;
-      for (std::uint64_t seg = 0; seg < refs.size() && ready; ++seg) {
-        if (const SegmentRef* staged = wb->staged(seg))
-          refs[seg] = *staged;
-        else if (wb->reusable(seg))
-          refs[seg] = data->base->segments[seg];
-        else
-          ready = false;
-      }
-      if (!ready || scan_before_store(ino, *data, false) != 0)
+      std::vector<SegmentRef> refs;
+      if (!held_refs(*data, refs).empty() || scan_before_store(ino, *data, false) != 0)
         continue;  // commit_file() stores the rest, or reports the block
       commits.push_back({content_key(ino), data->base_version,
                          ObjectAttributes{wb->size(), segment_bytes_, mode, mtime},
@@ -1947,13 +1938,13 @@ class Fs {
     return absent ? kPending : errno_of(e);
   }
 
-  // Under data.mutex: uploads the segments that changed; returns the refs of all segments.
-  std::vector<SegmentRef> stage_file(FileData& data) {
+  // Under data.mutex: the refs of the file's segments the servers hold already (staged, or the
+  // base's where unchanged), in refs; returns the segments still to upload.
+  static std::vector<std::uint64_t> held_refs(const FileData& data, std::vector<SegmentRef>& refs) {
     const WriteBack& wb = *data.wb;
-    const std::uint64_t count = wb.segment_count();
-    std::vector<SegmentRef> refs(count);
+    refs.assign(wb.segment_count(), SegmentRef{});
     std::vector<std::uint64_t> todo;
-    for (std::uint64_t s = 0; s < count; ++s) {
+    for (std::uint64_t s = 0; s < refs.size(); ++s) {
       if (const SegmentRef* staged = wb.staged(s))
         refs[s] = *staged;
       else if (wb.reusable(s))
@@ -1961,6 +1952,14 @@ class Fs {
       else
         todo.push_back(s);
     }
+    return todo;
+  }
+
+  // Under data.mutex: uploads the segments that changed; returns the refs of all segments.
+  std::vector<SegmentRef> stage_file(FileData& data) {
+    const WriteBack& wb = *data.wb;
+    std::vector<SegmentRef> refs;
+    const std::vector<std::uint64_t> todo = held_refs(data, refs);
     // Build the next batch while the current one uploads.
     struct Batch {
       std::vector<Bytes> segments;
@@ -2750,7 +2749,8 @@ class Fs {
       }
     }
     // Group commit: the segments of the batch's small files go up in a few requests, then the
-    // files commit at once (each on a pooled client), then one commit of the tree names them all.
+    // files commit in one request per server (the rest each on a pooled client), then one commit
+    // of the tree names them all.
     prestage(batch);
     std::vector<int> results(batch.size(), kUnsettled);
     commit_small_files(batch, results);

@@ -132,14 +132,9 @@ class Handler {
   Reply operator()(const protocol::Commit& request) const {
     if (request.refs.size() > protocol::kMaxRefs)
       return too_many();
-    if (request.entry.size() > protocol::kMaxEntryBytes ||
-        request.manifest.size() > protocol::kMaxManifestBytes) {
+    if (record_too_large(request))
       return error(Status::too_large, "the file record exceeds the size limit");
-    }
-    std::vector<store::ShareRef> refs;
-    refs.reserve(request.refs.size());
-    for (const auto& ref : request.refs)
-      refs.push_back(store::ShareRef{ref.id, ref.chunks});
+    const std::vector<store::ShareRef> refs = store_refs(request);
     std::vector<Id> missing;
     std::error_code ec =
         quota_ != 0 ? store_.commit_within(user_, request.file, request.version, refs,
@@ -162,20 +157,17 @@ class Handler {
     std::size_t refs = 0;
     for (const auto& commit : request.commits) {
       refs += commit.refs.size();
-      if (commit.entry.size() > protocol::kMaxEntryBytes ||
-          commit.manifest.size() > protocol::kMaxManifestBytes) {
+      if (record_too_large(commit))
         return error(Status::too_large, "a file record exceeds the size limit");
-      }
     }
     if (request.commits.size() > protocol::kMaxBatchCommits || refs > protocol::kMaxRefs)
       return too_many();
-    std::vector<std::vector<store::ShareRef>> store_refs(request.commits.size());
+    std::vector<std::vector<store::ShareRef>> refs_of(request.commits.size());
     std::vector<store::CommitInput> commits(request.commits.size());
     for (std::size_t i = 0; i < commits.size(); ++i) {
       const protocol::Commit& c = request.commits[i];
-      for (const auto& ref : c.refs)
-        store_refs[i].push_back(store::ShareRef{ref.id, ref.chunks});
-      commits[i] = {c.file, c.version, store_refs[i], c.entry, c.manifest};
+      refs_of[i] = store_refs(c);
+      commits[i] = {c.file, c.version, refs_of[i], c.entry, c.manifest};
     }
     std::vector<std::error_code> results(commits.size());
     store_.commit_batch(user_, commits, quota_, results);
@@ -235,6 +227,17 @@ class Handler {
   }
 
  private:
+  static bool record_too_large(const protocol::Commit& commit) {
+    return commit.entry.size() > protocol::kMaxEntryBytes ||
+           commit.manifest.size() > protocol::kMaxManifestBytes;
+  }
+  static std::vector<store::ShareRef> store_refs(const protocol::Commit& commit) {
+    std::vector<store::ShareRef> refs;
+    refs.reserve(commit.refs.size());
+    for (const auto& ref : commit.refs)
+      refs.push_back(store::ShareRef{ref.id, ref.chunks});
+    return refs;
+  }
   static ErrorReply too_many() { return error(Status::too_large, "too many items in one request"); }
   ErrorReply over_quota() const {
     return error(Status::quota_exceeded, "quota exceeded: storing this would take user '" +
