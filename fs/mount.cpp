@@ -2139,23 +2139,26 @@ class Fs {
     const std::string path = path_of(ino);
     if (data.scanned_changes == wb.changes() + 1 && data.scanned_path == path)
       return 0;  // checked (at close) under this name, and unchanged since
-    scan::SegmentSource source(wb.size(), segment_bytes_, [&](std::uint64_t s, Bytes& out) {
-      const auto from = [&](const SegmentRef& ref) {
-        const auto got = get_segments({ref});
-        const ByteView bytes = got.at(0).bytes();
-        out.assign(bytes.begin(), bytes.end());
-      };
-      if (const SegmentRef* staged = wb.staged(s); staged && !wb.keeps_staged()) {
-        from(*staged);
-      } else if (wb.reusable(s)) {
-        from(data.base->segments[s]);
-      } else if (wb.build_needs_base(s)) {
-        const auto base = get_segments({data.base->segments[s]});
-        wb.build(s, base.at(0).bytes(), out);
-      } else {
-        wb.build(s, {}, out);
-      }
-    });
+    scan::SegmentSource source(
+        wb.size(), segment_bytes_,
+        [&](std::uint64_t s, Bytes& out) {
+          const auto from = [&](const SegmentRef& ref) {
+            const auto got = get_segments({ref});
+            const ByteView bytes = got.at(0).bytes();
+            out.assign(bytes.begin(), bytes.end());
+          };
+          if (const SegmentRef* staged = wb.staged(s); staged && !wb.keeps_staged()) {
+            from(*staged);
+          } else if (wb.reusable(s)) {
+            from(data.base->segments[s]);
+          } else if (wb.build_needs_base(s)) {
+            const auto base = get_segments({data.base->segments[s]});
+            wb.build(s, base.at(0).bytes(), out);
+          } else {
+            wb.build(s, {}, out);
+          }
+        },
+        /*concurrent_loads=*/true);  // const reads of wb under data.mutex, and the cache
     scan::Verdict verdict;
     try {
       verdict = scanner_->scan(source, path);

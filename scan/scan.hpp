@@ -11,16 +11,19 @@
 // the scan goes on without it. Scanning is thread-safe: one Scanner serves any number of threads.
 #pragma once
 
+#include <array>
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "common/bytes.hpp"
@@ -147,26 +150,35 @@ class GrowingFileSource : public Source {
 
 // Content made of fixed-size segments produced on demand (the mount's write-back file over its
 // stored base): load(s, out) fills out with segment s (every segment but the last is
-// segment_bytes long). Keeps the last two segments, so memory stays two segments whatever the
-// size.
+// segment_bytes long). Keeps the last two segments each reading thread loaded, so memory stays two
+// segments per thread whatever the size. With concurrent_loads, load may run on several threads at
+// once, and a detector may read the source in parallel.
 class SegmentSource : public Source {
  public:
   using Loader = std::function<void(std::uint64_t segment, Bytes& out)>;
-  SegmentSource(std::uint64_t size, std::uint32_t segment_bytes, Loader load);
+  SegmentSource(std::uint64_t size, std::uint32_t segment_bytes, Loader load,
+                bool concurrent_loads = false);
   std::uint64_t size() const override { return size_; }
   std::size_t read_at(std::uint64_t offset, MutableByteView out) override;
+  bool concurrent_reads() const override { return concurrent_loads_; }
 
  private:
-  const Bytes& segment(std::uint64_t s);
-  std::uint64_t size_;
-  std::uint32_t segment_bytes_;
-  Loader load_;
   struct Slot {
     std::uint64_t segment = ~std::uint64_t{0};
     Bytes bytes;
   };
-  Slot slots_[2];
-  std::size_t next_slot_ = 0;
+  struct Slots {
+    std::array<Slot, 2> slot;
+    std::size_t next = 0;
+  };
+  Slots& slots_of_this_thread();
+  const Bytes& segment(Slots& slots, std::uint64_t s);
+  std::uint64_t size_;
+  std::uint32_t segment_bytes_;
+  Loader load_;
+  bool concurrent_loads_;
+  std::mutex mutex_;  // guards the map, not the slots: each thread touches only its own
+  std::map<std::thread::id, Slots> slots_;
 };
 
 // Bounds of looking into archives. Crossing max_depth or the expansion ratio is a finding

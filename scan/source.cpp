@@ -117,19 +117,28 @@ std::size_t GrowingFileSource::read_at(std::uint64_t offset, MutableByteView out
   return done;
 }
 
-SegmentSource::SegmentSource(std::uint64_t size, std::uint32_t segment_bytes, Loader load)
-    : size_(size), segment_bytes_(segment_bytes), load_(std::move(load)) {
+SegmentSource::SegmentSource(std::uint64_t size, std::uint32_t segment_bytes, Loader load,
+                             bool concurrent_loads)
+    : size_(size),
+      segment_bytes_(segment_bytes),
+      load_(std::move(load)),
+      concurrent_loads_(concurrent_loads) {
   if (segment_bytes_ == 0)
     throw Error("a segment source needs a segment size");
 }
 
-const Bytes& SegmentSource::segment(std::uint64_t s) {
-  for (auto& slot : slots_) {
+SegmentSource::Slots& SegmentSource::slots_of_this_thread() {
+  std::lock_guard lock(mutex_);
+  return slots_[std::this_thread::get_id()];  // map nodes stay put as others are added
+}
+
+const Bytes& SegmentSource::segment(Slots& slots, std::uint64_t s) {
+  for (auto& slot : slots.slot) {
     if (slot.segment == s)
       return slot.bytes;
   }
-  Slot& slot = slots_[next_slot_];
-  next_slot_ = (next_slot_ + 1) % 2;
+  Slot& slot = slots.slot[slots.next];
+  slots.next = (slots.next + 1) % slots.slot.size();
   slot.segment = ~std::uint64_t{0};
   load_(s, slot.bytes);
   const std::uint64_t start = s * segment_bytes_;
@@ -142,11 +151,12 @@ const Bytes& SegmentSource::segment(std::uint64_t s) {
 }
 
 std::size_t SegmentSource::read_at(std::uint64_t offset, MutableByteView out) {
+  Slots& slots = slots_of_this_thread();
   std::size_t done = 0;
   while (done < out.size() && offset + done < size_) {
     const std::uint64_t at = offset + done;
     const std::uint64_t s = at / segment_bytes_;
-    const Bytes& bytes = segment(s);
+    const Bytes& bytes = segment(slots, s);
     const std::size_t within = static_cast<std::size_t>(at - s * segment_bytes_);
     const std::size_t n = std::min(out.size() - done, bytes.size() - within);
     std::memcpy(out.data() + done, bytes.data() + within, n);

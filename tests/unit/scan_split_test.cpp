@@ -1,10 +1,14 @@
 // YARA over a large file read from two threads: the bundled rules' conditions only ask which
 // strings occur, so a large source is scanned in two halves at once. A rule still matches with its
 // strings in one half, in the other, across the middle, or one string in each half; and a large
-// clean file stays clean.
+// clean file stays clean. A segment source (the mount's) is split the same way when its loads may
+// run at once.
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <mutex>
 #include <random>
+#include <set>
+#include <thread>
 
 #include "scan/scan.hpp"
 
@@ -90,5 +94,35 @@ TEST_CASE("a large file scanned in halves matches rules wherever their strings a
     const Verdict v = scanner.scan(source, "big.bin");
     REQUIRE(yara_finding(v, "splitfs:credential_dumper_mimikatz") != nullptr);
     CHECK(v.severity == Severity::malicious);
+  }
+}
+
+TEST_CASE("a segment source with concurrent loads is scanned in halves, one per thread") {
+  Scanner scanner(bundled_yara_only());
+  Bytes data = noise(kLarge, 12);
+  put(data, 100, kOpen);
+  put(data, kLarge - 100, kEval);
+  constexpr std::uint32_t kSegment = 1u << 20;
+  std::mutex mutex;
+  std::set<std::thread::id> loaders;
+  const auto load = [&](std::uint64_t s, Bytes& out) {
+    {
+      std::lock_guard lock(mutex);
+      loaders.insert(std::this_thread::get_id());
+    }
+    const auto start = data.begin() + static_cast<std::ptrdiff_t>(s * kSegment);
+    out.assign(start, start + std::min<std::ptrdiff_t>(kSegment, data.end() - start));
+  };
+  SECTION("concurrent") {
+    SegmentSource source(data.size(), kSegment, load, true);
+    CHECK(source.concurrent_reads());
+    CHECK(yara_finding(scanner.scan(source, "big.bin"), "splitfs:php_webshell_eval") != nullptr);
+    CHECK(loaders.size() == 2);
+  }
+  SECTION("one thread unless asked") {
+    SegmentSource source(data.size(), kSegment, load);
+    CHECK_FALSE(source.concurrent_reads());
+    CHECK(yara_finding(scanner.scan(source, "big.bin"), "splitfs:php_webshell_eval") != nullptr);
+    CHECK(loaders.size() == 1);
   }
 }
