@@ -1,7 +1,9 @@
 // libFuzzer target: the TCP door's framing and message decoding, both ways. The input is fed to a
-// FrameParser in pieces (the first byte picks the piece size, so split headers are covered); every
+// FrameParser in pieces (the first byte picks the piece size, so split headers are covered, and
+// whether they are fed or received in place, up to 64 KiB at a time); every
 // whole frame is decoded as a request, as a reply to each op, and what decodes must re-encode to
 // a frame that decodes to the same message.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -59,12 +61,23 @@ void round_trip_reply(const Frame& frame) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0)
     return 0;
-  const std::size_t piece = 1 + data[0] % 64;
+  const bool in_place = (data[0] & 0x80) != 0;
+  const std::size_t piece = 1 + std::size_t{data[0] & 0x3fu} * (in_place ? 1024 : 1);
   ByteView input(data + 1, size - 1);
   FrameParser parser(kFrameBound);
   while (!input.empty()) {
-    const std::size_t n = std::min(piece, input.size());
-    if (parser.feed(input.first(n))) {
+    std::size_t n = std::min(piece, input.size());
+    std::error_code error;
+    if (in_place) {
+      const MutableByteView space = parser.prepare(piece);
+      check(!space.empty() && space.size() <= piece);
+      n = std::min(n, space.size());
+      std::copy_n(input.begin(), n, space.begin());
+      error = parser.commit(n);
+    } else {
+      error = parser.feed(input.first(n));
+    }
+    if (error) {
       check(!parser.next().has_value());
       return 0;
     }

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cassert>
-#include <cstring>
 #include <string>
 #include <type_traits>
 #include <variant>
@@ -452,9 +451,9 @@ std::error_code decode_reply_frame(Op op, const Frame& frame, Reply& out) {
 // ---- frame parser ---------------------------------------------------------------------------
 
 namespace {
-// A drained buffer larger than this is released, so one large transfer does not pin its memory
-// for the rest of a long-lived connection.
-constexpr std::size_t kKeepCapacityBytes = 1u << 20;
+// prepare() points into a payload under way only when at least this much of it is missing and may
+// be received: smaller pieces go through the scratch area, with the next header.
+constexpr std::size_t kMinInPlaceBytes = 4u << 10;
 
 // The length field of the frame header at `p`, whose four bytes the caller has.
 std::uint32_t frame_length(const std::uint8_t* p) {
@@ -467,66 +466,84 @@ FrameParser::FrameParser(std::size_t max_frame_bytes) : max_frame_bytes_(max_fra
 std::error_code FrameParser::feed(ByteView bytes) {
   if (error_)
     return error_;
-  compact();
-  buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
-  return check_headers();
+  return take(bytes);
 }
 
-// Checks every header whose length field has arrived, so a bad one is refused before its body.
-std::error_code FrameParser::check_headers() {
-  while (buffer_.size() >= scanned_ + 4) {
-    const std::uint32_t length = frame_length(buffer_.data() + scanned_);
-    if (length == 0) {
-      error_ = DecodeErrc::invalid_value;
-    } else if (length > max_frame_bytes_) {
-      error_ = DecodeErrc::too_large;
+MutableByteView FrameParser::prepare(std::size_t max) {
+  Bytes& payload = partial_.payload;
+  const std::size_t missing = in_payload_ ? payload_size_ - payload.size() : 0;
+  prepared_in_payload_ = !error_ && missing >= kMinInPlaceBytes && max >= kMinInPlaceBytes;
+  if (prepared_in_payload_) {
+    prepared_at_ = payload.size();
+    payload.resize(prepared_at_ + std::min(missing, max));  // within the reserved size
+    return MutableByteView(payload).subspan(prepared_at_);
+  }
+  scratch_.resize(max);
+  return scratch_;
+}
+
+std::error_code FrameParser::commit(std::size_t n) {
+  if (!prepared_in_payload_)
+    return feed(ByteView(scratch_).first(n));
+  prepared_in_payload_ = false;
+  Bytes& payload = partial_.payload;
+  n = std::min(n, payload.size() - prepared_at_);
+  payload.resize(prepared_at_ + n);
+  buffered_ += n;
+  if (payload.size() == payload_size_)
+    finish_frame();
+  return {};
+}
+
+// Sorts bytes into headers and payloads; checks each header as soon as its length field is in.
+std::error_code FrameParser::take(ByteView bytes) {
+  buffered_ += bytes.size();
+  while (!bytes.empty()) {
+    if (!in_payload_) {
+      const std::size_t n = std::min(kFrameHeaderBytes - header_have_, bytes.size());
+      std::copy_n(bytes.begin(), n, header_.begin() + static_cast<std::ptrdiff_t>(header_have_));
+      header_have_ += n;
+      bytes = bytes.subspan(n);
+      if (header_have_ < 4)
+        continue;
+      const std::uint32_t length = frame_length(header_.data());
+      if (length == 0)
+        error_ = DecodeErrc::invalid_value;
+      else if (length > max_frame_bytes_)
+        error_ = DecodeErrc::too_large;
+      if (error_)
+        return error_;
+      if (header_have_ < kFrameHeaderBytes)
+        continue;
+      header_have_ = 0;
+      partial_.kind = header_[4];
+      payload_size_ = length - 1;
+      partial_.payload.reserve(payload_size_);  // address space only: pages come with the bytes
+      in_payload_ = true;
+    } else {
+      Bytes& payload = partial_.payload;
+      const std::size_t n = std::min(payload_size_ - payload.size(), bytes.size());
+      payload.insert(payload.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n));
+      bytes = bytes.subspan(n);
     }
-    if (error_)
-      return error_;
-    scanned_ += 4 + std::size_t{length};
+    if (in_payload_ && partial_.payload.size() == payload_size_)
+      finish_frame();
   }
   return {};
 }
 
-// Drops consumed bytes only when they are at least as many as the bytes kept, so each byte is
-// moved at most once on average however the input is split.
-void FrameParser::compact() {
-  if (consumed_ == 0)
-    return;
-  const std::size_t kept = buffer_.size() - consumed_;
-  if (kept == 0) {
-    if (buffer_.capacity() > kKeepCapacityBytes) {
-      Bytes().swap(buffer_);
-    } else {
-      buffer_.clear();
-    }
-  } else if (consumed_ >= kept) {
-    std::memmove(buffer_.data(), buffer_.data() + consumed_, kept);
-    buffer_.resize(kept);
-  } else {
-    return;
-  }
-  scanned_ -= consumed_;
-  consumed_ = 0;
+void FrameParser::finish_frame() {
+  ready_.push_back(std::move(partial_));
+  partial_ = Frame{};
+  in_payload_ = false;
 }
 
 std::optional<Frame> FrameParser::next() {
-  if (error_)
+  if (error_ || ready_.empty())
     return std::nullopt;
-  const std::size_t available = buffer_.size() - consumed_;
-  if (available < kFrameHeaderBytes)
-    return std::nullopt;
-  const std::uint8_t* start = buffer_.data() + consumed_;
-  const std::size_t length = frame_length(start);
-  assert(length != 0 && length <= max_frame_bytes_);  // check_headers saw this header
-  if (available < 4 + length)
-    return std::nullopt;
-  Frame frame;
-  frame.kind = start[4];
-  frame.payload.assign(start + kFrameHeaderBytes, start + 4 + length);
-  consumed_ += 4 + length;
-  if (consumed_ == buffer_.size())
-    compact();
+  Frame frame = std::move(ready_.front());
+  ready_.pop_front();
+  buffered_ -= kFrameHeaderBytes + frame.payload.size();
   return frame;
 }
 

@@ -16,7 +16,9 @@
 // sent as internal.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <deque>
 #include <optional>
 #include <string_view>
 #include <system_error>
@@ -69,8 +71,9 @@ std::error_code decode_request_frame(const Frame& frame, Request& out);
 // ErrorReply, whose status must equal the frame's (invalid_value if not).
 std::error_code decode_reply_frame(Op op, const Frame& frame, Reply& out);
 
-// Incremental frame splitter: feed bytes as they arrive, take whole frames out. Memory stays within
-// about twice the largest frame: consumed bytes are dropped in bulk, not one frame at a time.
+// Incremental frame splitter: feed bytes as they arrive (or receive them in place: prepare() and
+// commit()), take whole frames out. A frame's payload is reserved once its header is in and filled
+// as its bytes come: no byte is moved twice, and memory grows only with bytes received.
 class FrameParser {
  public:
   // `max_frame_bytes` bounds a frame's length field (kind byte plus payload).
@@ -79,19 +82,31 @@ class FrameParser {
   // (too_large) or of length 0 (invalid_value); the parser is then unusable (every later feed
   // returns the same error, next() returns nothing) and the connection should be closed.
   std::error_code feed(ByteView bytes);
+  // Receiving in place: where up to `max` next bytes may be written (within the payload under way
+  // when a large part of it is missing, else a scratch area), then commit(n) of the n written
+  // there, which counts as feed() of them. Nothing else may come between the two calls.
+  MutableByteView prepare(std::size_t max);
+  std::error_code commit(std::size_t n);
   // The next complete frame, if any.
   std::optional<Frame> next();
-  // Bytes buffered but not yet returned as frames.
-  std::size_t buffered() const { return buffer_.size() - consumed_; }
+  // Bytes received but not yet returned as frames.
+  std::size_t buffered() const { return buffered_; }
 
  private:
-  std::error_code check_headers();
-  void compact();
+  std::error_code take(ByteView bytes);
+  void finish_frame();
 
   std::size_t max_frame_bytes_;
-  Bytes buffer_;
-  std::size_t consumed_ = 0;  // bytes of buffer_ already returned as frames
-  std::size_t scanned_ = 0;   // offset in buffer_ of the first header not yet checked
+  std::array<std::uint8_t, kFrameHeaderBytes> header_{};
+  std::size_t header_have_ = 0;
+  bool in_payload_ = false;  // partial_ has its header; its payload fills up to its reserved size
+  std::size_t payload_size_ = 0;
+  Frame partial_;
+  std::deque<Frame> ready_;
+  std::size_t buffered_ = 0;
+  Bytes scratch_;
+  bool prepared_in_payload_ = false;
+  std::size_t prepared_at_ = 0;  // the payload's size before prepare() extended it
   std::error_code error_;
 };
 

@@ -28,7 +28,9 @@ using service::asio::use_awaitable;
 namespace asio = service::asio;
 namespace beast = service::beast;
 
-constexpr std::size_t kReadChunkBytes = 64 * 1024;
+// What one read asks for: a TLS record's plaintext, the most a read returns (a larger window would
+// only be zeroed for nothing when it lies in a frame's payload).
+constexpr std::size_t kReadChunkBytes = 16 * 1024;
 constexpr std::size_t kWriteChunkBytes = 256 * 1024;
 // What may wait before the Hello is answered (a Hello frame is 9 bytes), and the largest length the
 // first frame may announce.
@@ -110,7 +112,6 @@ class FirstFrame {
 awaitable<void> serve_frames(service::Connection& connection, service::Service& handler,
                              const service::Limits&) {
   protocol::FrameParser parser(protocol::kMaxMessageBytes);
-  std::vector<std::uint8_t> chunk(kReadChunkBytes);
   bool greeted = false;
   FirstFrame first;
   for (;;) {
@@ -144,20 +145,23 @@ awaitable<void> serve_frames(service::Connection& connection, service::Service& 
     beast::error_code ec;
     connection.set_idle(parser.buffered() == 0);
     connection.arm();
+    // Received in place: a large payload goes straight from TLS into its frame.
+    const MutableByteView space = parser.prepare(kReadChunkBytes);
     const std::size_t received = co_await connection.stream().async_read_some(
-        asio::buffer(chunk), asio::redirect_error(use_awaitable, ec));
+        asio::buffer(space.data(), space.size()), asio::redirect_error(use_awaitable, ec));
     connection.set_idle(false);
+    if (!greeted && !ec)
+      first.saw(space.first(received));
+    const std::error_code error = parser.commit(ec ? 0 : received);
     if (ec)
       co_return;
     if (!connection.in_transfer())
       connection.start_transfer();
     connection.moved(received);
-    if (auto error = parser.feed(ByteView(chunk.data(), received))) {
+    if (error) {
       co_await write_all(connection, protocol::encode_reply_frame(framing_failure(error)));
       co_return;
     }
-    if (!greeted)
-      first.saw(ByteView(chunk.data(), received));
   }
 }
 
