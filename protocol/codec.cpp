@@ -454,6 +454,9 @@ namespace {
 // prepare() points into a payload under way only when at least this much of it is missing and may
 // be received: smaller pieces go through the scratch area, with the next header.
 constexpr std::size_t kMinInPlaceBytes = 4u << 10;
+// The most prepare() adds to a payload at once: it zeroes what it adds, and a read over TLS returns
+// at most one record (16 KiB), so a larger window would be zeroed for nothing.
+constexpr std::size_t kMaxInPlaceBytes = 16u << 10;
 
 // The length field of the frame header at `p`, whose four bytes the caller has.
 std::uint32_t frame_length(const std::uint8_t* p) {
@@ -475,7 +478,7 @@ MutableByteView FrameParser::prepare(std::size_t max) {
   prepared_in_payload_ = !error_ && missing >= kMinInPlaceBytes && max >= kMinInPlaceBytes;
   if (prepared_in_payload_) {
     prepared_at_ = payload.size();
-    payload.resize(prepared_at_ + std::min(missing, max));  // within the reserved size
+    payload.resize(prepared_at_ + std::min({missing, max, kMaxInPlaceBytes}));  // within reserve
     return MutableByteView(payload).subspan(prepared_at_);
   }
   scratch_.resize(max);

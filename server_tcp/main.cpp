@@ -28,8 +28,7 @@ using service::asio::use_awaitable;
 namespace asio = service::asio;
 namespace beast = service::beast;
 
-// What one read asks for: a TLS record's plaintext, the most a read returns (a larger window would
-// only be zeroed for nothing when it lies in a frame's payload).
+// What one read asks for: a TLS record's plaintext, the most a read returns.
 constexpr std::size_t kReadChunkBytes = 16 * 1024;
 constexpr std::size_t kWriteChunkBytes = 256 * 1024;
 // What may wait before the Hello is answered (a Hello frame is 9 bytes), and the largest length the

@@ -318,8 +318,7 @@ class TcpTransport final : public Transport {
   TcpTransport(const Endpoint& endpoint, const Timeouts& timeouts, const ClientCertificate& client)
       : endpoint_(endpoint),
         timeouts_(timeouts),
-        channel_(endpoint.kind, endpoint.host, endpoint.port, endpoint.fingerprint, client),
-        buffer_(kReadChunk) {
+        channel_(endpoint.kind, endpoint.host, endpoint.port, endpoint.fingerprint, client) {
     if (endpoint_.fingerprint.empty()) {
       throw ConfigError("no certificate fingerprint is pinned for the " +
                         detail::server_label(endpoint_.kind, channel_.address()) +
@@ -397,9 +396,10 @@ class TcpTransport final : public Transport {
         }
         return decode(op, *reply);
       }
-      const std::size_t n = channel_.read_some(buffer_, timeouts_.idle);
+      // Received in place: a large reply's payload goes straight from TLS into its frame.
+      const std::size_t n = channel_.read_some(parser.prepare(kReadChunk), timeouts_.idle);
       received += n;
-      if (const std::error_code ec = parser.feed(ByteView(buffer_.data(), n))) {
+      if (const std::error_code ec = parser.commit(n)) {
         if (ec == protocol::DecodeErrc::too_large) {
           detail::throw_reply_too_large(endpoint_.kind, channel_.address());
         }
@@ -419,7 +419,6 @@ class TcpTransport final : public Transport {
   Endpoint endpoint_;
   Timeouts timeouts_;
   TlsChannel channel_;
-  Bytes buffer_;
 };
 
 }  // namespace
