@@ -14,9 +14,11 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/optional.hpp>
 
 #include "protocol/codec.hpp"
 #include "service/server_main.hpp"
@@ -33,15 +35,47 @@ namespace http = beast::http;
 constexpr std::uint32_t kHeaderLimit = 8 * 1024;
 constexpr std::string_view kContentType = "application/octet-stream";
 
-using Body = http::vector_body<std::uint8_t>;
+using ResponseBody = http::vector_body<std::uint8_t>;
 
-http::response<Body> make_response(const protocol::Reply& reply, unsigned version,
-                                   bool keep_alive) {
+// A request body appended as it comes, into the room reserved for the announced length (the parser
+// holds that length to the body limit first). vector_body zero-fills each piece's room before it
+// copies the piece in: one more pass over every byte stored.
+struct RequestBody {
+  using value_type = Bytes;
+  class reader {
+   public:
+    template <bool isRequest, class Fields>
+    reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+    void init(const boost::optional<std::uint64_t>& length, beast::error_code& ec) {
+      if (length)
+        body_.reserve(static_cast<std::size_t>(*length));
+      ec = {};
+    }
+    template <class ConstBufferSequence>
+    std::size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
+      std::size_t n = 0;
+      for (const auto piece : beast::buffers_range_ref(buffers)) {
+        const auto* bytes = static_cast<const std::uint8_t*>(piece.data());
+        body_.insert(body_.end(), bytes, bytes + piece.size());
+        n += piece.size();
+      }
+      ec = {};
+      return n;
+    }
+    void finish(beast::error_code& ec) { ec = {}; }
+
+   private:
+    value_type& body_;
+  };
+};
+
+http::response<ResponseBody> make_response(const protocol::Reply& reply, unsigned version,
+                                           bool keep_alive) {
   unsigned status = 200;
   if (const auto* error = std::get_if<protocol::ErrorReply>(&reply)) {
     status = protocol::http_status(error->status);
   }
-  http::response<Body> response{static_cast<http::status>(status), version};
+  http::response<ResponseBody> response{static_cast<http::status>(status), version};
   response.set(http::field::content_type, kContentType);
   response.body() = protocol::encode_reply(reply);
   response.keep_alive(keep_alive);
@@ -51,8 +85,8 @@ http::response<Body> make_response(const protocol::Reply& reply, unsigned versio
 
 // Writes a whole response within the reply's transfer deadline, re-armed for every piece.
 awaitable<beast::error_code> write_response(service::Connection& connection,
-                                            http::response<Body>& response) {
-  http::response_serializer<Body> serializer(response);
+                                            http::response<ResponseBody>& response) {
+  http::response_serializer<ResponseBody> serializer(response);
   beast::error_code ec;
   connection.start_transfer();
   while (!ec && !serializer.is_done()) {
@@ -66,7 +100,7 @@ awaitable<beast::error_code> write_response(service::Connection& connection,
 
 // Reads more of the request body into the parser within the request's transfer deadline.
 awaitable<void> read_some(service::Connection& connection, beast::flat_buffer& buffer,
-                          http::request_parser<Body>& parser, beast::error_code& ec) {
+                          http::request_parser<RequestBody>& parser, beast::error_code& ec) {
   connection.arm();
   const std::size_t n = co_await http::async_read_some(connection.stream(), buffer, parser,
                                                        asio::redirect_error(use_awaitable, ec));
@@ -77,7 +111,7 @@ awaitable<void> read_some(service::Connection& connection, beast::flat_buffer& b
 // bounds only the bytes not yet parsed, and its read loop goes on while fields keep coming, so the
 // header is fed to the parser here. The transfer deadline starts with the request's first byte.
 awaitable<void> read_header(service::Connection& connection, beast::flat_buffer& buffer,
-                            http::request_parser<Body>& parser, beast::error_code& ec) {
+                            http::request_parser<RequestBody>& parser, beast::error_code& ec) {
   std::size_t parsed = 0;
   for (;;) {
     if (buffer.size() > 0) {
@@ -137,7 +171,7 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
   for (;;) {
     if (connection.stopping())
       co_return;
-    http::request_parser<Body> parser;
+    http::request_parser<RequestBody> parser;
     parser.header_limit(kHeaderLimit);
     parser.body_limit(protocol::kMaxMessageBytes);
     beast::error_code ec;
@@ -170,7 +204,7 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
       co_return;
     }
 
-    http::request<Body> request = parser.release();
+    http::request<RequestBody> request = parser.release();
     protocol::Request decoded;
     protocol::Reply reply;
     if (auto error = protocol::decode_http_request(request.method_string(), request.target(),
@@ -180,7 +214,7 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
       reply = connection.handle(handler, decoded);
     }
     // The request body may be large; free it before the reply is built.
-    Body::value_type().swap(request.body());
+    Bytes().swap(request.body());
 
     // No route answers HEAD, and its error reply carries a body the client will not read: close.
     const bool keep_alive =
