@@ -780,7 +780,8 @@ struct Client::Impl {
                        const std::uint64_t from = std::max(start, offset) - start;
                        const std::uint64_t to =
                            std::min<std::uint64_t>(start + bytes.size(), end) - start;
-                       out.insert(out.end(), bytes.begin() + from, bytes.begin() + to);
+                       out.insert(out.end(), bytes.begin() + static_cast<std::ptrdiff_t>(from),
+                                  bytes.begin() + static_cast<std::ptrdiff_t>(to));
                      });
     versions.raise(r.file, m.entry.version);
     return out;

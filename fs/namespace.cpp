@@ -453,7 +453,8 @@ std::string Namespace::path_of(std::uint64_t ino) const {
     }
     if (!name)
       break;
-    path = "/" + *name + path;
+    path.insert(0, *name);
+    path.insert(0, 1, '/');
     ino = parent;
   }
   return path.empty() ? "/" : path;

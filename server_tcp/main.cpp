@@ -29,8 +29,8 @@ namespace asio = service::asio;
 namespace beast = service::beast;
 
 // What one read asks for: a TLS record's plaintext, the most a read returns.
-constexpr std::size_t kReadChunkBytes = 16 * 1024;
-constexpr std::size_t kWriteChunkBytes = 256 * 1024;
+constexpr std::size_t kReadChunkBytes = 16u << 10;
+constexpr std::size_t kWriteChunkBytes = 256u << 10;
 // What may wait before the Hello is answered (a Hello frame is 9 bytes), and the largest length the
 // first frame may announce.
 constexpr std::size_t kMaxBytesBeforeHello = 1024;

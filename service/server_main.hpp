@@ -70,7 +70,7 @@ struct Limits {
   std::chrono::seconds idle_timeout{30};  // no byte moved for this long closes a connection
   // A request (or a reply) gets this long, plus one second per min_transfer_rate bytes moved.
   std::chrono::seconds transfer_grace{10};
-  std::size_t min_transfer_rate = 16 * 1024;  // bytes per second
+  std::size_t min_transfer_rate = 16u << 10;  // bytes per second
   std::chrono::seconds shutdown_timeout{2};   // sending our TLS close_notify at the end
   std::chrono::seconds drain_timeout{5};      // how long a stopping server waits for requests
   std::size_t max_connections = 1024;

@@ -57,8 +57,8 @@ std::string describe(const error_code& ec) {
 // One TLS connection to a server, opened and used under deadlines.
 class TlsChannel {
  public:
-  TlsChannel(std::string kind, std::string host, std::uint16_t port, std::string expected_pin,
-             const ClientCertificate& client = {})
+  TlsChannel(std::string kind, const std::string& host, std::uint16_t port,
+             std::string expected_pin, const ClientCertificate& client = {})
       : kind_(std::move(kind)),
         host_(detail::strip_brackets(host)),
         port_(port),
