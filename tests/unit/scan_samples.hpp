@@ -194,6 +194,12 @@ inline Bytes read_file(const std::filesystem::path& path) {
   return Bytes(std::istreambuf_iterator<char>(in), {});
 }
 
+// Whether the file holds exactly `expected`. For samples of megabytes: a failed CHECK(a == b) on
+// the bytes themselves has Catch print every byte, which takes minutes.
+inline bool file_holds(const std::filesystem::path& path, const Bytes& expected) {
+  return read_file(path) == expected;
+}
+
 // Every sample: its file name, its bytes and the verdict and rule the built-in heuristics give.
 struct Sample {
   std::string name;
