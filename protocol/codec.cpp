@@ -4,6 +4,7 @@
 #include <cassert>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <variant>
 
 #include "common/wire.hpp"
@@ -475,26 +476,27 @@ std::error_code FrameParser::feed(ByteView bytes) {
 MutableByteView FrameParser::prepare(std::size_t max) {
   Bytes& payload = partial_.payload;
   const std::size_t missing = in_payload_ ? payload_size_ - payload.size() : 0;
-  prepared_in_payload_ = !error_ && missing >= kMinInPlaceBytes && max >= kMinInPlaceBytes;
-  if (prepared_in_payload_) {
+  prepared_at_.reset();
+  if (!error_ && missing >= kMinInPlaceBytes && max >= kMinInPlaceBytes) {
     prepared_at_ = payload.size();
-    payload.resize(prepared_at_ + std::min({missing, max, kMaxInPlaceBytes}));  // within reserve
-    return MutableByteView(payload).subspan(prepared_at_);
+    payload.resize(*prepared_at_ + std::min({missing, max, kMaxInPlaceBytes}));  // within reserve
+    return MutableByteView(payload).subspan(*prepared_at_);
   }
   scratch_.resize(max);
   return scratch_;
 }
 
 std::error_code FrameParser::commit(std::size_t n) {
-  if (!prepared_in_payload_)
+  const std::optional<std::size_t> at = std::exchange(prepared_at_, std::nullopt);
+  if (!at) {
+    assert(n <= scratch_.size());
     return feed(ByteView(scratch_).first(n));
-  prepared_in_payload_ = false;
+  }
   Bytes& payload = partial_.payload;
-  n = std::min(n, payload.size() - prepared_at_);
-  payload.resize(prepared_at_ + n);
+  assert(n <= payload.size() - *at);
+  payload.resize(*at + n);
   buffered_ += n;
-  if (payload.size() == payload_size_)
-    finish_frame();
+  finish_if_complete();
   return {};
 }
 
@@ -529,13 +531,14 @@ std::error_code FrameParser::take(ByteView bytes) {
       payload.insert(payload.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n));
       bytes = bytes.subspan(n);
     }
-    if (in_payload_ && partial_.payload.size() == payload_size_)
-      finish_frame();
+    finish_if_complete();
   }
   return {};
 }
 
-void FrameParser::finish_frame() {
+void FrameParser::finish_if_complete() {
+  if (!in_payload_ || partial_.payload.size() != payload_size_)
+    return;
   ready_.push_back(std::move(partial_));
   partial_ = Frame{};
   in_payload_ = false;

@@ -94,7 +94,7 @@ class FrameParser {
 
  private:
   std::error_code take(ByteView bytes);
-  void finish_frame();
+  void finish_if_complete();
 
   std::size_t max_frame_bytes_;
   std::array<std::uint8_t, kFrameHeaderBytes> header_{};
@@ -105,8 +105,9 @@ class FrameParser {
   std::deque<Frame> ready_;
   std::size_t buffered_ = 0;
   Bytes scratch_;
-  bool prepared_in_payload_ = false;
-  std::size_t prepared_at_ = 0;  // the payload's size before prepare() extended it
+  // Where the last prepare() pointed: the payload's size before it extended it, or nothing for
+  // the scratch area.
+  std::optional<std::size_t> prepared_at_;
   std::error_code error_;
 };
 
