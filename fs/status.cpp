@@ -4,11 +4,11 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <sstream>
 
 #include "core/config_show.hpp"
 #include "fs/journal.hpp"
 #include "fs/mount.hpp"
+#include "fs/mounts.hpp"
 #include "fs/probe.hpp"
 
 namespace splitfs::fs {
@@ -20,35 +20,11 @@ namespace {
 constexpr auto kProbeTimeout = std::chrono::milliseconds(3000);
 constexpr int kUnavailableExit = 5;
 
-// A field of /proc/self/mounts, where blanks and backslashes are octal escapes.
-std::string unescape(const std::string& field) {
-  std::string out;
-  for (std::size_t i = 0; i < field.size(); ++i) {
-    if (field[i] == '\\' && i + 3 < field.size()) {
-      const std::string code = field.substr(i + 1, 3);
-      if (code.size() == 3 && code.find_first_not_of("01234567") == std::string::npos) {
-        out.push_back(static_cast<char>(std::stoi(code, nullptr, 8)));
-        i += 3;
-        continue;
-      }
-    }
-    out.push_back(field[i]);
-  }
-  return out;
-}
-
 std::vector<std::string> splitfs_mounts() {
   std::vector<std::string> out;
-  std::ifstream mounts("/proc/self/mounts");
-  std::string line;
-  while (std::getline(mounts, line)) {
-    std::istringstream fields(line);
-    std::string device;
-    std::string where;
-    std::string type;
-    fields >> device >> where >> type;
-    if (type == "fuse.splitfs")
-      out.push_back(unescape(where));
+  for (const MountEntry& m : read_mounts()) {
+    if (m.type == kMountType)
+      out.push_back(m.where.string());
   }
   return out;
 }
