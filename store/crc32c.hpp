@@ -1,5 +1,6 @@
 // CRC-32C (Castagnoli), the checksum of every pack record. Uses the SSE4.2 instruction when the CPU
-// has it and a slice-by-8 table otherwise; both give identical results.
+// has it (three streams at once over long data) and a slice-by-8 table otherwise; both give
+// identical results.
 #pragma once
 
 #include <cstdint>
