@@ -164,10 +164,6 @@ protocol::ErrorReply parse_failure(const beast::error_code& ec) {
   return {protocol::Status::bad_request, "malformed HTTP request", {}};
 }
 
-// GCC reports the coroutine's frame as freed by a mismatched operator delete: Boost.Asio takes
-// frames from its own aligned allocator and gives them back to it; the inliner loses track.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 awaitable<void> serve_http(service::Connection& connection, service::Service& handler,
                            const service::Limits&) {
   auto& stream = connection.stream();
@@ -231,7 +227,6 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
       co_return;
   }
 }
-#pragma GCC diagnostic pop
 
 }  // namespace
 
