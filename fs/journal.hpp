@@ -144,9 +144,11 @@ class Journal {
   std::uint64_t put_file(const JournalFile& file);
   // put_file() of a record whose data file (open as data_fd) is not synced yet: the data file
   // and the record are synced at once (the file system commits them together), then the record
-  // renamed into place and the folder synced. Durable when it returns; when it fails nothing was
-  // replaced. Returns the bytes the replaced record held. Throws LocalIoError. A tree naming the
-  // file goes after it (put_tree()): a tree naming a file with no record would show it empty.
+  // renamed into place and the folder synced. Durable when it returns. When it fails before the
+  // rename nothing was replaced; when only the folder's sync after it fails, the new record may
+  // be on disk while this journal still counts the old one (and keeps its data file). Returns the
+  // bytes the replaced record held. Throws LocalIoError. A tree naming the file goes after it
+  // (put_tree()): a tree naming a file with no record would show it empty.
   std::uint64_t put_file_synced(const JournalFile& file, int data_fd);
   // put_file_synced() without waiting for the disk (see "Group commit" above): file must carry
   // its data_digest. Survives the end of this process when it returns; durable after the next
