@@ -86,7 +86,7 @@ TEST_CASE("security: malformed frames get an error or a close; the TCP server ke
   const Id id = make_id(3);
   Bytes truncated_put =
       protocol::encode_request_frame(protocol::PutShares{{{id, pattern(1000, 1)}}});
-  truncated_put.resize(truncated_put.size() - 10);
+  truncated_put.erase(truncated_put.end() - 10, truncated_put.end());
   Bytes lying_count = frame_header(9, static_cast<std::uint8_t>(protocol::Op::has_shares));
   for (std::uint8_t b : {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})  // 4 billion ids in 8 bytes
     lying_count.push_back(b);
