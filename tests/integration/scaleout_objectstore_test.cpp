@@ -8,20 +8,14 @@
 #include <vector>
 
 #include "objectstore/s3.hpp"
+#include "tests/support/random_bytes.hpp"
 #include "tests/support/servers.hpp"
 
 using namespace splitfs;
+using splitfs::testing::random_bytes;
 using splitfs::testing::test_engines;
 
 namespace {
-
-Bytes random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  Bytes out(n);
-  for (auto& b : out)
-    b = static_cast<std::uint8_t>(rng());
-  return out;
-}
 
 objectstore::Location location_for(const std::string& bucket) {
   const auto& engines = test_engines();

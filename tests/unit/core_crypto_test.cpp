@@ -6,9 +6,11 @@
 #include <string>
 
 #include "core/crypto.hpp"
+#include "tests/support/random_bytes.hpp"
 
 using namespace splitfs;
 using namespace splitfs::core;
+using splitfs::testing::random_bytes;
 
 namespace {
 const KeySet& keys() {
@@ -17,13 +19,6 @@ const KeySet& keys() {
 }
 Bytes text(std::string_view s) {
   return Bytes(s.begin(), s.end());
-}
-Bytes noise(std::size_t size, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  Bytes out(size);
-  for (auto& b : out)
-    b = static_cast<std::uint8_t>(rng());
-  return out;
 }
 // Source-like text: lines drawn from a small vocabulary, so it compresses about as code does.
 Bytes source_text(std::size_t size, std::uint64_t seed) {
@@ -85,7 +80,7 @@ TEST_CASE("shares round trip and are deterministic per content") {
 
 TEST_CASE("a tampered, truncated or misnamed share is rejected") {
   const bool compressible = GENERATE(false, true);
-  const Bytes plain = compressible ? Bytes(5000, 0x41) : noise(5000, 1);
+  const Bytes plain = compressible ? Bytes(5000, 0x41) : random_bytes(5000, 1);
   const Id id = share_id(keys(), plain);
   const Bytes blob = seal_share(keys(), id, plain);
   REQUIRE((blob.size() < plain.size()) == compressible);
@@ -127,14 +122,14 @@ TEST_CASE("shares that compress are stored compressed, under the id of their raw
 TEST_CASE("data that does not compress is stored raw") {
   for (std::size_t size :
        {std::size_t{100}, std::size_t{1000}, std::size_t{64 << 10}, std::size_t{1 << 20}}) {
-    const Bytes plain = noise(size, size);
+    const Bytes plain = random_bytes(size, size);
     const Id id = share_id(keys(), plain);
     const Bytes blob = seal_share(keys(), id, plain);
     CHECK(blob.size() == plain.size() + kShareOverhead);
     CHECK(blob[0] == 1);
   }
   // Half random, half text: compresses a little, not enough to pay.
-  Bytes mixed = noise(48 << 10, 3);
+  Bytes mixed = random_bytes(48 << 10, 3);
   const Bytes tail = source_text(8 << 10, 4);
   mixed.insert(mixed.end(), tail.begin(), tail.end());
   const Bytes blob = seal_share(keys(), share_id(keys(), mixed), mixed);
@@ -198,7 +193,7 @@ TEST_CASE("decompression is bounded by the share's known length") {
 
 TEST_CASE("compressed_fraction tells text from random data") {
   CHECK(compressed_fraction(source_text(16 << 10, 8)) < 0.5);
-  CHECK(compressed_fraction(noise(16 << 10, 9)) > 0.99);
+  CHECK(compressed_fraction(random_bytes(16 << 10, 9)) > 0.99);
   CHECK(compressed_fraction({}) == 1.0);
 }
 

@@ -12,10 +12,12 @@
 
 #include "fs/journal.hpp"
 #include "fs/writeback.hpp"
+#include "tests/support/random_bytes.hpp"
 
 using namespace splitfs::fs;
 using splitfs::Bytes;
 using splitfs::ByteView;
+using splitfs::testing::random_bytes;
 
 namespace {
 
@@ -33,14 +35,6 @@ struct Scratch {
   }
   std::filesystem::path path;
 };
-
-Bytes random_bytes(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  Bytes out(n);
-  for (auto& b : out)
-    b = static_cast<std::uint8_t>(rng());
-  return out;
-}
 
 Bytes content(const WriteBack& wb) {
   Bytes out;

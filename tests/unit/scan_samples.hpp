@@ -11,13 +11,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "common/bytes.hpp"
+#include "tests/support/random_bytes.hpp"
 
 namespace splitfs::testing::samples {
 
@@ -146,13 +146,7 @@ inline Bytes ole_doc_with_macros() {
   return out;
 }
 
-inline Bytes random_bytes(std::size_t n, std::uint32_t seed = 7) {
-  std::mt19937 rng(seed);
-  Bytes out(n);
-  for (auto& b : out)
-    b = static_cast<std::uint8_t>(rng());
-  return out;
-}
+using splitfs::testing::random_bytes;
 
 inline Bytes text(std::size_t n) {
   std::string out;

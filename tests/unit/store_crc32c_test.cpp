@@ -1,14 +1,15 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
-#include <random>
 #include <string_view>
 
 #include "store/crc32c.hpp"
+#include "tests/support/random_bytes.hpp"
 
 using splitfs::Bytes;
 using splitfs::ByteView;
 using namespace splitfs::store;
+using splitfs::testing::random_bytes;
 
 TEST_CASE("crc32c matches the published check values") {
   CHECK(crc32c(splitfs::as_bytes("123456789")) == 0xe3069283u);
@@ -26,10 +27,7 @@ TEST_CASE("crc32c matches the published check values") {
 }
 
 TEST_CASE("crc32c extends across splits and agrees with the portable table") {
-  std::mt19937_64 rng(7);
-  Bytes data(4099);
-  for (auto& b : data)
-    b = static_cast<std::uint8_t>(rng());
+  Bytes data = random_bytes(4099, 7);
   const ByteView all(data);
   const std::uint32_t whole = crc32c(all);
   CHECK(whole == crc32c_extend_portable(0, all));
@@ -51,10 +49,7 @@ TEST_CASE("crc32c extends across splits and agrees with the portable table") {
 }
 
 TEST_CASE("crc32c over long data, where the instruction runs three streams, agrees too") {
-  std::mt19937_64 rng(11);
-  Bytes data(100'000);
-  for (auto& b : data)
-    b = static_cast<std::uint8_t>(rng());
+  const Bytes data = random_bytes(100'000, 11);
   const ByteView all(data);
   const std::uint32_t whole = crc32c_extend_portable(0, all);
   CHECK(crc32c(all) == whole);
