@@ -64,20 +64,32 @@ std::size_t skip_empty(std::span<iovec> iov, std::size_t first) {
   return first;
 }
 
-using VectorIo = ssize_t (*)(int, const iovec*, int, off_t);
+using VectorIo = ssize_t (*)(int, const iovec*, int, off_t, int);
 
-// Moves all of `iov` at `offset` with pwritev or preadv, resuming after partial transfers and
+// RWF_DONTCACHE, which the C library's headers may not name yet.
+constexpr int kDontCache = 0x80;
+#ifdef RWF_DONTCACHE
+static_assert(RWF_DONTCACHE == kDontCache);
+#endif
+
+// Moves all of `iov` at `offset` with pwritev2 or preadv2, resuming after partial transfers and
 // EINTR. Stops early with `ended` set when a call moves nothing (end of file, for a read).
 std::error_code transfer_all(VectorIo io, int fd, std::span<iovec> iov, std::uint64_t offset,
-                             bool& ended) {
+                             Caching caching, bool& ended) {
   ended = false;
+  int flags = caching == Caching::drop_behind ? kDontCache : 0;
   std::size_t first = skip_empty(iov, 0);
   while (first < iov.size()) {
     int count = static_cast<int>(std::min<std::size_t>(iov.size() - first, IOV_MAX));
-    ssize_t n = io(fd, &iov[first], count, static_cast<off_t>(offset));
+    ssize_t n = io(fd, &iov[first], count, static_cast<off_t>(offset), flags);
     if (n < 0) {
       if (errno == EINTR)
         continue;
+      // The kernel or the filesystem has no uncached I/O: it refused before moving a byte.
+      if (errno == EOPNOTSUPP && flags != 0) {
+        flags = 0;
+        continue;
+      }
       return last_errno();
     }
     if (n == 0) {
@@ -142,15 +154,15 @@ std::error_code open_file(const std::filesystem::path& path, int flags, unsigned
   return {};
 }
 
-std::error_code write_all(int fd, std::span<iovec> iov, std::uint64_t offset) {
+std::error_code write_all(int fd, std::span<iovec> iov, std::uint64_t offset, Caching caching) {
   bool ended = false;
-  if (auto ec = transfer_all(::pwritev, fd, iov, offset, ended))
+  if (auto ec = transfer_all(::pwritev2, fd, iov, offset, caching, ended))
     return ec;
   return ended ? std::make_error_code(std::errc::io_error) : std::error_code{};
 }
 
 std::error_code read_all(int fd, std::span<iovec> iov, std::uint64_t offset, bool& short_read) {
-  return transfer_all(::preadv, fd, iov, offset, short_read);
+  return transfer_all(::preadv2, fd, iov, offset, Caching::keep, short_read);
 }
 
 std::error_code sync_data(int fd) {

@@ -44,10 +44,18 @@ std::optional<std::uint32_t> parse_file_name(std::string_view name);
 
 using splitfs::Fd;
 
+// What a write leaves in the page cache. `drop_behind` is for bulk bytes (a large file's shares):
+// the kernel drops their pages once they are on disk (RWF_DONTCACHE, Linux 6.14), so a stream of
+// them reuses a few pages instead of filling memory with fresh ones. On a VM that hands freed
+// memory back to its host, touching a fresh page costs more than the copy into it. Where the
+// kernel or the filesystem cannot drop behind, the write goes through the cache as usual.
+enum class Caching { keep, drop_behind };
+
 // Opens with O_CLOEXEC added; errors carry errno in the system category.
 std::error_code open_file(const std::filesystem::path& path, int flags, unsigned mode, Fd& out);
 // Writes every byte of `iov` at `offset`, across partial writes and IOV_MAX. Modifies `iov`.
-std::error_code write_all(int fd, std::span<iovec> iov, std::uint64_t offset);
+std::error_code write_all(int fd, std::span<iovec> iov, std::uint64_t offset,
+                          Caching caching = Caching::keep);
 // Reads exactly the bytes of `iov` from `offset`. `short_read` is set when the file ends first.
 std::error_code read_all(int fd, std::span<iovec> iov, std::uint64_t offset, bool& short_read);
 std::error_code sync_data(int fd);

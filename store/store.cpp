@@ -77,6 +77,10 @@ constexpr int kGarbageBatch = 2048;
 constexpr std::size_t kMaxGroupParts = 64;
 // A compaction copies records in pieces of about this size.
 constexpr std::size_t kCopyBytes = 8u << 20;
+// Shares this large are a large file's bytes, written without staying in the page cache
+// (pack::Caching::drop_behind). Reading them back caches them as usual; small files' shares stay
+// cached from the start, for the many small reads that come back for them.
+constexpr std::size_t kBulkShareBytes = 64u << 10;
 // How long a compaction waits for an operator's check of the store to finish.
 constexpr auto kMaintenanceWait = std::chrono::seconds(1);
 
@@ -1066,7 +1070,9 @@ std::error_code StoreImpl::put_new_shares(std::string_view user, std::span<const
         retire_pack();  // the tail is unknown: later records go to a fresh pack
     };
     pack_unsynced_ = true;
-    if (std::error_code ec = pack::write_all(pack_.get(), iov, start)) {
+    const bool bulk = end - start >= fresh.size() * kBulkShareBytes;
+    if (std::error_code ec = pack::write_all(
+            pack_.get(), iov, start, bulk ? pack::Caching::drop_behind : pack::Caching::keep)) {
       take_back();
       return disk_failure("cannot write pack", ec);
     }
