@@ -59,8 +59,11 @@ WriteBack::WriteBack(const std::filesystem::path& dir, std::uint32_t segment_byt
   local_ = state.local;
   staged_ = state.staged;
   dirty_ = state.dirty;
-  for (const auto s : local_)
+  for (const auto s : local_) {
     touch(s);
+    if (!staged_.contains(s))
+      unstaged_.insert(s);
+  }
 }
 
 WriteBack::~WriteBack() {
@@ -144,6 +147,7 @@ void WriteBack::reset(std::uint64_t base_size) {
   base_size_ = valid_base_ = size_ = base_size;
   local_.clear();
   staged_.clear();
+  unstaged_.clear();
   versions_.clear();
   dirty_ = false;
 }
@@ -161,7 +165,7 @@ std::uint64_t WriteBack::memory_bytes() const {
   const auto node = [](std::size_t value) -> std::uint64_t {
     return (value + 4 * sizeof(void*) + sizeof(std::size_t) + 15) / 16 * 16;
   };
-  return local_.size() * node(sizeof(std::uint64_t)) +
+  return (local_.size() + unstaged_.size()) * node(sizeof(std::uint64_t)) +
          staged_.size() * node(sizeof(std::pair<const std::uint64_t, SegmentRef>)) +
          versions_.size() * node(sizeof(std::pair<const std::uint64_t, std::uint64_t>));
 }
@@ -317,6 +321,7 @@ void WriteBack::fill(std::uint64_t s, ByteView bytes) {
   if (staged != staged_.end())
     staged_.erase(staged);
   local_.insert(s);
+  unstaged_.insert(s);
   touch(s);
 }
 
@@ -332,6 +337,7 @@ void WriteBack::write(std::uint64_t offset, ByteView data) {
            (offset <= segment_start(s) && end >= segment_start(s) + staged_.at(s).length));
     local_.insert(s);
     staged_.erase(s);  // wholly overwritten (base_needed() filled a partly written one)
+    unstaged_.insert(s);
     touch(s);
   }
   for (std::size_t done = 0; done < data.size();) {
@@ -360,6 +366,7 @@ void WriteBack::truncate(std::uint64_t size) {
       versions_.erase(*it);
       it = local_.erase(it);
     }
+    unstaged_.erase(unstaged_.lower_bound(first_gone), unstaged_.end());
     // A staged segment the new end cuts must have been filled first (truncate_needs()).
     assert(size % segment_bytes_ == 0 || !staged_.contains(size / segment_bytes_));
     if (size % segment_bytes_ != 0 && is_local(size / segment_bytes_)) {
@@ -384,8 +391,9 @@ std::size_t WriteBack::segment_length(std::uint64_t s) const {
 
 std::vector<std::uint64_t> WriteBack::stageable(std::uint64_t below, std::size_t max) const {
   std::vector<std::uint64_t> out;
-  for (auto it = local_.begin(); it != local_.end() && *it < below && out.size() < max; ++it) {
-    if (!staged_.contains(*it) && segment_start(*it + 1) <= size_)
+  for (auto it = unstaged_.begin(); it != unstaged_.end() && *it < below && out.size() < max;
+       ++it) {
+    if (segment_start(*it + 1) <= size_)
       out.push_back(*it);
   }
   return out;
@@ -402,6 +410,7 @@ bool WriteBack::stage(std::uint64_t s, std::uint64_t version, const SegmentRef& 
     return false;
   }
   staged_[s] = ref;
+  unstaged_.erase(s);
   // Release the local copy; where holes cannot be punched the bytes just stay, and a frozen file
   // keeps them for the journal.
   if (!frozen_ && !keep_staged_)
@@ -416,7 +425,7 @@ const SegmentRef* WriteBack::staged(std::uint64_t s) const {
 }
 
 std::uint64_t WriteBack::unstaged_bytes() const {
-  return static_cast<std::uint64_t>(local_.size() - staged_.size()) * segment_bytes_;
+  return static_cast<std::uint64_t>(unstaged_.size()) * segment_bytes_;
 }
 
 bool WriteBack::reusable(std::uint64_t s) const {

@@ -198,7 +198,10 @@ class WriteBack {
   void touch(std::uint64_t s) { versions_[s] = ++counter_; }
 
   std::set<std::uint64_t> local_;
-  std::map<std::uint64_t, SegmentRef> staged_;       // local segments stored ahead of the commit
+  std::map<std::uint64_t, SegmentRef> staged_;  // local segments stored ahead of the commit
+  // local_ without staged_: what stageable() walks, so a long sequential write does not walk all
+  // it staged before at every write.
+  std::set<std::uint64_t> unstaged_;
   std::map<std::uint64_t, std::uint64_t> versions_;  // of local segments
   std::uint64_t counter_ = 0;                        // versions never repeat, even across reset()
   bool dirty_ = false;

@@ -198,6 +198,14 @@ TEST_CASE("random writes, truncations and commits match the model") {
       }
     }
     REQUIRE(wb.size() == m.content.size());
+    // What may be staged: every whole local segment not staged yet, in order.
+    std::vector<std::uint64_t> stageable;
+    for (std::uint64_t s = 0; s < wb.segment_count(); ++s) {
+      if (wb.is_local(s) && wb.staged(s) == nullptr && (s + 1) * kSegment <= wb.size())
+        stageable.push_back(s);
+    }
+    REQUIRE(wb.stageable(wb.segment_count(), wb.segment_count() + 1) == stageable);
+    REQUIRE(wb.unstaged_bytes() == (wb.local_segments() - wb.staged_segments()) * kSegment);
   }
   check_commit(wb, m);
 }
