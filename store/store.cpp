@@ -77,10 +77,11 @@ constexpr int kGarbageBatch = 2048;
 constexpr std::size_t kMaxGroupParts = 64;
 // A compaction copies records in pieces of about this size.
 constexpr std::size_t kCopyBytes = 8u << 20;
-// Shares this large are a large file's bytes, written without staying in the page cache
-// (pack::Caching::drop_behind). Reading them back caches them as usual; small files' shares stay
-// cached from the start, for the many small reads that come back for them.
-constexpr std::size_t kBulkShareBytes = 64u << 10;
+// Shares this large are a large file's bytes (a 128 KiB segment makes two of 64 KiB, less when it
+// compresses), written without staying in the page cache (pack::Caching::drop_behind). Reading
+// them back caches them as usual. Small files' shares, a few KiB, stay cached from the start for
+// the many small reads that come back for them.
+constexpr std::size_t kBulkShareBytes = 16u << 10;
 // How long a compaction waits for an operator's check of the store to finish.
 constexpr auto kMaintenanceWait = std::chrono::seconds(1);
 
