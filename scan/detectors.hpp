@@ -4,13 +4,34 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "scan/scan.hpp"
 
+struct YR_RULE;
+
 namespace splitfs::scan::detail {
+
+// What YARA found in one part of a file scanned in parts: the rules that matched in it, and for
+// each rule that did not, where its strings matched (one place per string, offsets in the part).
+struct PartFound {
+  std::uint64_t start = 0;  // of the part in the file
+  std::vector<const YR_RULE*> matched;
+  std::map<const YR_RULE*, std::vector<std::pair<std::uint64_t, std::uint32_t>>> strings;
+  std::vector<std::string> notes;
+};
+
+// The parts of a file a detector checked ahead (ScanAhead's content).
+struct AheadParts {
+  const Detector* by = nullptr;
+  std::uint64_t covered = 0;
+  std::vector<PartFound> parts;
+};
 
 inline constexpr std::string_view kHeuristics = "heuristics";
 

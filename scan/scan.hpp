@@ -217,6 +217,30 @@ struct Item {
   std::uint32_t depth = 0;
 };
 
+namespace detail {
+struct AheadParts;
+}
+
+// A check done ahead of a file still being written from its start (Scanner::scan_ahead): what
+// the detectors that can look at parts of a file found in its first covered() bytes.
+class ScanAhead {
+ public:
+  ScanAhead();
+  ~ScanAhead();
+  ScanAhead(ScanAhead&&) noexcept;
+  ScanAhead& operator=(ScanAhead&&) noexcept;
+  // The bytes [0, covered()) are checked.
+  std::uint64_t covered() const;
+
+ private:
+  friend class Scanner;
+  std::unique_ptr<detail::AheadParts> parts_;
+};
+
+// How far past its end a part checked ahead is read, so that a string across the end is found:
+// Scanner::scan_ahead(source, end) needs the bytes up to end + kScanOverlap final (or the file's).
+inline constexpr std::uint64_t kScanOverlap = 4096;
+
 class Detector {
  public:
   virtual ~Detector() = default;
@@ -227,6 +251,13 @@ class Detector {
   // Whether to show it archive members too (false for a detector that opens archives itself).
   virtual bool wants_members() const = 0;
   virtual void scan(const Item& item, Verdict& verdict) = 0;
+  // Whether scan_part() can check parts of a file.
+  virtual bool takes_parts() const { return false; }
+  // For a detector that can check a file in parts (see Scanner::scan_ahead): checks source's bytes
+  // [ahead.covered, end) into ahead. False when it cannot.
+  virtual bool scan_part(Source& source, std::uint64_t end, detail::AheadParts& ahead);
+  // scan() of a whole file whose first ahead.covered bytes scan_part() checked.
+  virtual void scan_rest(const Item& item, const detail::AheadParts& ahead, Verdict& verdict);
 };
 
 class Scanner {
@@ -244,8 +275,18 @@ class Scanner {
   // One Scanner per distinct settings in this process (engines load once, however many clients).
   static std::shared_ptr<Scanner> shared(const Settings& settings);
 
-  // Scans source, a file called name (only its extension matters).
-  Verdict scan(Source& source, std::string_view name);
+  // Scans source, a file called name (only its extension matters). With `ahead` (from
+  // scan_ahead() over these same bytes, unchanged since), the detectors that checked parts of it
+  // read only the rest.
+  Verdict scan(Source& source, std::string_view name, const ScanAhead* ahead = nullptr);
+
+  // Whether scan_ahead() can take part of a check off its end: the YARA rules only ask which
+  // strings occur, so a file can be scanned a part at a time, each as soon as its bytes are final.
+  bool scans_ahead() const;
+  // Checks source's bytes [ahead.covered(), end) for the detectors that can take parts, reading
+  // kScanOverlap past end where the source has them. The caller keeps the bytes it saw unchanged
+  // until it hands ahead to scan(). Throws what the source throws.
+  void scan_ahead(Source& source, std::uint64_t end, ScanAhead& ahead);
 
   struct DetectorStatus {
     std::string name;

@@ -1,4 +1,5 @@
 // The Scanner: runs its detectors over a file and the archive members inside it.
+#include <algorithm>
 #include <mutex>
 #include <utility>
 
@@ -34,7 +35,39 @@ std::shared_ptr<Scanner> Scanner::shared(const Settings& settings) {
   return scanners.back();
 }
 
-Verdict Scanner::scan(Source& source, std::string_view name) {
+ScanAhead::ScanAhead() : parts_(std::make_unique<detail::AheadParts>()) {}
+ScanAhead::~ScanAhead() = default;
+ScanAhead::ScanAhead(ScanAhead&&) noexcept = default;
+ScanAhead& ScanAhead::operator=(ScanAhead&&) noexcept = default;
+
+std::uint64_t ScanAhead::covered() const {
+  return parts_->covered;
+}
+
+bool Detector::scan_part(Source&, std::uint64_t, detail::AheadParts&) {
+  return false;
+}
+
+void Detector::scan_rest(const Item& item, const detail::AheadParts&, Verdict& verdict) {
+  scan(item, verdict);
+}
+
+bool Scanner::scans_ahead() const {
+  return std::any_of(detectors_.begin(), detectors_.end(),
+                     [](const auto& d) { return d->takes_parts(); });
+}
+
+void Scanner::scan_ahead(Source& source, std::uint64_t end, ScanAhead& ahead) {
+  for (const auto& d : detectors_) {
+    if (d->unavailable().empty() && (ahead.parts_->by == nullptr || ahead.parts_->by == d.get()) &&
+        d->scan_part(source, end, *ahead.parts_)) {
+      ahead.parts_->by = d.get();
+      return;  // one detector takes parts (YARA); the others read the whole file at the end
+    }
+  }
+}
+
+Verdict Scanner::scan(Source& source, std::string_view name, const ScanAhead* ahead) {
   Verdict verdict;
   verdict.stats.bytes = source.size();
   std::vector<Detector*> ready;
@@ -54,8 +87,12 @@ Verdict Scanner::scan(Source& source, std::string_view name) {
     detail::walk_archive(member, settings_.limits, budget, verdict, visit);
   };
   const Item whole{source, name, {}, 0};
-  for (Detector* d : ready)
-    d->scan(whole, verdict);
+  for (Detector* d : ready) {
+    if (ahead != nullptr && ahead->parts_->by == d && ahead->parts_->covered > 0)
+      d->scan_rest(whole, *ahead->parts_, verdict);
+    else
+      d->scan(whole, verdict);
+  }
   if (settings_.heuristics)
     detail::walk_archive(whole, settings_.limits, budget, verdict, visit);
   verdict.stats.bytes_expanded = budget.expanded;

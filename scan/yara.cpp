@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cctype>
 #include <cstdio>
 #include <map>
@@ -24,7 +25,7 @@ namespace fs = std::filesystem;
 // Blocks YARA sees; each overlaps the next by kOverlap bytes, so a string up to that long is
 // found across a block boundary.
 constexpr std::size_t kBlockBytes = 1u << 20;
-constexpr std::size_t kOverlap = 4096;
+constexpr std::uint64_t kOverlap = kScanOverlap;
 constexpr int kTimeoutSeconds = 120;
 constexpr std::size_t kMaxRuleFiles = 1000;
 // A source this large that can be read from two threads is scanned as two halves at once when the
@@ -179,17 +180,10 @@ class RangeSource : public Source {
   std::uint64_t size_;
 };
 
-// What one part of a split scan found: the rules that matched in it, and for each rule that did
-// not, where its strings matched (offsets within the part).
-struct PartMatches {
-  std::vector<const YR_RULE*> matched;
-  std::map<const YR_RULE*, std::vector<std::pair<std::uint64_t, std::uint32_t>>> strings;
-};
-
 struct ScanContext {
   Verdict& verdict;
   std::string where;
-  PartMatches* part = nullptr;  // set: collect instead of adding findings
+  PartFound* part = nullptr;  // set: collect instead of adding findings
 };
 
 std::string meta_string(const YR_RULE* rule, const char* key) {
@@ -343,16 +337,50 @@ class Yara : public Detector {
   bool wants_members() const override { return true; }
 
   void scan(const Item& item, Verdict& verdict) override {
-    if (presence_only_ && item.source.concurrent_reads() &&
-        item.source.size() >= kParallelMinBytes) {
-      scan_halves(item, verdict);
+    const std::uint64_t size = item.source.size();
+    if (presence_only_ && item.source.concurrent_reads() && size >= kParallelMinBytes) {
+      merge(item, scan_ranges(item.source, {{0, size / 2}, {size / 2, size}}), verdict);
       return;
     }
     ScanContext context{verdict, std::string(item.where)};
     run(item.source, item.where, context, SCAN_FLAGS_FAST_MODE);
   }
 
+  bool takes_parts() const override { return presence_only_; }
+
+  bool scan_part(Source& source, std::uint64_t end, AheadParts& ahead) override {
+    if (!presence_only_)
+      return false;
+    if (end > ahead.covered) {
+      auto found = scan_ranges(source, {{ahead.covered, end}});
+      ahead.parts.push_back(std::move(found.front()));
+      ahead.covered = end;
+    }
+    return true;
+  }
+
+  void scan_rest(const Item& item, const AheadParts& ahead, Verdict& verdict) override {
+    const std::uint64_t size = item.source.size();
+    if (!presence_only_ || ahead.covered > size) {
+      scan(item, verdict);
+      return;
+    }
+    std::vector<PartFound> parts = ahead.parts;
+    const std::uint64_t rest = size - ahead.covered;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges{{ahead.covered, size}};
+    if (item.source.concurrent_reads() && rest >= kParallelMinBytes)
+      ranges = {{ahead.covered, ahead.covered + rest / 2}, {ahead.covered + rest / 2, size}};
+    if (rest > 0) {
+      for (PartFound& found : scan_ranges(item.source, ranges))
+        parts.push_back(std::move(found));
+    }
+    merge(item, parts, verdict);
+  }
+
  private:
+  static constexpr int kPartFlags = SCAN_FLAGS_FAST_MODE | SCAN_FLAGS_REPORT_RULES_MATCHING |
+                                    SCAN_FLAGS_REPORT_RULES_NOT_MATCHING;
+
   void run(Source& source, std::string_view where, ScanContext& context, int flags) {
     BlockIterator blocks(source);
     const int result = yr_rules_scan_mem_blocks(rules_.get(), blocks.get(), flags, on_scan_message,
@@ -368,31 +396,36 @@ class Yara : public Detector {
     }
   }
 
-  // The two halves on two threads (overlapping by kOverlap, as blocks do), then the rules that
-  // matched in neither but found strings in both: their matches, read back and set side by side,
-  // are scanned once more, so a rule needing one string from each half still matches.
-  void scan_halves(const Item& item, Verdict& verdict) {
-    const std::uint64_t size = item.source.size();
-    const std::uint64_t middle = size / 2;
-    const std::array<std::uint64_t, 2> start{0, middle};
-    RangeSource first(item.source, 0, std::min(size, middle + kOverlap));
-    RangeSource second(item.source, middle, size - middle);
-    std::array<PartMatches, 2> parts;
-    std::array<Verdict, 2> notes;
-    constexpr int kFlags = SCAN_FLAGS_FAST_MODE | SCAN_FLAGS_REPORT_RULES_MATCHING |
-                           SCAN_FLAGS_REPORT_RULES_NOT_MATCHING;
+  // Scans each range [begin, end) of source, reading kOverlap past its end (as blocks do) so a
+  // string across it is found; two ranges run on two threads at once.
+  std::vector<PartFound> scan_ranges(Source& source,
+                                     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges) {
+    std::vector<PartFound> parts(ranges.size());
+    const auto scan_one = [&](std::size_t i) {
+      const auto [begin, end] = ranges[i];
+      RangeSource range(source, begin, std::min(source.size(), end + kOverlap) - begin);
+      Verdict notes;
+      ScanContext context{notes, {}, &parts[i]};
+      parts[i].start = begin;
+      run(range, {}, context, kPartFlags);
+      parts[i].notes = std::move(notes.notes);
+    };
+    assert(ranges.size() <= 2);
+    if (ranges.size() < 2) {
+      for (std::size_t i = 0; i < ranges.size(); ++i)
+        scan_one(i);
+      return parts;
+    }
     std::exception_ptr failure;
     std::thread other([&] {
       try {
-        ScanContext context{notes[1], std::string(item.where), &parts[1]};
-        run(second, item.where, context, kFlags);
+        scan_one(1);
       } catch (...) {
         failure = std::current_exception();
       }
     });
     try {
-      ScanContext context{notes[0], std::string(item.where), &parts[0]};
-      run(first, item.where, context, kFlags);
+      scan_one(0);
     } catch (...) {
       other.join();
       throw;
@@ -400,29 +433,41 @@ class Yara : public Detector {
     other.join();
     if (failure)
       std::rethrow_exception(failure);
-    for (const Verdict& v : notes) {
-      for (const std::string& note : v.notes)
-        verdict.note(note);
-    }
+    return parts;
+  }
+
+  // The verdict of parts that together cover the file: the rules that matched in one, then the
+  // rules that matched in none but found strings in several: their matches, read back and set
+  // side by side, are scanned once more, so a rule needing strings from different parts still
+  // matches.
+  void merge(const Item& item, const std::vector<PartFound>& parts, Verdict& verdict) {
     std::set<const YR_RULE*> matched;
-    for (const PartMatches& part : parts) {
+    for (const PartFound& part : parts) {
+      for (const std::string& note : part.notes)
+        verdict.note(note);
       for (const YR_RULE* rule : part.matched) {
         if (matched.insert(rule).second)
           add_finding(rule, std::string(item.where), verdict);
       }
     }
+    std::map<const YR_RULE*, std::size_t> parts_with_strings;
+    for (const PartFound& part : parts) {
+      for (const auto& [rule, places] : part.strings) {
+        if (!matched.count(rule))
+          ++parts_with_strings[rule];
+      }
+    }
     Bytes joined;
     std::set<const YR_RULE*> again;
-    for (const auto& [rule, places] : parts[0].strings) {
-      const auto in_second = parts[1].strings.find(rule);
-      if (matched.count(rule) || in_second == parts[1].strings.end())
-        continue;
-      again.insert(rule);
-      for (std::size_t p = 0; p < parts.size(); ++p) {
-        for (const auto& [offset, length] : p == 0 ? places : in_second->second) {
+    for (const PartFound& part : parts) {
+      for (const auto& [rule, places] : part.strings) {
+        if (matched.count(rule) || parts_with_strings[rule] < 2)
+          continue;
+        again.insert(rule);
+        for (const auto& [offset, length] : places) {
           const std::size_t at = joined.size();
           joined.resize(at + length);
-          joined.resize(at + item.source.read_at(start[p] + offset,
+          joined.resize(at + item.source.read_at(part.start + offset,
                                                  MutableByteView(joined.data() + at, length)));
           joined.insert(joined.end(), kSeparatorBytes, kSeparator);
         }
@@ -431,9 +476,9 @@ class Yara : public Detector {
     if (again.empty())
       return;
     MemorySource source(joined);
-    PartMatches rescanned;
+    PartFound rescanned;
     ScanContext context{verdict, std::string(item.where), &rescanned};
-    run(source, item.where, context, kFlags);
+    run(source, item.where, context, kPartFlags);
     for (const YR_RULE* rule : rescanned.matched) {
       if (again.count(rule))
         add_finding(rule, std::string(item.where), verdict);

@@ -4,16 +4,21 @@
 // clean file stays clean. A segment source (the mount's) is split the same way when its loads may
 // run at once.
 #include <catch2/catch.hpp>
+
+#include <atomic>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 
 #include "scan/scan.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace splitfs;
 using namespace splitfs::scan;
+using splitfs::testing::TempDir;
 
 namespace {
 
@@ -125,4 +130,116 @@ TEST_CASE("a segment source with concurrent loads is scanned in halves, one per 
     CHECK(yara_finding(scanner.scan(source, "big.bin"), "splitfs:php_webshell_eval") != nullptr);
     CHECK(loaders.size() == 1);
   }
+}
+
+namespace {
+
+// Counts the bytes read, to see what a scan with parts checked ahead reads again.
+class CountingSource : public Source {
+ public:
+  explicit CountingSource(ByteView bytes) : memory_(bytes) {}
+  std::uint64_t size() const override { return memory_.size(); }
+  std::size_t read_at(std::uint64_t offset, MutableByteView out) override {
+    const std::size_t n = memory_.read_at(offset, out);
+    read_ += n;
+    return n;
+  }
+  bool concurrent_reads() const override { return true; }
+  std::uint64_t read() const { return read_; }
+
+ private:
+  MemorySource memory_;
+  std::atomic<std::uint64_t> read_{0};
+};
+
+constexpr std::size_t kAheadSize = 40u << 20;
+constexpr std::size_t kPart = 8u << 20;
+
+}  // namespace
+
+TEST_CASE("parts checked ahead of a file's end and the rest at the end match as a whole scan") {
+  Scanner scanner(bundled_yara_only());
+  REQUIRE(scanner.scans_ahead());
+  const Bytes base = noise(kAheadSize, 21);
+  // Scans data after checking its first `covered` bytes ahead, kPart at a time.
+  const auto scan_with_ahead = [&](const Bytes& data, std::uint64_t covered) {
+    ScanAhead ahead;
+    MemorySource written(data);
+    for (std::uint64_t end = kPart; end <= covered; end += kPart)
+      scanner.scan_ahead(written, end, ahead);
+    CHECK(ahead.covered() == covered);
+    CountingSource source(data);
+    const Verdict v = scanner.scan(source, "big.bin", &ahead);
+    // Only the rest is read again (and the few bytes of matches put side by side).
+    CHECK(source.read() < data.size() - covered + (1u << 20) + kScanOverlap);
+    return v;
+  };
+  SECTION("a clean file stays clean") {
+    const Verdict v = scan_with_ahead(base, 3 * kPart);
+    CHECK(yara_finding(v, "splitfs:php_webshell_eval") == nullptr);
+    CHECK(v.severity == Severity::clean);
+  }
+  struct Case {
+    const char* what;
+    std::size_t open;
+    std::size_t eval;
+    std::uint64_t covered;
+  };
+  for (const Case& c : {Case{"both in one part checked ahead", 1000, 5000, 3 * kPart},
+                        Case{"one ahead, one in the rest", 100, kAheadSize - 100, 3 * kPart},
+                        Case{"the other way round", kAheadSize - 50, kPart + 10, 2 * kPart},
+                        Case{"in two parts checked ahead", kPart - 2000, 2 * kPart + 7, 4 * kPart},
+                        Case{"one across the end of a part", 20, 2 * kPart - 10, 4 * kPart},
+                        Case{"one across the end of the parts", 20, 3 * kPart - 10, 3 * kPart},
+                        Case{"all checked ahead, none left", 10, kAheadSize - 60, kAheadSize}}) {
+    SECTION(c.what) {
+      Bytes data = base;
+      put(data, c.open, kOpen);
+      put(data, c.eval, kEval);
+      CHECK(yara_finding(scan_with_ahead(data, c.covered), "splitfs:php_webshell_eval") != nullptr);
+    }
+  }
+  SECTION("one of two strings is not enough") {
+    Bytes data = base;
+    put(data, 2 * kPart + 100, kEval);
+    CHECK(yara_finding(scan_with_ahead(data, 3 * kPart), "splitfs:php_webshell_eval") == nullptr);
+  }
+  SECTION("a single-string rule in a part checked ahead") {
+    Bytes data = base;
+    put(data, kPart + 300, " sekurlsa::logonpasswords ");
+    const Verdict v = scan_with_ahead(data, 3 * kPart);
+    REQUIRE(yara_finding(v, "splitfs:credential_dumper_mimikatz") != nullptr);
+    CHECK(v.severity == Severity::malicious);
+  }
+  SECTION("parts another scanner checked are not taken: the whole file is read") {
+    Bytes data = base;
+    put(data, 100, " sekurlsa::logonpasswords ");
+    Scanner other(bundled_yara_only());
+    ScanAhead ahead;
+    MemorySource written(data);
+    other.scan_ahead(written, 2 * kPart, ahead);
+    CountingSource source(data);
+    CHECK(yara_finding(scanner.scan(source, "big.bin", &ahead),
+                       "splitfs:credential_dumper_mimikatz") != nullptr);
+    CHECK(source.read() >= data.size());
+  }
+}
+
+TEST_CASE("rules that ask more than which strings occur are not checked ahead") {
+  TempDir rules("splitfs-rules");
+  {
+    std::ofstream out(rules / "size.yar");
+    out << "rule large_file { condition: filesize > 1000 }\n";
+  }
+  Settings settings = bundled_yara_only();
+  settings.yara_rule_dirs = {rules.path()};
+  Scanner scanner(settings);
+  CHECK_FALSE(scanner.scans_ahead());
+  const Bytes data = noise(3 * kPart, 22);
+  ScanAhead ahead;
+  MemorySource written(data);
+  scanner.scan_ahead(written, kPart, ahead);
+  CHECK(ahead.covered() == 0);
+  const Verdict v = scanner.scan(written, "big.bin", &ahead);
+  CHECK(yara_finding(v, "size:large_file") != nullptr);
 }
