@@ -29,6 +29,7 @@ struct PartFound {
 // The parts of a file a detector checked ahead (ScanAhead's content).
 struct AheadParts {
   const Detector* by = nullptr;
+  std::uint64_t from = 0;
   std::uint64_t covered = 0;
   std::vector<PartFound> parts;
 };

@@ -226,11 +226,17 @@ struct AheadParts;
 class ScanAhead {
  public:
   ScanAhead();
+  // Parts to be checked from `from` on, to append() to the ScanAhead that covers up to there (so
+  // another thread can check the next part while the first is in use).
+  explicit ScanAhead(std::uint64_t from);
   ~ScanAhead();
   ScanAhead(ScanAhead&&) noexcept;
   ScanAhead& operator=(ScanAhead&&) noexcept;
-  // The bytes [0, covered()) are checked.
+  // The bytes [from, covered()) are checked.
   std::uint64_t covered() const;
+  // Takes later's parts when they start at covered() and come from the same scanner; false (and
+  // nothing changes) otherwise.
+  bool append(ScanAhead&& later);
 
  private:
   friend class Scanner;

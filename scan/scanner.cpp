@@ -36,12 +36,31 @@ std::shared_ptr<Scanner> Scanner::shared(const Settings& settings) {
 }
 
 ScanAhead::ScanAhead() : parts_(std::make_unique<detail::AheadParts>()) {}
+ScanAhead::ScanAhead(std::uint64_t from) : ScanAhead() {
+  parts_->from = parts_->covered = from;
+}
 ScanAhead::~ScanAhead() = default;
 ScanAhead::ScanAhead(ScanAhead&&) noexcept = default;
 ScanAhead& ScanAhead::operator=(ScanAhead&&) noexcept = default;
 
 std::uint64_t ScanAhead::covered() const {
   return parts_->covered;
+}
+
+bool ScanAhead::append(ScanAhead&& later) {
+  detail::AheadParts& mine = *parts_;
+  detail::AheadParts& theirs = *later.parts_;
+  if (theirs.from != mine.covered || theirs.by == nullptr ||
+      (mine.by != nullptr && mine.by != theirs.by)) {
+    return false;
+  }
+  mine.by = theirs.by;
+  mine.covered = theirs.covered;
+  for (auto& part : theirs.parts)
+    mine.parts.push_back(std::move(part));
+  theirs.parts.clear();
+  theirs.covered = theirs.from;
+  return true;
 }
 
 bool Detector::scan_part(Source&, std::uint64_t, detail::AheadParts&) {
@@ -88,7 +107,8 @@ Verdict Scanner::scan(Source& source, std::string_view name, const ScanAhead* ah
   };
   const Item whole{source, name, {}, 0};
   for (Detector* d : ready) {
-    if (ahead != nullptr && ahead->parts_->by == d && ahead->parts_->covered > 0)
+    if (ahead != nullptr && ahead->parts_->by == d && ahead->parts_->from == 0 &&
+        ahead->parts_->covered > 0)
       d->scan_rest(whole, *ahead->parts_, verdict);
     else
       d->scan(whole, verdict);

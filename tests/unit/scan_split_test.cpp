@@ -211,6 +211,33 @@ TEST_CASE("parts checked ahead of a file's end and the rest at the end match as 
     REQUIRE(yara_finding(v, "splitfs:credential_dumper_mimikatz") != nullptr);
     CHECK(v.severity == Severity::malicious);
   }
+  SECTION("parts checked apart and appended in order") {
+    Bytes data = base;
+    put(data, 100, kOpen);
+    put(data, kPart + 100, kEval);
+    MemorySource written(data);
+    ScanAhead ahead;
+    scanner.scan_ahead(written, kPart, ahead);
+    ScanAhead next(kPart);
+    scanner.scan_ahead(written, 2 * kPart, next);
+    ScanAhead late(3 * kPart);
+    scanner.scan_ahead(written, 4 * kPart, late);
+    CHECK_FALSE(ahead.append(std::move(late)));  // leaves a gap
+    CHECK(ahead.covered() == kPart);
+    {
+      // Parts that do not start at 0 cover nothing on their own: the whole file is read.
+      CountingSource source(data);
+      CHECK(yara_finding(scanner.scan(source, "big.bin", &next), "splitfs:php_webshell_eval") !=
+            nullptr);
+      CHECK(source.read() >= data.size());
+    }
+    REQUIRE(ahead.append(std::move(next)));
+    CHECK(ahead.covered() == 2 * kPart);
+    CountingSource source(data);
+    CHECK(yara_finding(scanner.scan(source, "big.bin", &ahead), "splitfs:php_webshell_eval") !=
+          nullptr);
+    CHECK(source.read() < data.size() - 2 * kPart + (1u << 20) + kScanOverlap);
+  }
   SECTION("parts another scanner checked are not taken: the whole file is read") {
     Bytes data = base;
     put(data, 100, " sekurlsa::logonpasswords ");
