@@ -46,6 +46,7 @@
 #include <shared_mutex>
 #include <splitfs/client.hpp>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 #include <unordered_map>
 
@@ -126,6 +127,9 @@ constexpr std::size_t kReadaheadQueue = 16;
 // Write-behind: a file's bytes written but not uploaded yet stay below this; past it, a writer
 // waits while its finished segments upload.
 constexpr std::uint64_t kMaxUnstagedBytes = 64u << 20;
+// The malware check follows a file written from empty at its end a part of this size at a time
+// (scan::ScanAhead), so little is left to check when it closes.
+constexpr std::uint64_t kScanAheadPart = 32u << 20;
 // How long such a writer waits at most for one batch of the background upload.
 constexpr auto kStageWait = std::chrono::seconds(15);
 // Largest request the kernel sends (max_read, max_write).
@@ -315,6 +319,14 @@ struct FileData {
   // wb->changes() + 1 as of the last malware check that let the content through (0: none).
   std::uint64_t scanned_changes = 0;
   std::string scanned_path;
+  // The malware check ahead of the writer (under mutex), kept while every change since the file
+  // was empty was a write at its end: ahead_changes is wb->changes() after the last such write.
+  // ahead_generation goes up whenever it is dropped, so that a part checked meanwhile is not
+  // taken; ahead_busy: a part is queued or being checked.
+  std::optional<scan::ScanAhead> ahead;
+  std::uint64_t ahead_changes = 0;
+  std::uint64_t ahead_generation = 0;
+  bool ahead_busy = false;
   // What wb counts against the write-back bound (under mutex), and the mount's total it is part
   // of (journaled files count there through the journal).
   std::uint64_t accounted = 0;
@@ -408,6 +420,7 @@ class Fs {
     for (std::size_t i = 0; i < kReadaheadWorkers; ++i)
       readahead_workers_.push_back(named_thread("sfs-readahead", [this] { readahead_loop(); }));
     stager_ = named_thread("sfs-stage", [this] { stage_loop(); });
+    scan_aheader_ = named_thread("sfs-scan", [this] { scan_ahead_loop(); });
     notifier_ = named_thread("sfs-notify", [this] { notify_loop(); });
     uploader_ = named_thread("sfs-upload", [this] { upload_loop(); });
     syncer_ = named_thread("sfs-sync", [this] { sync_loop(); });
@@ -501,6 +514,13 @@ class Fs {
     stage_cv_.notify_all();
     if (stager_.joinable())
       stager_.join();
+    {
+      std::lock_guard lock(scan_ahead_mutex_);
+      scan_ahead_stop_ = true;
+    }
+    scan_ahead_cv_.notify_all();
+    if (scan_aheader_.joinable())
+      scan_aheader_.join();
     {
       std::lock_guard lock(notify_mutex_);
       notify_stop_ = true;
@@ -1248,6 +1268,13 @@ class Fs {
     return slot;
   }
 
+  // The FileData of ino if it has one (nullptr: none, or forgotten since).
+  std::shared_ptr<FileData> known_file_data(std::uint64_t ino) {
+    std::shared_lock lock(tree_mutex_);
+    const auto it = files_.find(ino);
+    return it == files_.end() ? nullptr : it->second;
+  }
+
   std::shared_ptr<FileData> file_data(std::uint64_t ino) {
     std::unique_lock lock(tree_mutex_);
     if (!ns_->find(ino))
@@ -1300,6 +1327,7 @@ class Fs {
       data.wb = std::make_unique<WriteBack>(writeback_dir_, segment_bytes_,
                                             data.base ? data.base->size : 0, data_files());
       data.wb->set_keep_staged(scanner_ != nullptr);
+      drop_scan_ahead(data);
     }
   }
 
@@ -1630,13 +1658,7 @@ class Fs {
         ino = stage_queue_.front();
         stage_queue_.pop_front();
       }
-      std::shared_ptr<FileData> data;
-      {
-        std::shared_lock lock(tree_mutex_);
-        const auto it = files_.find(ino);
-        if (it != files_.end())
-          data = it->second;
-      }
+      const auto data = known_file_data(ino);
       if (!data)
         continue;
       try {
@@ -1714,8 +1736,13 @@ class Fs {
       ensure_writeback(*data);
       if (int err = reserve_writeback(ino, *data, data->wb->growth(offset, bytes.size())))
         return err;
+      const std::uint64_t size_before = data->wb->size();
+      const std::uint64_t changes_before = data->wb->changes();
       fill_segments(*data, data->wb->base_needed(offset, bytes.size()));
       data->wb->write(offset, bytes);
+      // Before write_behind, which may let go of the lock: nothing else changes the file between
+      // the write and what the check ahead makes of it.
+      scan_ahead_after(ino, *data, offset, size_before, changes_before);
       write_behind(ino, *data, lock, offset, offset + bytes.size());
       account(*data);
       std::unique_lock tlock(tree_mutex_);
@@ -1771,14 +1798,9 @@ class Fs {
   }
 
   int commit_file_timed(std::uint64_t ino) {
-    std::shared_ptr<FileData> data;
-    {
-      std::shared_lock lock(tree_mutex_);
-      const auto it = files_.find(ino);
-      if (it == files_.end())
-        return 0;
-      data = it->second;
-    }
+    const auto data = known_file_data(ino);
+    if (!data)
+      return 0;
     std::unique_lock lock(data->mutex);
     if (!data->wb || !data->wb->dirty())
       return 0;
@@ -2108,6 +2130,107 @@ class Fs {
     scanner_ = scan::Scanner::shared(scan_config_.settings);
   }
 
+  // Under data.mutex: forgets the check ahead, and any part of it being checked now.
+  static void drop_scan_ahead(FileData& data) {
+    data.ahead.reset();
+    ++data.ahead_generation;
+  }
+
+  // Under data.mutex, after a write at offset to a file of size_before bytes whose write-back
+  // file had changes_before changes: keeps the check ahead while the file grows from empty by
+  // writes at its end (anything else drops it), and queues its next part once that is written.
+  void scan_ahead_after(std::uint64_t ino, FileData& data, std::uint64_t offset,
+                        std::uint64_t size_before, std::uint64_t changes_before) {
+    if (!scanner_ || !scanner_->scans_ahead())
+      return;
+    const WriteBack& wb = *data.wb;
+    if (!data.ahead || offset != size_before || changes_before != data.ahead_changes) {
+      drop_scan_ahead(data);
+      if (offset != 0 || size_before != 0)
+        return;
+      data.ahead.emplace();
+    }
+    data.ahead_changes = wb.changes();
+    if (data.ahead_busy ||
+        whole_segments_bytes(wb) < data.ahead->covered() + kScanAheadPart + scan::kScanOverlap) {
+      return;
+    }
+    data.ahead_busy = true;
+    {
+      std::lock_guard lock(scan_ahead_mutex_);
+      scan_ahead_queue_.push_back(ino);
+    }
+    scan_ahead_cv_.notify_one();
+  }
+
+  std::uint64_t whole_segments_bytes(const WriteBack& wb) const {
+    return wb.size() / segment_bytes_ * segment_bytes_;
+  }
+
+  // The check-ahead worker: checks the next parts of a file while it is written, holding the
+  // file's lock only to copy a segment out. A part of bytes that changed meanwhile is dropped.
+  void scan_ahead_loop() {
+    for (;;) {
+      std::uint64_t ino = 0;
+      {
+        std::unique_lock lock(scan_ahead_mutex_);
+        scan_ahead_cv_.wait(lock,
+                            [this] { return scan_ahead_stop_ || !scan_ahead_queue_.empty(); });
+        if (scan_ahead_stop_)
+          return;
+        ino = scan_ahead_queue_.front();
+        scan_ahead_queue_.pop_front();
+      }
+      const auto data = known_file_data(ino);
+      while (data && scan_ahead_part(*data)) {
+      }
+    }
+  }
+
+  // Checks the next part of data's file, if it is written; false when there is none (or the
+  // check ahead was dropped), and then data.ahead_busy is cleared.
+  bool scan_ahead_part(FileData& data) {
+    std::uint64_t generation = 0;
+    std::uint64_t from = 0;
+    std::uint64_t limit = 0;
+    {
+      std::lock_guard lock(data.mutex);
+      if (data.ahead && data.wb) {
+        from = data.ahead->covered();
+        limit = whole_segments_bytes(*data.wb);
+      }
+      if (!data.ahead || !data.wb || limit < from + kScanAheadPart + scan::kScanOverlap) {
+        data.ahead_busy = false;
+        return false;
+      }
+      generation = data.ahead_generation;
+    }
+    scan::ScanAhead part(from);
+    bool checked = false;
+    try {
+      scan::SegmentSource source(limit, segment_bytes_, [&](std::uint64_t s, Bytes& out) {
+        std::lock_guard lock(data.mutex);
+        if (data.ahead_generation != generation || !data.wb || data.wb->size() < limit ||
+            !data.wb->is_local(s)) {
+          throw std::runtime_error("the file changed");
+        }
+        data.wb->build(s, {}, out);
+      });
+      scanner_->scan_ahead(source, from + kScanAheadPart, part);
+      checked = true;
+    } catch (const std::exception&) {
+      // Changed, or unreadable: the check at close reads these bytes.
+    }
+    std::lock_guard lock(data.mutex);
+    if (!checked || data.ahead_generation != generation || !data.ahead ||
+        !data.ahead->append(std::move(part))) {
+      data.ahead_busy = false;
+      return false;
+    }
+    scanned_ahead_bytes_.fetch_add(kScanAheadPart, std::memory_order_relaxed);
+    return true;
+  }
+
   // The path of ino in the mount (one of its names), for messages and name checks.
   std::string path_of(std::uint64_t ino) {
     std::shared_lock lock(tree_mutex_);
@@ -2117,14 +2240,9 @@ class Fs {
   // close_file() of a file the journal keeps for later: scanned now when its bytes are at hand,
   // else at its upload.
   int scan_at_close(std::uint64_t ino) {
-    std::shared_ptr<FileData> data;
-    {
-      std::shared_lock lock(tree_mutex_);
-      const auto it = files_.find(ino);
-      if (it == files_.end())
-        return 0;
-      data = it->second;
-    }
+    const auto data = known_file_data(ino);
+    if (!data)
+      return 0;
     std::lock_guard lock(data->mutex);
     return scan_before_store(ino, *data, true);
   }
@@ -2160,9 +2278,12 @@ class Fs {
           }
         },
         /*concurrent_loads=*/true);  // const reads of wb under data.mutex, and the cache
+    // Parts checked ahead count only if nothing but writes at the end came after them.
+    const scan::ScanAhead* ahead =
+        data.ahead && data.ahead_changes == wb.changes() ? &*data.ahead : nullptr;
     scan::Verdict verdict;
     try {
-      verdict = scanner_->scan(source, path);
+      verdict = scanner_->scan(source, path, ahead);
     } catch (const std::exception& e) {
       if (at_close)
         return 0;  // its upload scans it
@@ -2365,14 +2486,9 @@ class Fs {
   // Whether ino is a new file (no committed content yet) of at most kGroupCommitMaxBytes with
   // changes to store: its close() goes through the journal and the group commit.
   bool small_new_file(std::uint64_t ino) {
-    std::shared_ptr<FileData> data;
-    {
-      std::shared_lock lock(tree_mutex_);
-      const auto it = files_.find(ino);
-      if (it == files_.end())
-        return false;
-      data = it->second;
-    }
+    const auto data = known_file_data(ino);
+    if (!data)
+      return false;
     std::lock_guard lock(data->mutex);
     return data->wb && data->wb->dirty() && data->base_version.load() == 0 &&
            data->wb->size() <= kGroupCommitMaxBytes;
@@ -2380,14 +2496,9 @@ class Fs {
 
   // Whether ino's content is at most kGroupCommitMaxBytes (its journaling is lazy).
   bool small_file(std::uint64_t ino) {
-    std::shared_ptr<FileData> data;
-    {
-      std::shared_lock lock(tree_mutex_);
-      const auto it = files_.find(ino);
-      if (it == files_.end())
-        return true;
-      data = it->second;
-    }
+    const auto data = known_file_data(ino);
+    if (!data)
+      return true;
     std::lock_guard lock(data->mutex);
     return !data->wb || data->wb->size() <= kGroupCommitMaxBytes;
   }
@@ -2403,14 +2514,9 @@ class Fs {
   }
 
   int keep_pending(std::uint64_t ino, bool* named = nullptr) {
-    std::shared_ptr<FileData> data;
-    {
-      std::shared_lock lock(tree_mutex_);
-      const auto it = files_.find(ino);
-      if (it == files_.end())
-        return 0;
-      data = it->second;
-    }
+    const auto data = known_file_data(ino);
+    if (!data)
+      return 0;
     std::lock_guard lock(data->mutex);
     return keep_pending_locked(ino, *data, named);
   }
@@ -3008,6 +3114,7 @@ class Fs {
       data->base_version = f.base_version;
       data->loaded = true;
       data->wb = std::move(wb);
+      drop_scan_ahead(*data);
       // What the servers' tree says is committed; the upload commits on top of f's base.
       dirty_content_.try_emplace(f.ino, rec->size, rec->content_version);
       rec->size = data->wb->size();
@@ -3557,6 +3664,7 @@ class Fs {
         << "disk_cache_capacity: " << d.capacity << "\n"
         << "readahead_segments: " << readahead_segments_.load() << "\n"
         << "segments_uploaded_ahead: " << segments_staged_.load() << "\n"
+        << "bytes_checked_ahead: " << scanned_ahead_bytes_.load() << "\n"
         << "reads: " << reads_.load() << "\n"
         << "bytes_read: " << bytes_read_.load() << "\n"
         << "writes: " << writes_.load() << "\n"
@@ -3662,6 +3770,13 @@ class Fs {
   std::deque<std::uint64_t> stage_queue_;
   bool stage_stop_ = false;
   std::thread stager_;
+
+  std::mutex scan_ahead_mutex_;
+  std::condition_variable scan_ahead_cv_;
+  std::deque<std::uint64_t> scan_ahead_queue_;
+  bool scan_ahead_stop_ = false;
+  std::thread scan_aheader_;
+  std::atomic<std::uint64_t> scanned_ahead_bytes_{0};
 
   std::atomic<std::uint64_t> reads_{0}, bytes_read_{0}, writes_{0}, bytes_written_{0};
   std::atomic<std::uint64_t> readahead_segments_{0}, files_committed_{0}, tree_commits_{0};

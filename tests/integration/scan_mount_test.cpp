@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <fstream>
 #include <string>
 
@@ -130,10 +132,10 @@ TEST_CASE("mount: cp of a malicious file fails with EACCES and nothing of it is 
   m.unmount();
 }
 
-// With only the bundled rules, a large file is checked at close on two threads, each reading
-// half of it from the write-back file and the servers: a rule whose two strings lie one in each
-// half still fires (suspicious: stored with a log line), and one in the second half still blocks.
-TEST_CASE("mount: a large file is checked in halves and a rule still sees both", "[mount][scan]") {
+// With only the bundled rules, a large file is checked in parts: while cp writes it, then the
+// rest at close on two threads: a rule whose two strings lie at either end still fires
+// (suspicious: stored with a log line), and one near the end still blocks.
+TEST_CASE("mount: a large file is checked in parts and a rule still sees both", "[mount][scan]") {
   Mount m;
   Bytes data = samples::random_bytes(80u << 20, 13);  // past the 64 MiB at which the scan splits
   const auto put = [&](std::size_t at, std::string_view text) {
@@ -154,6 +156,59 @@ TEST_CASE("mount: a large file is checked in halves and a rule still sees both",
                       Catch::Contains("rule splitfs:php_webshell_eval"));
   CHECK_THAT(log, Catch::Contains("malware check blocked /tool.bin: ") &&
                       Catch::Contains("rule splitfs:credential_dumper_mimikatz"));
+  m.unmount();
+}
+
+// The check ahead of a writer holds only while the file grows at its end: a write behind it, or a
+// truncation, and the close checks those bytes again.
+TEST_CASE("mount: a change behind the check ahead is checked again at close", "[mount][scan]") {
+  Mount m;
+  const Bytes clean = samples::random_bytes(80u << 20, 17);
+  // Writes data to name in 1 MiB pieces, then waits until the check ahead has taken 64 MiB more.
+  const auto write_ahead = [&](const std::string& name, const Bytes& data) {
+    const std::uint64_t before = m.stats()["bytes_checked_ahead"];
+    const int fd = ::open((m / name).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    REQUIRE(fd >= 0);
+    for (std::size_t at = 0; at < data.size(); at += 1u << 20) {
+      const std::size_t n = std::min<std::size_t>(1u << 20, data.size() - at);
+      REQUIRE(::pwrite(fd, data.data() + at, n, static_cast<off_t>(at)) == static_cast<ssize_t>(n));
+    }
+    for (int i = 0; i < 200 && m.stats()["bytes_checked_ahead"] < before + (64u << 20); ++i)
+      ::usleep(50'000);
+    REQUIRE(m.stats()["bytes_checked_ahead"] >= before + (64u << 20));
+    return fd;
+  };
+  const std::string mimikatz = std::string(" sekurlsa") + "::" + "logonpasswords ";
+  {
+    // Into bytes already checked, clean: the close must find it.
+    const int fd = write_ahead("behind.bin", clean);
+    REQUIRE(::pwrite(fd, mimikatz.data(), mimikatz.size(), 1000) ==
+            static_cast<ssize_t>(mimikatz.size()));
+    errno = 0;
+    CHECK(::close(fd) != 0);
+    CHECK(errno == EACCES);
+  }
+  {
+    // Cut below the checked parts, then written again at its end with the string where clean
+    // bytes were checked before: the close must find it.
+    const int fd = write_ahead("regrown.bin", clean);
+    REQUIRE(::ftruncate(fd, 5u << 20) == 0);
+    Bytes again(clean.begin() + (5 << 20), clean.end());
+    std::copy(mimikatz.begin(), mimikatz.end(), again.begin() + (5 << 20));
+    for (std::size_t at = 0; at < again.size(); at += 1u << 20) {
+      const std::size_t n = std::min<std::size_t>(1u << 20, again.size() - at);
+      REQUIRE(::pwrite(fd, again.data() + at, n, static_cast<off_t>((5u << 20) + at)) ==
+              static_cast<ssize_t>(n));
+    }
+    errno = 0;
+    CHECK(::close(fd) != 0);
+    CHECK(errno == EACCES);
+  }
+  const std::string log = slurp(m.home / "mount.log");
+  INFO(log);
+  CHECK_THAT(log, Catch::Contains("malware check blocked /behind.bin: ") &&
+                      Catch::Contains("rule splitfs:credential_dumper_mimikatz"));
+  CHECK_THAT(log, Catch::Contains("malware check blocked /regrown.bin: "));
   m.unmount();
 }
 
