@@ -1494,8 +1494,12 @@ std::error_code StoreImpl::rewrite_packs(const std::vector<std::uint32_t>& victi
     if (buffer.empty())
       return {};
     iovec iov{buffer.data(), buffer.size()};
-    if (auto ec = pack::write_all(output.get(), std::span<iovec>(&iov, 1), buffered_at))
+    // Old records moved as a block: a compaction of many GiB would otherwise push out of the page
+    // cache what reads are using.
+    if (auto ec = pack::write_all(output.get(), std::span<iovec>(&iov, 1), buffered_at,
+                                  pack::Caching::drop_behind)) {
       return disk_failure("cannot write pack", ec);
+    }
     buffered_at += buffer.size();
     buffer.clear();
     return {};

@@ -160,3 +160,46 @@ TEST_CASE("the store writes a large file's shares without caching them, small fi
   CHECK(store_shares(tmp / "large", 64, 32u << 10) < 0.25);
   CHECK(store_shares(tmp / "small", 256, 2u << 10) > 0.9);
 }
+
+TEST_CASE("a compaction writes the records it moves without caching them") {
+  TempDir tmp("splitfs-pack");
+  if (!drops_behind(tmp.path())) {
+    WARN("this kernel has no uncached writes (Linux 6.14): nothing to check");
+    return;
+  }
+  auto store = Store::open(tmp / "store");
+  std::vector<Bytes> blobs;
+  std::vector<ShareInput> in;
+  std::vector<ShareRef> kept;
+  for (std::size_t i = 0; i < 1024; ++i) {
+    blobs.push_back(random_bytes(2u << 10, 100 + i));
+    Id id{};
+    id[0] = static_cast<std::uint8_t>(i);
+    id[1] = static_cast<std::uint8_t>(i >> 8);
+    in.push_back({id, blobs.back()});
+    if (i % 4 == 0)
+      kept.push_back({id, 1});
+  }
+  REQUIRE_FALSE(store->put_shares("u", in));
+  std::vector<Id> missing;
+  Id file{};
+  file[31] = 1;
+  REQUIRE_FALSE(
+      store->commit("u", file, 1, kept, splitfs::as_bytes("e"), splitfs::as_bytes("m"), missing));
+  CHECK(resident_fraction(tmp / "store" / "packs" / pack::file_name(1)) > 0.9);
+
+  CompactionReport report;
+  REQUIRE_FALSE(store->compact({std::chrono::seconds(0), "test", nullptr}, report));
+  REQUIRE(report.packs_rewritten == 1);
+  std::vector<fs::path> packs;
+  for (const auto& e : fs::directory_iterator(tmp / "store" / "packs"))
+    packs.push_back(e.path());
+  REQUIRE(packs.size() == 1);
+  CHECK(packs.front().filename() != pack::file_name(1));
+  CHECK(resident_fraction(packs.front()) < 0.25);
+  for (const ShareRef& ref : kept) {
+    Bytes out;
+    REQUIRE_FALSE(store->get_share("u", ref.id, out));
+    CHECK(out.size() == 2u << 10);
+  }
+}
