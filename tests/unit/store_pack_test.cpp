@@ -58,6 +58,35 @@ bool drops_behind(const fs::path& dir) {
   return ok;
 }
 
+// count shares of size random bytes (seeds from seed on), ids 0, 1, ...; blobs hold the bytes the
+// inputs view.
+struct Shares {
+  std::vector<Bytes> blobs;
+  std::vector<ShareInput> in;
+};
+
+Shares make_shares(std::size_t count, std::size_t size, std::uint64_t seed) {
+  Shares out;
+  out.blobs.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    out.blobs.push_back(random_bytes(size, seed + i));
+    Id id{};
+    id[0] = static_cast<std::uint8_t>(i);
+    id[1] = static_cast<std::uint8_t>(i >> 8);
+    out.in.push_back({id, out.blobs.back()});
+  }
+  return out;
+}
+
+// Commits version 1 of user u's file 1 with refs.
+void commit_file(Store& store, const std::vector<ShareRef>& refs) {
+  std::vector<Id> missing;
+  Id file{};
+  file[31] = 1;
+  REQUIRE_FALSE(
+      store.commit("u", file, 1, refs, splitfs::as_bytes("e"), splitfs::as_bytes("m"), missing));
+}
+
 // Writes `data` as records of 64 KiB (header, blob) with `caching`, syncs, and reads it back.
 void write_records(const fs::path& path, const Bytes& data, pack::Caching caching) {
   pack::Fd fd;
@@ -135,23 +164,12 @@ TEST_CASE("the store writes a large file's shares without caching them, small fi
   }
   auto store_shares = [&](const fs::path& dir, std::size_t count, std::size_t size) {
     auto store = Store::open(dir);
-    std::vector<Bytes> blobs;
-    std::vector<ShareInput> in;
+    const Shares shares = make_shares(count, size, 10);
+    REQUIRE_FALSE(store->put_shares("u", shares.in));
     std::vector<ShareRef> refs;
-    for (std::size_t i = 0; i < count; ++i) {
-      blobs.push_back(random_bytes(size, 10 + i));
-      Id id{};
-      id[0] = static_cast<std::uint8_t>(i);
-      id[1] = static_cast<std::uint8_t>(i >> 8);
-      in.push_back({id, blobs.back()});
-      refs.push_back({id, 1});
-    }
-    REQUIRE_FALSE(store->put_shares("u", in));
-    std::vector<Id> missing;
-    Id file{};
-    file[31] = 1;
-    REQUIRE_FALSE(
-        store->commit("u", file, 1, refs, splitfs::as_bytes("e"), splitfs::as_bytes("m"), missing));
+    for (const ShareInput& share : shares.in)
+      refs.push_back({share.id, 1});
+    commit_file(*store, refs);
     const fs::path pack = dir / "packs" / pack::file_name(1);
     REQUIRE(fs::exists(pack));
     return resident_fraction(pack);
@@ -168,24 +186,12 @@ TEST_CASE("a compaction writes the records it moves without caching them") {
     return;
   }
   auto store = Store::open(tmp / "store");
-  std::vector<Bytes> blobs;
-  std::vector<ShareInput> in;
+  const Shares shares = make_shares(1024, 2u << 10, 100);
+  REQUIRE_FALSE(store->put_shares("u", shares.in));
   std::vector<ShareRef> kept;
-  for (std::size_t i = 0; i < 1024; ++i) {
-    blobs.push_back(random_bytes(2u << 10, 100 + i));
-    Id id{};
-    id[0] = static_cast<std::uint8_t>(i);
-    id[1] = static_cast<std::uint8_t>(i >> 8);
-    in.push_back({id, blobs.back()});
-    if (i % 4 == 0)
-      kept.push_back({id, 1});
-  }
-  REQUIRE_FALSE(store->put_shares("u", in));
-  std::vector<Id> missing;
-  Id file{};
-  file[31] = 1;
-  REQUIRE_FALSE(
-      store->commit("u", file, 1, kept, splitfs::as_bytes("e"), splitfs::as_bytes("m"), missing));
+  for (std::size_t i = 0; i < shares.in.size(); i += 4)
+    kept.push_back({shares.in[i].id, 1});
+  commit_file(*store, kept);
   CHECK(resident_fraction(tmp / "store" / "packs" / pack::file_name(1)) > 0.9);
 
   CompactionReport report;
