@@ -2198,12 +2198,12 @@ class Fs {
       if (data.ahead && data.wb) {
         from = data.ahead->covered();
         limit = whole_segments_bytes(*data.wb);
+        generation = data.ahead_generation;
       }
-      if (!data.ahead || !data.wb || limit < from + kScanAheadPart + scan::kScanOverlap) {
+      if (limit < from + kScanAheadPart + scan::kScanOverlap) {  // also without ahead or wb
         data.ahead_busy = false;
         return false;
       }
-      generation = data.ahead_generation;
     }
     scan::ScanAhead part(from);
     bool checked = false;

@@ -259,9 +259,9 @@ class Detector {
   virtual void scan(const Item& item, Verdict& verdict) = 0;
   // Whether scan_part() can check parts of a file.
   virtual bool takes_parts() const { return false; }
-  // For a detector that can check a file in parts (see Scanner::scan_ahead): checks source's bytes
-  // [ahead.covered, end) into ahead. False when it cannot.
-  virtual bool scan_part(Source& source, std::uint64_t end, detail::AheadParts& ahead);
+  // When takes_parts() (see Scanner::scan_ahead): checks source's bytes [ahead.covered, end) into
+  // ahead.
+  virtual void scan_part(Source& source, std::uint64_t end, detail::AheadParts& ahead);
   // scan() of a whole file whose first ahead.covered bytes scan_part() checked.
   virtual void scan_rest(const Item& item, const detail::AheadParts& ahead, Verdict& verdict);
 };

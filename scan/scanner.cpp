@@ -63,9 +63,7 @@ bool ScanAhead::append(ScanAhead&& later) {
   return true;
 }
 
-bool Detector::scan_part(Source&, std::uint64_t, detail::AheadParts&) {
-  return false;
-}
+void Detector::scan_part(Source&, std::uint64_t, detail::AheadParts&) {}
 
 void Detector::scan_rest(const Item& item, const detail::AheadParts&, Verdict& verdict) {
   scan(item, verdict);
@@ -78,8 +76,9 @@ bool Scanner::scans_ahead() const {
 
 void Scanner::scan_ahead(Source& source, std::uint64_t end, ScanAhead& ahead) {
   for (const auto& d : detectors_) {
-    if (d->unavailable().empty() && (ahead.parts_->by == nullptr || ahead.parts_->by == d.get()) &&
-        d->scan_part(source, end, *ahead.parts_)) {
+    if (d->takes_parts() && d->unavailable().empty() &&
+        (ahead.parts_->by == nullptr || ahead.parts_->by == d.get())) {
+      d->scan_part(source, end, *ahead.parts_);
       ahead.parts_->by = d.get();
       return;  // one detector takes parts (YARA); the others read the whole file at the end
     }

@@ -348,15 +348,11 @@ class Yara : public Detector {
 
   bool takes_parts() const override { return presence_only_; }
 
-  bool scan_part(Source& source, std::uint64_t end, AheadParts& ahead) override {
-    if (!presence_only_)
-      return false;
+  void scan_part(Source& source, std::uint64_t end, AheadParts& ahead) override {
     if (end > ahead.covered) {
-      auto found = scan_ranges(source, {{ahead.covered, end}});
-      ahead.parts.push_back(std::move(found.front()));
+      ahead.parts.push_back(std::move(scan_ranges(source, {{ahead.covered, end}}).front()));
       ahead.covered = end;
     }
-    return true;
   }
 
   void scan_rest(const Item& item, const AheadParts& ahead, Verdict& verdict) override {
