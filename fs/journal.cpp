@@ -606,7 +606,7 @@ std::pair<int, std::string> Journal::new_data_file() {
   return create_writeback_file(dir_);
 }
 
-std::uint64_t Journal::put_file_synced(const JournalFile& file, int data_fd) {
+Journal::SyncedPut Journal::put_file_synced(const JournalFile& file, int data_fd) {
   const Bytes record_bytes = encode_journal_file(file);
   const std::string record_name = file_record(file.ino);
   std::lock_guard lock(mutex_);
@@ -633,12 +633,18 @@ std::uint64_t Journal::put_file_synced(const JournalFile& file, int data_fd) {
     errno = e;
     fail("cannot write " + (dir_ / record_name).string());
   }
-  if (::fsync(dir_fd_) != 0)
-    fail("cannot sync " + dir_.string());
+  const bool durable = ::fsync(dir_fd_) == 0;
   auto& record = records_[file.ino];
-  if (!record.data_name.empty() && record.data_name != file.data_name)
-    remove(record.data_name);
-  return std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes;
+  if (!record.data_name.empty() && record.data_name != file.data_name) {
+    if (durable) {
+      remove(record.data_name);
+    } else {
+      removals_after_sync_.push_back(record.data_name);
+    }
+  }
+  if (!durable)
+    folder_unsynced_ = true;
+  return {std::exchange(record, Record{file.sequence, file.data_name, file.bytes}).bytes, durable};
 }
 
 std::uint64_t Journal::put_file_lazy(const JournalFile& file, int data_fd) {
@@ -684,6 +690,7 @@ bool Journal::sync_pending() {
   std::uint64_t slot_sequence = 0;
   int names_slot = -1;  // the synced slot names were appended to since
   std::size_t names = 0;
+  bool folder = false;
   {
     std::lock_guard lock(mutex_);
     fds.swap(unsynced_fds_);
@@ -696,8 +703,9 @@ bool Journal::sync_pending() {
     names = names_;
     removals.swap(removals_after_sync_);
     unsynced_records_ = 0;
+    folder = std::exchange(folder_unsynced_, false);
   }
-  if (fds.empty() && removals.empty() && slot < 0 && names_slot < 0)
+  if (fds.empty() && removals.empty() && slot < 0 && names_slot < 0 && !folder)
     return true;
   // Slot descriptors stay open while sync_mutex_ is held (drop_tree() takes it too).
   std::vector<int> all = fds;
@@ -720,6 +728,7 @@ bool Journal::sync_pending() {
     unsynced_fds_.insert(unsynced_fds_.end(), fds.begin(), fds.end());
     removals_after_sync_.insert(removals_after_sync_.end(), removals.begin(), removals.end());
     unsynced_records_ += 1;
+    folder_unsynced_ = true;
     return false;
   }
   for (const int fd : fds)

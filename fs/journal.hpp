@@ -142,14 +142,21 @@ class Journal {
   // is the same file). Durable when it returns; returns the bytes the replaced record held.
   // Throws LocalIoError.
   std::uint64_t put_file(const JournalFile& file);
+  // What put_file_synced() did: the bytes the replaced record held, and whether the record is
+  // durable yet.
+  struct SyncedPut {
+    std::uint64_t replaced_bytes = 0;
+    bool durable = true;
+  };
   // put_file() of a record whose data file (open as data_fd) is not synced yet: the data file
   // and the record are synced at once (the file system commits them together), then the record
-  // renamed into place and the folder synced. Durable when it returns. When it fails before the
-  // rename nothing was replaced; when only the folder's sync after it fails, the new record may
-  // be on disk while this journal still counts the old one (and keeps its data file). Returns the
-  // bytes the replaced record held. Throws LocalIoError. A tree naming the file goes after it
-  // (put_tree()): a tree naming a file with no record would show it empty.
-  std::uint64_t put_file_synced(const JournalFile& file, int data_fd);
+  // renamed into place and the folder synced. Throws LocalIoError when it fails before the
+  // rename: nothing was replaced. Once renamed, the record is this journal's whatever follows:
+  // when only the folder's sync fails, durable is false, the replaced data file stays (a crash
+  // may bring back the old record) and the next sync_pending() syncs the folder again. A tree
+  // naming the file goes after it (put_tree()): a tree naming a file with no record would show it
+  // empty.
+  SyncedPut put_file_synced(const JournalFile& file, int data_fd);
   // put_file_synced() without waiting for the disk (see "Group commit" above): file must carry
   // its data_digest. Survives the end of this process when it returns; durable after the next
   // sync_pending(). Returns the bytes the replaced record held. Throws LocalIoError. The tree
@@ -254,7 +261,8 @@ class Journal {
   bool names_unsynced_ = false;
   std::size_t unsynced_records_ = 0;
   std::vector<std::string> removals_after_sync_;
-  std::mutex sync_mutex_;  // one sync_pending() at a time; taken before mutex_
+  bool folder_unsynced_ = false;  // a rename into the folder awaits the folder's sync
+  std::mutex sync_mutex_;         // one sync_pending() at a time; taken before mutex_
   std::vector<std::string> buried_;
   std::uint64_t buried_bytes_ = 0;
   std::vector<std::string> spare_records_;

@@ -2571,6 +2571,7 @@ class Fs {
         if (lazy)
           f.data_digest = digest_data_file(data.wb->descriptor(), data.wb->size());
         std::uint64_t replaced = 0;
+        bool durable = true;
         {
           std::lock_guard jlock(tree_journal_mutex_);
           std::uint64_t generation = 0;
@@ -2579,8 +2580,13 @@ class Fs {
           const std::optional<TreeName> name =
               lazy ? appendable_name_locked(ino, data) : std::nullopt;
           try {
-            replaced = lazy ? journal_.put_file_lazy(f, data.wb->descriptor())
-                            : journal_.put_file_synced(f, data.wb->descriptor());
+            if (lazy) {
+              replaced = journal_.put_file_lazy(f, data.wb->descriptor());
+            } else {
+              const Journal::SyncedPut put = journal_.put_file_synced(f, data.wb->descriptor());
+              replaced = put.replaced_bytes;
+              durable = put.durable;
+            }
           } catch (...) {
             data.wb->unfreeze();
             throw;
@@ -2621,6 +2627,10 @@ class Fs {
           else if (waiting >= kSyncBatch)
             sync_cv_.notify_one();
         }
+        // The record is in place and its upload queued, but its name may not be on disk: one
+        // more try, then the caller hears of it.
+        if (!durable && !journal_.sync_pending())
+          throw LocalIoError("the journal's folder cannot be synced: a crash may lose the change");
       }
     } catch (const std::exception& e) {
       const std::string text = "cannot keep the changes of inode " + std::to_string(ino) +
