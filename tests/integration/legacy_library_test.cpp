@@ -14,7 +14,6 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <random>
@@ -27,6 +26,7 @@
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/stripe.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 #include "transport/legacy_transport.hpp"
 
@@ -34,7 +34,9 @@ namespace fs = std::filesystem;
 namespace legacy = splitfs::transport::legacy;
 using splitfs::Bytes;
 using splitfs::Id;
+using splitfs::testing::read_file;
 using splitfs::testing::TempDir;
+using splitfs::testing::write_file;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -129,16 +131,6 @@ std::string random_text(std::size_t n, std::uint32_t seed) {
     std::memcpy(out.data() + i, &v, std::min<std::size_t>(8, n - i));
   }
   return out;
-}
-
-void write_file(const fs::path& path, std::string_view data) {
-  std::ofstream(path, std::ios::binary)
-      .write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // An object as kept in a double's folder, reassembled from its pieces and checked.

@@ -9,11 +9,14 @@
 #include <random>
 #include <splitfs/client.hpp>
 
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
+using splitfs::testing::read_file;
 using splitfs::testing::TempDir;
 using splitfs::testing::TestServers;
+using splitfs::testing::write_file;
 
 namespace {
 
@@ -25,16 +28,6 @@ std::string random_bytes(std::size_t n, std::uint32_t seed) {
     std::memcpy(out.data() + i, &v, std::min<std::size_t>(8, n - i));
   }
   return out;
-}
-
-void write_file(const fs::path& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary)
-      .write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // A client home pinned to both test servers.

@@ -17,8 +17,12 @@
 #include <thread>
 
 #include "tests/integration/mount_fixture.hpp"
+#include "tests/support/files.hpp"
 
 using splitfs::testing::Mount;
+using splitfs::testing::read_file;
+using splitfs::testing::TempDir;
+using splitfs::testing::write_file;
 
 namespace {
 
@@ -148,11 +152,9 @@ TEST_CASE("mount: a small cache stays within its budget", "[mount][cache]") {
 
 TEST_CASE("mount: a remount with the same cache_dir reads from the disk without the servers",
           "[mount][cache]") {
-  char pattern[] = "/tmp/splitfs-disk-cache-XXXXXX";
-  REQUIRE(::mkdtemp(pattern) != nullptr);
-  const std::filesystem::path cache_dir = pattern;
+  const TempDir cache_dir("splitfs-disk-cache");
   {
-    Mount m("allow_other,cache_dir=" + cache_dir.string() + ",cache_dir_size=64M");
+    Mount m("allow_other,cache_dir=" + cache_dir.path().string() + ",cache_dir_size=64M");
     write_random(m / "f", 6 << 20, 7);
     m.remount();  // an empty memory cache: this read fills the disk tier
     const std::uint64_t first = read_direct(m / "f");
@@ -173,16 +175,12 @@ TEST_CASE("mount: a remount with the same cache_dir reads from the disk without 
     std::ifstream in(m / "f", std::ios::binary);
     std::string head(64, '\0');
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
-    for (const auto& entry : std::filesystem::recursive_directory_iterator(cache_dir)) {
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(cache_dir.path())) {
       if (!entry.is_regular_file())
         continue;
-      std::ifstream file(entry.path(), std::ios::binary);
-      const std::string bytes{std::istreambuf_iterator<char>(file),
-                              std::istreambuf_iterator<char>()};
-      CHECK(bytes.find(head) == std::string::npos);
+      CHECK(read_file(entry.path()).find(head) == std::string::npos);
     }
   }
-  std::filesystem::remove_all(cache_dir);
 }
 
 TEST_CASE("mount: a small edit to a 64 MiB file uploads a small fraction of it", "[mount][cache]") {
@@ -308,12 +306,11 @@ TEST_CASE("mount: a read over hundreds of segments, stored and changed, reads ba
   Mount m;
   m.unmount();
   {
-    std::ifstream in(m.home / "config.toml");
-    std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string config = read_file(m.home / "config.toml");
     const std::size_t at = config.find("segment_bytes = ");
     REQUIRE(at != std::string::npos);
     config.replace(at, config.find('\n', at) - at, "segment_bytes = 2048");
-    std::ofstream(m.home / "config.toml") << config;
+    write_file(m.home / "config.toml", config);
   }
   m.mount();
   constexpr std::size_t kSize = 3u << 20;

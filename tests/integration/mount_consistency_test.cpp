@@ -7,25 +7,18 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <fstream>
 #include <string>
 
 #include "tests/integration/mount_fixture.hpp"
+#include "tests/support/files.hpp"
 
 using splitfs::testing::Mount;
+using splitfs::testing::read_file;
+using splitfs::testing::write_file;
 
 namespace {
 
 constexpr const char* kFast = "allow_other,refresh=0.2,attr_timeout=0.2,entry_timeout=0.2";
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void put(const std::filesystem::path& p, const std::string& data) {
-  std::ofstream(p, std::ios::binary) << data;
-}
 
 // Waits up to 10 s for a condition another mount's change makes true.
 template <class F>
@@ -50,8 +43,8 @@ std::vector<std::string> names_in(const std::filesystem::path& dir) {
 // Two writers of one file: "shared" holds "original" on both mounts, both write it at once, and
 // a's close comes first (it wins). Returns b's descriptor, still open with "BBBBBBBBBB" written.
 int race_on_shared(const Mount& a, const Mount& b) {
-  put(a / "shared", "original");
-  REQUIRE(eventually([&] { return slurp(b / "shared") == "original"; }));
+  write_file(a / "shared", "original");
+  REQUIRE(eventually([&] { return read_file(b / "shared") == "original"; }));
   const int fa = ::open((a / "shared").c_str(), O_WRONLY);
   const int fb = ::open((b / "shared").c_str(), O_WRONLY);
   REQUIRE(fa >= 0);
@@ -68,18 +61,18 @@ TEST_CASE("mount: a second mount sees committed changes within a bounded time",
           "[mount][consistency]") {
   Mount a(kFast);
   Mount b(a, kFast);
-  put(a / "from_a", "written by a");
-  CHECK(eventually([&] { return slurp(b / "from_a") == "written by a"; }));
+  write_file(a / "from_a", "written by a");
+  CHECK(eventually([&] { return read_file(b / "from_a") == "written by a"; }));
   REQUIRE(::mkdir((b / "dir_b").c_str(), 0700) == 0);
-  put(b / "dir_b" / "inner", "inner");
-  CHECK(eventually([&] { return slurp(a / "dir_b" / "inner") == "inner"; }));
+  write_file(b / "dir_b" / "inner", "inner");
+  CHECK(eventually([&] { return read_file(a / "dir_b" / "inner") == "inner"; }));
   struct stat st {};
   REQUIRE(::stat((a / "dir_b").c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0700);
 
   // A changed file: the other mount shows the new size and bytes.
-  put(a / "from_a", "written by a, then longer");
-  CHECK(eventually([&] { return slurp(b / "from_a") == "written by a, then longer"; }));
+  write_file(a / "from_a", "written by a, then longer");
+  CHECK(eventually([&] { return read_file(b / "from_a") == "written by a, then longer"; }));
   REQUIRE(::stat((b / "from_a").c_str(), &st) == 0);
   CHECK(st.st_size == 25);
 
@@ -104,8 +97,8 @@ TEST_CASE("mount: a name looked up as absent appears when another mount creates 
     INFO(name);
     REQUIRE(::stat((b / name).c_str(), &st) == -1);
     REQUIRE(errno == ENOENT);
-    put(a / name, "created by a");
-    CHECK(eventually([&] { return slurp(b / name) == "created by a"; }));
+    write_file(a / name, "created by a");
+    CHECK(eventually([&] { return read_file(b / name) == "created by a"; }));
   }
 }
 
@@ -124,7 +117,7 @@ TEST_CASE("mount: a conflict copy appears although its name was looked up as abs
   REQUIRE(errno == ENOENT);
   CHECK(::close(fb) == 0);
   CHECK(b.stats().at("conflicts") == 1);
-  CHECK(eventually([&] { return slurp(b / copy) == "BBBBBBBBBB"; }));
+  CHECK(eventually([&] { return read_file(b / copy) == "BBBBBBBBBB"; }));
 }
 
 TEST_CASE("mount: concurrent namespace changes of two mounts are merged", "[mount][consistency]") {
@@ -149,8 +142,8 @@ TEST_CASE("mount: two writers to one file: the first close wins, the second gets
   CHECK(b.stats().at("conflicts") == 1);
   const auto settled = [&](const Mount& m) {
     const auto names = names_in(m.mountpoint);
-    return names.size() == 2 && slurp(m / "shared") == "AAAAAAAA" &&
-           names[1].rfind("shared.conflict-", 0) == 0 && slurp(m / names[1]) == "BBBBBBBBBB";
+    return names.size() == 2 && read_file(m / "shared") == "AAAAAAAA" &&
+           names[1].rfind("shared.conflict-", 0) == 0 && read_file(m / names[1]) == "BBBBBBBBBB";
   };
   CHECK(eventually([&] { return settled(a); }));
   CHECK(eventually([&] { return settled(b); }));

@@ -11,17 +11,12 @@
 #include <string>
 
 #include "tests/integration/mount_fixture.hpp"
+#include "tests/support/files.hpp"
 
 using splitfs::testing::Mount;
+using splitfs::testing::read_file;
 
-namespace {
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE(
     "mount: a dead server gives EIO to fsync, not a hang, and changes are stored once it "
@@ -51,7 +46,7 @@ TEST_CASE(
   CHECK(::stat((m / "dir").c_str(), &st) == 0);
   CHECK(::stat((m / "during").c_str(), &st) == 0);
   CHECK(st.st_size == 36);
-  CHECK(slurp(m / "before") == "stored before the failure");
+  CHECK(read_file(m / "before") == "stored before the failure");
   CHECK(m.stats().at("files_pending") == 1);
 
   m.servers.tcp.restart();
@@ -61,7 +56,7 @@ TEST_CASE(
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   CHECK(m.stats().at("files_pending") == 0);
   m.remount();
-  INFO("mount log:\n" << slurp(m.home / "mount.log"));
-  CHECK(slurp(m / "during") == "written while the TCP server is down");
-  CHECK(slurp(m / "before") == "stored before the failure");
+  INFO("mount log:\n" << read_file(m.home / "mount.log"));
+  CHECK(read_file(m / "during") == "written while the TCP server is down");
+  CHECK(read_file(m / "before") == "stored before the failure");
 }

@@ -15,14 +15,15 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "tests/integration/mount_fixture.hpp"
+#include "tests/support/files.hpp"
 
 using splitfs::testing::Mount;
+using splitfs::testing::read_file;
 
 namespace {
 
@@ -141,13 +142,6 @@ bool listening(const SyslogListener& listener) {
   return false;
 }
 
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
 }  // namespace
 
 TEST_CASE("mount: the log goes to the system log too, with the same words", "[mount][log]") {
@@ -163,7 +157,7 @@ TEST_CASE("mount: the log goes to the system log too, with the same words", "[mo
   CHECK(last.find("splitfs-mount[") != std::string::npos);
   CHECK(last.find(mounted) != std::string::npos);
   // The same words are in the log file.
-  CHECK(slurp(m.home / "mount.log").find(mounted) != std::string::npos);
+  CHECK(read_file(m.home / "mount.log").find(mounted) != std::string::npos);
 }
 
 TEST_CASE("mount: small new files are journaled at close and committed in groups",
@@ -192,7 +186,7 @@ TEST_CASE("mount: small new files are journaled at close and committed in groups
   m.remount();  // everything must be stored: the unmount reports nothing pending
   for (int i = 0; i < kFiles; ++i) {
     const std::string body = "file " + std::to_string(i) + std::string(100 + i, 'x');
-    CHECK(slurp(m / ("many/f" + std::to_string(i))) == body);
+    CHECK(read_file(m / ("many/f" + std::to_string(i))) == body);
   }
 }
 
@@ -207,10 +201,11 @@ TEST_CASE("mount: a system logger that reads nothing does not stop the mount", "
     std::ofstream out(m / "note");
     out << "written while the logger is stuck";
   }
-  CHECK(slurp(m / "note") == "written while the logger is stuck");
+  CHECK(read_file(m / "note") == "written while the logger is stuck");
   CHECK(m.stats().at("syslog_dropped") > 0);
   m.remount();  // the unmount logs too, and must finish
-  CHECK(slurp(m / "note") == "written while the logger is stuck");
+  CHECK(read_file(m / "note") == "written while the logger is stuck");
   // Every line is still in the mount's own log.
-  CHECK(slurp(m.home / "mount.log").find("mounted " + m.mountpoint.string()) != std::string::npos);
+  CHECK(read_file(m.home / "mount.log").find("mounted " + m.mountpoint.string()) !=
+        std::string::npos);
 }

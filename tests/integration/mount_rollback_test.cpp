@@ -11,17 +11,14 @@
 #include <string>
 
 #include "tests/integration/mount_fixture.hpp"
+#include "tests/support/files.hpp"
 
 using splitfs::testing::Mount;
+using splitfs::testing::read_file;
 using splitfs::testing::ServerProcess;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 void write_random(const fs::path& p, std::size_t bytes, unsigned seed) {
   std::mt19937 random(seed);
@@ -60,14 +57,14 @@ TEST_CASE("mount: a server restored from an older copy gives EIO and a log line 
   restore(m.servers.tcp, copy);
 
   m.mount();
-  CHECK(slurp(m / "before").size() == 200000);  // what the old copy holds is still served
+  CHECK(read_file(m / "before").size() == 200000);  // what the old copy holds is still served
   const int fd = ::open((m / "after").c_str(), O_RDONLY);
   REQUIRE(fd >= 0);
   std::string buf(4096, '\0');
   CHECK(::read(fd, buf.data(), buf.size()) == -1);
   CHECK(errno == EIO);
   ::close(fd);
-  const std::string log = slurp(m.home / "mount.log");
+  const std::string log = read_file(m.home / "mount.log");
   INFO(log);
   CHECK(log.find("TCP server at " + m.servers.tcp.address()) != std::string::npos);
 }
@@ -92,7 +89,7 @@ TEST_CASE("mount: both servers restored to older copies are refused as a rollbac
            m.mountpoint.string() + "' >'" + out + "' 2>&1"});
   CHECK(status != 0);
   CHECK_FALSE(splitfs::testing::is_mounted(m.mountpoint));
-  const std::string said = slurp(out);
+  const std::string said = read_file(out);
   INFO(said);
   CHECK(said.find("rollback") != std::string::npos);
 }

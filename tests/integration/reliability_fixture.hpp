@@ -11,8 +11,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <random>
 #include <splitfs/client.hpp>
 #include <string>
@@ -20,6 +18,7 @@
 
 #include "core/config.hpp"
 #include "tests/support/fault_proxy.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 
 namespace reliability {
@@ -28,9 +27,11 @@ namespace fs = std::filesystem;
 using splitfs::testing::FaultPlan;
 using splitfs::testing::FaultProxy;
 using splitfs::testing::ProxyCounters;
+using splitfs::testing::read_file;
 using splitfs::testing::ServerProcess;
 using splitfs::testing::TempDir;
 using splitfs::testing::TestServers;
+using splitfs::testing::write_file;
 using Clock = std::chrono::steady_clock;
 
 // Under AddressSanitizer (a build with SPLITFS_SANITIZE, servers included) freed memory is held in
@@ -66,16 +67,6 @@ inline std::string content(std::uint64_t seed, std::size_t size) {
     std::memcpy(out.data() + i, &x, std::min<std::size_t>(8, size - i));
   }
   return out;
-}
-
-inline void write_file(const fs::path& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary)
-      .write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
-inline std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 inline double seconds_since(Clock::time_point start) {

@@ -6,20 +6,22 @@
 // without a restart.
 #include <catch2/catch.hpp>
 #include <chrono>
-#include <fstream>
 #include <random>
 #include <splitfs/client.hpp>
 #include <splitfs/errors.hpp>
 #include <string>
 
 #include "tests/support/fault_proxy.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::testing::FaultProxy;
+using splitfs::testing::read_file;
 using splitfs::testing::ServerProcess;
 using splitfs::testing::TempDir;
 using splitfs::testing::test_engines;
+using splitfs::testing::write_file;
 
 namespace {
 
@@ -37,17 +39,6 @@ std::string random_text(std::size_t n, std::uint64_t seed) {
   for (auto& c : out)
     c = static_cast<char>(rng());
   return out;
-}
-
-void write_file(const fs::path& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-  REQUIRE(out.good());
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // A port nothing listens on.

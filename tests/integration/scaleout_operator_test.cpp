@@ -5,7 +5,6 @@
 // serves the store, not one per process.
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <fstream>
 #include <random>
 #include <splitfs/client.hpp>
 #include <splitfs/errors.hpp>
@@ -14,16 +13,19 @@
 
 #include "objectstore/s3.hpp"
 #include "store/pack.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::testing::Enrol;
 using splitfs::testing::kTestUser;
+using splitfs::testing::read_file;
 using splitfs::testing::ServerProcess;
 using splitfs::testing::shared_store_args;
 using splitfs::testing::TempDir;
 using splitfs::testing::test_client_fingerprint;
 using splitfs::testing::test_engines;
+using splitfs::testing::write_file;
 
 namespace {
 
@@ -33,17 +35,6 @@ std::string random_text(std::size_t n, std::uint64_t seed) {
   for (auto& c : out)
     c = static_cast<char>(rng());
   return out;
-}
-
-void write_file(const fs::path& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-  REQUIRE(out.good());
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 bool contains(const std::string& text, const std::string& part) {

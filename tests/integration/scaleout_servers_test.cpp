@@ -25,14 +25,17 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::testing::Enrol;
+using splitfs::testing::read_file;
 using splitfs::testing::ServerProcess;
 using splitfs::testing::shared_store_args;
 using splitfs::testing::TempDir;
 using splitfs::testing::test_engines;
+using splitfs::testing::write_file;
 
 namespace {
 
@@ -42,17 +45,6 @@ std::string random_text(std::size_t n, std::uint64_t seed) {
   for (auto& c : out)
     c = static_cast<char>(rng());
   return out;
-}
-
-void write_file(const fs::path& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-  REQUIRE(out.good());
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // Two processes of one door on one data folder and one shared store.

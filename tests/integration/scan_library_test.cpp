@@ -8,14 +8,17 @@
 #include <fstream>
 #include <splitfs/client.hpp>
 
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 #include "tests/unit/scan_samples.hpp"
 
 namespace fs = std::filesystem;
 namespace samples = splitfs::testing::samples;
 using splitfs::Bytes;
+using splitfs::testing::read_bytes;
 using splitfs::testing::TempDir;
 using splitfs::testing::TestServers;
+using splitfs::testing::write_file;
 
 namespace {
 
@@ -44,7 +47,7 @@ struct Fixture {
   fs::path write(const std::string& name, const Bytes& data) {
     const fs::path path = work / "in" / name;
     fs::create_directories(path.parent_path());
-    samples::write_file(path, data);
+    write_file(path, data);
     return path;
   }
 
@@ -116,7 +119,7 @@ TEST_CASE("suspicious files are stored and fetched with a warning") {
   CHECK(client.list().size() == 1);
   fs::create_directories(f.work / "out");
   client.fetch("invoice.docm", f.work / "out");
-  CHECK(samples::read_file(f.work / "out" / "invoice.docm") == docm);
+  CHECK(read_bytes(f.work / "out" / "invoice.docm") == docm);
   CHECK(warnings.size() == 2);
   CHECK(!fs::exists(f.quarantine));
 }
@@ -155,7 +158,7 @@ TEST_CASE("a fetch checks the rebuilt file before it appears under its name") {
   } catch (const splitfs::MaliciousFileError& e) {
     CHECK(e.detector() == "heuristics");
     CHECK(e.rule() == "eicar");
-    CHECK(samples::read_file(e.quarantine_path()) == zipped);
+    CHECK(read_bytes(e.quarantine_path()) == zipped);
   }
   CHECK(fs::is_empty(out));  // no file under the name, no temporary left beside it
   CHECK_THROWS_AS(client.fetch("bundle.zip", out / "renamed.zip"), splitfs::MaliciousFileError);

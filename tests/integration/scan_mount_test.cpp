@@ -13,20 +13,19 @@
 #include <string>
 
 #include "tests/integration/mount_fixture.hpp"
+#include "tests/support/files.hpp"
 #include "tests/unit/scan_samples.hpp"
 
 namespace fs = std::filesystem;
 namespace samples = splitfs::testing::samples;
 using splitfs::Bytes;
 using splitfs::testing::Mount;
+using splitfs::testing::read_bytes;
+using splitfs::testing::read_file;
 using splitfs::testing::run_program;
+using splitfs::testing::write_file;
 
 namespace {
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // The files and on-disk bytes each server holds for the test user.
 std::vector<std::pair<std::uint64_t, std::uint64_t>> held(const fs::path& home) {
@@ -59,7 +58,7 @@ void configure_engines(Mount& m) {
 fs::path write_input(Mount& m, const std::string& name, const Bytes& data) {
   const fs::path path = m.dir.path() / "in" / name;
   fs::create_directories(path.parent_path());
-  samples::write_file(path, data);
+  write_file(path, data);
   return path;
 }
 
@@ -85,7 +84,7 @@ TEST_CASE("mount: cp of a malicious file fails with EACCES and nothing of it is 
     CHECK(run_program({"cp", in.string(), (m / sample.name).string()}) != 0);
     // The name stays, with the last stored content: none.
     CHECK(fs::file_size(m / sample.name) == 0);
-    CHECK(slurp(m / sample.name).empty());
+    CHECK(read_file(m / sample.name).empty());
   }
   // The same through open/write/close: close() itself says EACCES.
   const int fd = ::open((m / "direct.jpg").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -110,7 +109,7 @@ TEST_CASE("mount: cp of a malicious file fails with EACCES and nothing of it is 
     CHECK(after[j].second < before[j].second + blocked_bytes + (1u << 20));
   }
 
-  const std::string log = slurp(m.home / "mount.log");
+  const std::string log = read_file(m.home / "mount.log");
   INFO(log);
   for (const auto& sample : blocked) {
     const auto at = log.find("malware check blocked /" + sample.name + ": ");
@@ -150,7 +149,7 @@ TEST_CASE("mount: a large file is checked in parts and a rule still sees both", 
   CHECK(run_program({"cp", write_input(m, "tool.bin", data).string(), (m / "tool.bin").string()}) !=
         0);
   CHECK(fs::file_size(m / "tool.bin") == 0);
-  const std::string log = slurp(m.home / "mount.log");
+  const std::string log = read_file(m.home / "mount.log");
   INFO(log);
   CHECK_THAT(log, Catch::Contains("malware check: /notes.txt: suspicious") &&
                       Catch::Contains("rule splitfs:php_webshell_eval"));
@@ -204,7 +203,7 @@ TEST_CASE("mount: a change behind the check ahead is checked again at close", "[
     CHECK(::close(fd) != 0);
     CHECK(errno == EACCES);
   }
-  const std::string log = slurp(m.home / "mount.log");
+  const std::string log = read_file(m.home / "mount.log");
   INFO(log);
   CHECK_THAT(log, Catch::Contains("malware check blocked /behind.bin: ") &&
                       Catch::Contains("rule splitfs:credential_dumper_mimikatz"));
@@ -225,12 +224,12 @@ TEST_CASE("mount: suspicious files are stored with a log line, clean files silen
     CHECK(run_program({"cp", in.string(), (m / sample.name).string()}) == 0);
   }
   m.remount();
-  CHECK(samples::read_file(m / "invoice.docm") == samples::docm());
+  CHECK(read_bytes(m / "invoice.docm") == samples::docm());
   for (const auto& sample : samples::heuristic_samples()) {
     if (sample.verdict == "clean")
       CHECK(samples::file_holds(m / sample.name, sample.data));
   }
-  const std::string log = slurp(m.home / "mount.log");
+  const std::string log = read_file(m.home / "mount.log");
   INFO(log);
   CHECK_THAT(log, Catch::Contains("malware check: /invoice.docm: suspicious") &&
                       Catch::Contains("office.vba-macros") && Catch::Contains("stored anyway"));
@@ -248,8 +247,8 @@ TEST_CASE("mount: -o noscan stores anything and says so, and splitfs fetch check
   Mount m("allow_other,noscan");
   const fs::path eicar = write_input(m, "eicar.com", samples::eicar());
   CHECK(run_program({"cp", eicar.string(), (m / "eicar.com").string()}) == 0);
-  CHECK(samples::read_file(m / "eicar.com") == samples::eicar());
-  CHECK_THAT(slurp(m.home / "mount.log"),
+  CHECK(read_bytes(m / "eicar.com") == samples::eicar());
+  CHECK_THAT(read_file(m.home / "mount.log"),
              Catch::Contains("-o noscan") && Catch::Contains("WITHOUT a malware check"));
   m.unmount();
   // The command line fetches files the mount wrote by their path, through the same check.
@@ -261,5 +260,5 @@ TEST_CASE("mount: -o noscan stores anything and says so, and splitfs fetch check
   CHECK(fs::is_empty(out));
   CHECK(run_program({splitfs, "--home", m.home.string(), "fetch", "--no-scan", "/eicar.com", "-o",
                      out.string()}) == 0);
-  CHECK(samples::read_file(out / "eicar.com") == samples::eicar());
+  CHECK(read_bytes(out / "eicar.com") == samples::eicar());
 }

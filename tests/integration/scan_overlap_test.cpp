@@ -5,14 +5,17 @@
 #include <fstream>
 #include <splitfs/client.hpp>
 
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 #include "tests/unit/scan_samples.hpp"
 
 namespace fs = std::filesystem;
 namespace samples = splitfs::testing::samples;
 using splitfs::Bytes;
+using splitfs::testing::read_bytes;
 using splitfs::testing::TempDir;
 using splitfs::testing::TestServers;
+using splitfs::testing::write_file;
 
 namespace {
 
@@ -36,7 +39,7 @@ struct Fixture {
   fs::path write(const std::string& name, const Bytes& data) {
     const fs::path path = work / "in" / name;
     fs::create_directories(path.parent_path());
-    samples::write_file(path, data);
+    write_file(path, data);
     return path;
   }
 
@@ -77,7 +80,7 @@ TEST_CASE("a blocked large store is never committed, listed or fetchable") {
   client.store(f.write("clean.bin", clean), "clean.bin");
   REQUIRE(client.list().size() == 1);
   client.fetch("clean.bin", f.work / "out");
-  CHECK(samples::read_file(f.work / "out" / "clean.bin") == clean);
+  CHECK(read_bytes(f.work / "out" / "clean.bin") == clean);
 }
 
 TEST_CASE("a large fetch is checked while it downloads and a blocked one leaves nothing") {

@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <splitfs/client.hpp>
@@ -30,6 +29,7 @@
 #include <catch2/catch.hpp>
 
 #include "protocol/codec.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 #include "tls/identity.hpp"
 #include "transport/transport.hpp"
@@ -40,8 +40,10 @@ namespace asio = boost::asio;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using testing::CommandResult;
+using testing::read_file;
 using testing::ServerProcess;
 using testing::TempDir;
+using testing::write_file;
 
 // Two servers with nobody enrolled, in a process where no identity is presented by default: each
 // client presents the identity it is given, or none.
@@ -334,16 +336,6 @@ class PlainSocket {
   int fd_;
   bool connected_ = false;
 };
-
-inline std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-inline void write_file(const fs::path& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary)
-      .write(data.data(), static_cast<std::streamsize>(data.size()));
-}
 
 inline std::string random_text(std::size_t size, unsigned seed) {
   std::string out(size, '\0');

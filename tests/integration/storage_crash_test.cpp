@@ -9,7 +9,6 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -18,12 +17,14 @@
 #include <splitfs/client.hpp>
 #include <thread>
 
+#include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::testing::ServerProcess;
 using splitfs::testing::TempDir;
 using splitfs::testing::TestServers;
+using splitfs::testing::write_file;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -105,11 +106,6 @@ class Model {
   std::mutex mutex_;
   std::map<std::string, NameState> names_;
 };
-
-void write_file(const fs::path& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc)
-      .write(data.data(), static_cast<std::streamsize>(data.size()));
-}
 
 // Stores, overwrites (fresh data, copies of other objects, small edits) and deletes until told to
 // stop; records in the model what completed and what was cut short.

@@ -9,19 +9,21 @@
 #include <string>
 
 #include "core/config_show.hpp"
+#include "tests/support/files.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::core::Setting;
+using splitfs::testing::read_file;
+using splitfs::testing::TempDir;
 
 namespace {
 
 const std::string kFingerprint = "SHA256:" + std::string(64, 'a');
 
 struct Home {
-  fs::path dir;
+  TempDir dir{"splitfs-config-show"};
   Home() {
-    char pattern[] = "/tmp/splitfs-config-show.XXXXXX";
-    dir = ::mkdtemp(pattern);
     ::unsetenv("SPLITFS_HOME");
     ::unsetenv("SPLITFS_IDENTITY");
     ::unsetenv("SPLITFS_PASSPHRASE");
@@ -30,8 +32,6 @@ struct Home {
   ~Home() {
     ::unsetenv("SPLITFS_HOME");
     ::unsetenv("SPLITFS_PASSPHRASE");
-    std::error_code ec;
-    fs::remove_all(dir, ec);
   }
   fs::path client() const { return dir / "client"; }
   void init() const {
@@ -51,11 +51,6 @@ const Setting& find(const std::vector<Setting>& settings, const std::string& nam
   }
   FAIL("no setting " << name);
   throw std::logic_error("unreachable");
-}
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 }  // namespace
@@ -84,7 +79,7 @@ TEST_CASE("config show: a configured home, with where each value comes from") {
 TEST_CASE("config show: the environment selects the home, and secrets never show") {
   Home home;
   home.init();
-  const std::string key_line = slurp(home.client() / "key");
+  const std::string key_line = read_file(home.client() / "key");
   const std::string key_hex = key_line.substr(key_line.find(':') + 1, 64);
   REQUIRE(key_hex.size() == 64);
   ::setenv("SPLITFS_HOME", home.client().c_str(), 1);
@@ -111,7 +106,7 @@ TEST_CASE("config show: the environment selects the home, and secrets never show
   CHECK(find(settings, "key").value == "protected by a passphrase (scrypt N=131072,r=8,p=1)");
   text = splitfs::core::settings_text(settings) + splitfs::core::settings_json(settings);
   CHECK(text.find(key_hex) == std::string::npos);
-  CHECK(text.find(slurp(home.client() / "key").substr(40, 40)) == std::string::npos);
+  CHECK(text.find(read_file(home.client() / "key").substr(40, 40)) == std::string::npos);
 }
 
 TEST_CASE("config show: a home that is not configured shows defaults and what to do") {

@@ -12,29 +12,21 @@
 
 #include "fs/journal.hpp"
 #include "fs/writeback.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/random_bytes.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace splitfs::fs;
 using splitfs::Bytes;
 using splitfs::ByteView;
 using splitfs::testing::random_bytes;
+using splitfs::testing::read_bytes;
+using splitfs::testing::TempDir;
+using splitfs::testing::write_file;
 
 namespace {
 
 constexpr std::uint32_t kSegment = 4096;
-
-struct Scratch {
-  Scratch() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "fs-journal-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~Scratch() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::filesystem::path path;
-};
 
 Bytes content(const WriteBack& wb) {
   Bytes out;
@@ -110,17 +102,15 @@ TEST_CASE("journal records round-trip and reject damage", "[fs][journal]") {
 
 TEST_CASE("a frozen write-back file stays as journaled; a resumed state has the same content",
           "[fs][journal]") {
-  Scratch dir;
-  WriteBack wb(dir.path, kSegment, 0);
+  TempDir dir("fs-journal");
+  WriteBack wb(dir.path(), kSegment, 0);
   const Bytes first = random_bytes(3 * kSegment + 100, 1);
   wb.write(0, first);
   const WriteBack::State state = wb.state();
   const std::string name = wb.freeze();
   CHECK(wb.frozen());
   CHECK(wb.footprint() == first.size());
-  std::ifstream frozen_in(dir.path / name, std::ios::binary);
-  const Bytes frozen_bytes{std::istreambuf_iterator<char>(frozen_in),
-                           std::istreambuf_iterator<char>()};
+  const Bytes frozen_bytes = read_bytes(dir / name);
 
   // Changes after the freeze go to a fresh file; the frozen one is untouched.
   const Bytes patch = random_bytes(50, 2);
@@ -128,37 +118,33 @@ TEST_CASE("a frozen write-back file stays as journaled; a resumed state has the 
   wb.truncate(2 * kSegment + 5);
   CHECK_FALSE(wb.frozen());
   CHECK(wb.file_name() != name);
-  std::ifstream again(dir.path / name, std::ios::binary);
-  const Bytes still{std::istreambuf_iterator<char>(again), std::istreambuf_iterator<char>()};
-  CHECK(still == frozen_bytes);
+  CHECK(read_bytes(dir / name) == frozen_bytes);
   Bytes expected = first;
   std::copy(patch.begin(), patch.end(), expected.begin() + kSegment + 10);
   expected.resize(2 * kSegment + 5);
   CHECK(content(wb) == expected);
 
   // Another process resumes the journaled state over the frozen file.
-  WriteBack resumed(dir.path, kSegment, state, name);
+  WriteBack resumed(dir.path(), kSegment, state, name);
   CHECK(resumed.frozen());
   CHECK(resumed.size() == first.size());
   CHECK(content(resumed) == first);
   // Its first change copies, and leaves the journaled file as it was.
   resumed.write(0, patch);
   CHECK(resumed.file_name() != name);
-  std::ifstream third(dir.path / name, std::ios::binary);
-  CHECK(Bytes{std::istreambuf_iterator<char>(third), std::istreambuf_iterator<char>()} ==
-        frozen_bytes);
+  CHECK(read_bytes(dir / name) == frozen_bytes);
 
   // A state that does not fit is refused.
   WriteBack::State bad = state;
   bad.local.insert(1000);
-  CHECK_THROWS_AS(WriteBack(dir.path, kSegment, bad, name), WriteBackError);
-  CHECK_THROWS_AS(WriteBack(dir.path, kSegment, state, "../x"), WriteBackError);
+  CHECK_THROWS_AS(WriteBack(dir.path(), kSegment, bad, name), WriteBackError);
+  CHECK_THROWS_AS(WriteBack(dir.path(), kSegment, state, "../x"), WriteBackError);
 }
 
 TEST_CASE("growth() predicts what a write adds to the footprint", "[fs][journal]") {
-  Scratch dir;
+  TempDir dir("fs-journal");
   std::mt19937 rng(99);
-  WriteBack wb(dir.path, kSegment, 0);
+  WriteBack wb(dir.path(), kSegment, 0);
   for (int i = 0; i < 500; ++i) {
     const std::uint64_t offset = rng() % (16 * kSegment);
     const std::size_t length = 1 + rng() % (3 * kSegment);
@@ -174,10 +160,10 @@ TEST_CASE("growth() predicts what a write adds to the footprint", "[fs][journal]
 
 TEST_CASE("journal folders: records persist, orphans are claimed by one journal only",
           "[fs][journal]") {
-  Scratch root;
+  TempDir root("fs-journal");
   std::filesystem::path orphan_dir;
   {
-    Journal first(root.path);
+    Journal first(root.path());
     orphan_dir = first.dir();
     std::ofstream(first.dir() / "wb-data") << "journaled bytes";
     JournalFile f = sample_file();
@@ -190,17 +176,17 @@ TEST_CASE("journal folders: records persist, orphans are claimed by one journal 
     CHECK(first.file_count() == 1);
     CHECK(first.bytes() == f.bytes);
     // A running mount's folder is not an orphan.
-    Journal other(root.path);
+    Journal other(root.path());
     CHECK(other.claim_orphans().empty());
   }
   // The first mount ended with a record pending: its folder stays, and is summarized.
-  const JournalSummary summary = summarize_journal(root.path);
+  const JournalSummary summary = summarize_journal(root.path());
   CHECK(summary.files == 1);
   CHECK(summary.tree);
   REQUIRE(summary.dirs.size() == 1);
 
-  Journal next(root.path);
-  Journal bystander(root.path);
+  Journal next(root.path());
+  Journal bystander(root.path());
   auto orphans = next.claim_orphans();
   REQUIRE(orphans.size() == 1);
   CHECK(bystander.claim_orphans().empty());  // claimed already
@@ -258,7 +244,7 @@ TEST_CASE("journal folders: records persist, orphans are claimed by one journal 
 
 TEST_CASE("the tree record: the newest whole slot counts, the one last synced is kept until then",
           "[fs][journal]") {
-  Scratch root;
+  TempDir root("fs-journal");
   const auto tree_with = [](std::uint64_t version) {
     JournalTree t;
     t.base = make_empty_tree(0755, 0, 0, 0);
@@ -267,13 +253,9 @@ TEST_CASE("the tree record: the newest whole slot counts, the one last synced is
     t.base_version = version;
     return t;
   };
-  const auto read = [](const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return Bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  };
   // The version of the tree the next mount replays, and what it could not read.
   const auto replayed = [&] {
-    Journal next(root.path);
+    Journal next(root.path());
     auto orphans = next.claim_orphans();
     REQUIRE(orphans.size() == 1);
     const std::uint64_t version = orphans[0].tree ? orphans[0].tree->base_version : 0;
@@ -285,7 +267,7 @@ TEST_CASE("the tree record: the newest whole slot counts, the one last synced is
   std::filesystem::path dir;
   std::filesystem::path durable;  // the slot holding version 1 once it was synced
   {
-    Journal journal(root.path);
+    Journal journal(root.path());
     dir = journal.dir();
     journal.put_tree_lazy(encode_journal_tree(tree_with(1)));
     REQUIRE(journal.sync_pending());
@@ -294,19 +276,19 @@ TEST_CASE("the tree record: the newest whole slot counts, the one last synced is
         durable = dir / name;
     }
     REQUIRE_FALSE(durable.empty());
-    const Bytes synced = read(durable);
+    const Bytes synced = read_bytes(durable);
     const std::filesystem::path other =
         durable.filename() == "tree.rec" ? dir / "tree-2.rec" : dir / "tree.rec";
     // Not synced: it goes to the other slot, the synced one stays as it was.
     journal.put_tree_lazy(encode_journal_tree(tree_with(2)));
-    CHECK(read(durable) == synced);
+    CHECK(read_bytes(durable) == synced);
     journal.put_tree(tree_with(3));  // synced: version 3's slot is the durable one now
-    CHECK(read(durable) == synced);
-    const Bytes three = read(other);
+    CHECK(read_bytes(durable) == synced);
+    const Bytes three = read_bytes(other);
     journal.put_tree_lazy(encode_journal_tree(tree_with(4)));
     journal.put_tree_lazy(encode_journal_tree(tree_with(5)));
-    CHECK(read(other) == three);  // 4 and 5 overwrote version 1's slot
-    CHECK(read(durable) != synced);
+    CHECK(read_bytes(other) == three);  // 4 and 5 overwrote version 1's slot
+    CHECK(read_bytes(durable) != synced);
     CHECK(journal.has_tree());
   }
   CHECK(replayed() == std::make_pair(std::uint64_t{5}, std::size_t{0}));
@@ -314,15 +296,13 @@ TEST_CASE("the tree record: the newest whole slot counts, the one last synced is
   // Put back as orphans of one folder: a slot cut short (a crash in mid-write) does not count,
   // the other one does; with both damaged the tree is reported unreadable.
   const auto damage = [&](const std::filesystem::path& slot) {
-    Bytes bytes = read(slot);
+    Bytes bytes = read_bytes(slot);
     REQUIRE(bytes.size() > 40);
     bytes[bytes.size() / 2] ^= 0x5a;
-    std::ofstream(slot, std::ios::binary | std::ios::trunc)
-        .write(reinterpret_cast<const char*>(bytes.data()),
-               static_cast<std::streamsize>(bytes.size()));
+    write_file(slot, bytes);
   };
   {
-    Journal journal(root.path);
+    Journal journal(root.path());
     dir = journal.dir();
     journal.put_tree_lazy(encode_journal_tree(tree_with(6)));
     REQUIRE(journal.sync_pending());
@@ -332,7 +312,7 @@ TEST_CASE("the tree record: the newest whole slot counts, the one last synced is
   damage(dir / "tree-2.rec");  // version 7's slot (the second one written)
   CHECK(replayed() == std::make_pair(std::uint64_t{6}, std::size_t{0}));
   {
-    Journal journal(root.path);
+    Journal journal(root.path());
     dir = journal.dir();
     journal.put_tree_lazy(encode_journal_tree(tree_with(8)));
     REQUIRE(journal.sync_pending());
@@ -343,18 +323,17 @@ TEST_CASE("the tree record: the newest whole slot counts, the one last synced is
   CHECK(replayed() == std::make_pair(std::uint64_t{0}, std::size_t{1}));
 
   // A folder of the format before the slots: one tree.rec holding the bare record.
-  const std::filesystem::path legacy = root.path / "m-1-legacy";
+  const std::filesystem::path legacy = root / "m-1-legacy";
   std::filesystem::create_directory(legacy);
   const Bytes bare = encode_journal_tree(tree_with(10));
-  std::ofstream(legacy / "tree.rec", std::ios::binary)
-      .write(reinterpret_cast<const char*>(bare.data()), static_cast<std::streamsize>(bare.size()));
+  write_file(legacy / "tree.rec", bare);
   CHECK(replayed() == std::make_pair(std::uint64_t{10}, std::size_t{0}));
 }
 
 TEST_CASE("dropped small data files are emptied and reused, but not one still in use",
           "[fs][journal]") {
-  Scratch root;
-  Journal journal(root.path);
+  TempDir root("fs-journal");
+  Journal journal(root.path());
   const auto put = [&](std::uint64_t ino, const std::string& text) {
     auto [fd, name] = journal.new_data_file();
     REQUIRE(::pwrite(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()));
@@ -455,7 +434,7 @@ TEST_CASE("tree names go under their directory, or elsewhere as NAME.recovered-I
 
 TEST_CASE("names appended to the tree record are replayed with it, up to a torn one",
           "[fs][journal]") {
-  Scratch root;
+  TempDir root("fs-journal");
   JournalTree tree;
   tree.base = make_empty_tree(0755, 0, 0, 0);
   tree.local = tree_with_docs();
@@ -464,7 +443,7 @@ TEST_CASE("names appended to the tree record are replayed with it, up to a torn 
   const TreeName b{5, "b.txt", 11, regular_file(2)};
   const TreeName c{kRootIno, "c", 12, regular_file(3)};
   const auto replayed = [&] {
-    Journal next(root.path);
+    Journal next(root.path());
     auto orphans = next.claim_orphans();
     REQUIRE(orphans.size() == 1);
     REQUIRE(orphans[0].tree);
@@ -478,7 +457,7 @@ TEST_CASE("names appended to the tree record are replayed with it, up to a torn 
   };
   std::filesystem::path dir;
   {
-    Journal journal(root.path);
+    Journal journal(root.path());
     dir = journal.dir();
     CHECK_FALSE(journal.append_tree_name(a));  // no tree record to add to
     journal.put_tree_lazy(encode_journal_tree(tree));
@@ -492,7 +471,7 @@ TEST_CASE("names appended to the tree record are replayed with it, up to a torn 
   CHECK(replayed() == Named{{"a.txt", 10}, {"b.txt", 11}, {"/docs", 5}, {"/c", 12}});
 
   {
-    Journal journal(root.path);
+    Journal journal(root.path());
     dir = journal.dir();
     journal.put_tree_lazy(encode_journal_tree(tree));
     CHECK(journal.append_tree_name(a));
@@ -505,7 +484,7 @@ TEST_CASE("names appended to the tree record are replayed with it, up to a torn 
   CHECK(replayed() == Named{{"a.txt", 10}, {"/docs", 5}});
 
   {
-    Journal journal(root.path);
+    Journal journal(root.path());
     journal.put_tree_lazy(encode_journal_tree(tree));
     REQUIRE(journal.sync_pending());
     CHECK(journal.append_tree_name(a));
@@ -519,7 +498,7 @@ TEST_CASE("names appended to the tree record are replayed with it, up to a torn 
   }
   CHECK(replayed() == Named{{"/docs", 5}});
 
-  Journal full(root.path);
+  Journal full(root.path());
   full.put_tree_lazy(encode_journal_tree(tree));
   for (std::size_t i = 0; i < Journal::kMaxTreeNames; ++i)
     REQUIRE(full.append_tree_name({5, "f" + std::to_string(i), 1000 + i, regular_file(4)}));

@@ -4,28 +4,20 @@
 #include <catch2/catch.hpp>
 
 #include "scan/scan.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/unit/scan_samples.hpp"
 
 using namespace splitfs;
 using namespace splitfs::scan;
 namespace samples = splitfs::testing::samples;
+using splitfs::testing::TempDir;
 
 namespace {
 
-struct Folder {
-  Folder() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "splitfs-clamav-XXXXXX").string();
-    path = ::mkdtemp(pattern.data());
-  }
-  ~Folder() { std::filesystem::remove_all(path); }
-  std::filesystem::path path;
-};
-
 // A database folder with one hash and one pattern signature.
 struct Signatures {
-  Folder folder;
-  Signatures() { samples::write_clamav_database(folder.path); }
+  TempDir folder{"splitfs-clamav"};
+  Signatures() { samples::write_clamav_database(folder.path()); }
 };
 
 Settings clamav_only(const std::filesystem::path& database) {
@@ -45,7 +37,7 @@ Verdict scan_bytes(Scanner& scanner, const Bytes& data, std::string_view name) {
 
 TEST_CASE("ClamAV matches the test's own signatures by hash and by pattern") {
   Signatures db;
-  Scanner scanner(clamav_only(db.folder.path));
+  Scanner scanner(clamav_only(db.folder.path()));
   REQUIRE(scanner.status().at(0).unavailable.empty());
 
   const Verdict by_hash = scan_bytes(scanner, samples::clamav_hashed(), "data.bin");
@@ -74,7 +66,7 @@ TEST_CASE("ClamAV matches the test's own signatures by hash and by pattern") {
 TEST_CASE("clean files pass ClamAV") {
   Signatures db;
   Settings settings;  // every detector
-  settings.clamav_database = db.folder.path;
+  settings.clamav_database = db.folder.path();
   Scanner scanner(settings);
   for (const auto& sample : samples::heuristic_samples()) {
     if (sample.verdict != "clean")
@@ -87,8 +79,8 @@ TEST_CASE("clean files pass ClamAV") {
 }
 
 TEST_CASE("without a usable database ClamAV is unavailable and the scan goes on") {
-  Folder empty;
-  Settings settings = clamav_only(empty.path);
+  TempDir empty("splitfs-clamav");
+  Settings settings = clamav_only(empty.path());
   settings.heuristics = true;
   Scanner scanner(settings);
   const Verdict v = scan_bytes(scanner, samples::eicar(), "eicar.com");
@@ -96,9 +88,9 @@ TEST_CASE("without a usable database ClamAV is unavailable and the scan goes on"
   REQUIRE(v.notes.size() == 1);
   CHECK_THAT(v.notes[0], Catch::Contains("clamav unavailable") && Catch::Contains("freshclam"));
 
-  Folder broken;
-  std::ofstream(broken.path / "bad.ndb") << "this is not a signature\n";
-  Scanner refused(clamav_only(broken.path));
+  TempDir broken("splitfs-clamav");
+  std::ofstream(broken / "bad.ndb") << "this is not a signature\n";
+  Scanner refused(clamav_only(broken.path()));
   const auto status = refused.status();
   REQUIRE(status.size() == 1);
   CHECK_THAT(status[0].unavailable, Catch::Contains("cannot load"));

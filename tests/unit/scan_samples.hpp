@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/bytes.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/random_bytes.hpp"
 
 namespace splitfs::testing::samples {
@@ -167,8 +168,7 @@ inline Bytes pdf_like() {
 
 // A real executable of this machine.
 inline Bytes real_elf() {
-  std::ifstream in("/proc/self/exe", std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), {});
+  return read_bytes("/proc/self/exe");
 }
 
 // 32 MiB of zeros: about a thousand times what it compresses to.
@@ -176,22 +176,10 @@ inline Bytes zeros(std::size_t n = 32u << 20) {
   return Bytes(n, 0);
 }
 
-inline void write_file(const std::filesystem::path& path, const Bytes& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
-  if (!out)
-    throw std::runtime_error("cannot write " + path.string());
-}
-
-inline Bytes read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), {});
-}
-
 // Whether the file holds exactly `expected`. For samples of megabytes: a failed CHECK(a == b) on
 // the bytes themselves has Catch print every byte, which takes minutes.
 inline bool file_holds(const std::filesystem::path& path, const Bytes& expected) {
-  return read_file(path) == expected;
+  return read_bytes(path) == expected;
 }
 
 // Every sample: its file name, its bytes and the verdict and rule the built-in heuristics give.

@@ -5,23 +5,17 @@
 #include <splitfs/errors.hpp>
 
 #include "scan/scan.hpp"
+#include "tests/support/files.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/unit/scan_samples.hpp"
 
 using namespace splitfs;
 using namespace splitfs::scan;
 namespace samples = splitfs::testing::samples;
+using splitfs::testing::TempDir;
+using splitfs::testing::write_file;
 
 namespace {
-
-// A scratch folder, removed afterwards.
-struct Folder {
-  Folder() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "splitfs-yara-XXXXXX").string();
-    path = ::mkdtemp(pattern.data());
-  }
-  ~Folder() { std::filesystem::remove_all(path); }
-  std::filesystem::path path;
-};
 
 Settings yara_only(const std::filesystem::path& rules) {
   Settings s;
@@ -39,9 +33,9 @@ Verdict scan_bytes(Scanner& scanner, const Bytes& data, std::string_view name) {
 }  // namespace
 
 TEST_CASE("a YARA rule from a user folder matches a marker") {
-  Folder rules;
-  samples::write_marker_rule(rules.path);
-  Scanner scanner(yara_only(rules.path));
+  TempDir rules("splitfs-yara");
+  samples::write_marker_rule(rules.path());
+  Scanner scanner(yara_only(rules.path()));
   const Bytes sample = samples::bytes_of("header\n" + samples::yara_marker() + "\nfooter\n");
   const Verdict v = scan_bytes(scanner, sample, "notes.txt");
   REQUIRE(v.worst());
@@ -53,18 +47,18 @@ TEST_CASE("a YARA rule from a user folder matches a marker") {
 }
 
 TEST_CASE("YARA severities come from the rule's meta") {
-  Folder rules;
-  samples::write_marker_rule(rules.path, "suspicious", "soft.yara");
-  Scanner scanner(yara_only(rules.path));
+  TempDir rules("splitfs-yara");
+  samples::write_marker_rule(rules.path(), "suspicious", "soft.yara");
+  Scanner scanner(yara_only(rules.path()));
   const Verdict v = scan_bytes(scanner, samples::bytes_of(samples::yara_marker()), "x");
   CHECK(v.severity == Severity::suspicious);
   CHECK(v.worst()->rule == "soft:test_marker");
 }
 
 TEST_CASE("YARA sees archive members and strings across block boundaries") {
-  Folder rules;
-  samples::write_marker_rule(rules.path);
-  Settings settings = yara_only(rules.path);
+  TempDir rules("splitfs-yara");
+  samples::write_marker_rule(rules.path());
+  Settings settings = yara_only(rules.path());
   settings.heuristics = true;  // the archive walk hands members to YARA
   Scanner scanner(settings);
   const Bytes inner = samples::bytes_of("nothing here, then " + samples::yara_marker());
@@ -77,8 +71,8 @@ TEST_CASE("YARA sees archive members and strings across block boundaries") {
   Bytes big = samples::random_bytes(3u << 20);
   const std::string m = samples::yara_marker();
   std::copy(m.begin(), m.end(), big.begin() + (1 << 20) - 5);
-  std::filesystem::path file = rules.path / "big.bin";
-  samples::write_file(file, big);
+  std::filesystem::path file = rules / "big.bin";
+  write_file(file, big);
   FileSource source(file);
   CHECK(scanner.scan(source, "big.bin").severity == Severity::malicious);
 }
@@ -111,16 +105,16 @@ TEST_CASE("the bundled rules fire on what they describe and not on clean files")
 }
 
 TEST_CASE("a broken or missing rule folder is a configuration error") {
-  Folder rules;
+  TempDir rules("splitfs-yara");
   {
-    std::ofstream out(rules.path / "broken.yar");
+    std::ofstream out(rules / "broken.yar");
     out << "rule ok { condition: true }\n\nrule broken {\n  condition: $undefined\n}\n";
   }
   try {
-    Scanner scanner(yara_only(rules.path));
+    Scanner scanner(yara_only(rules.path()));
     FAIL("a broken rule compiled");
   } catch (const ConfigError& e) {
     CHECK_THAT(e.what(), Catch::Contains("broken.yar:") && Catch::Contains("undefined string"));
   }
-  CHECK_THROWS_AS(Scanner(yara_only(rules.path / "absent")), ConfigError);
+  CHECK_THROWS_AS(Scanner(yara_only(rules / "absent")), ConfigError);
 }

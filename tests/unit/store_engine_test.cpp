@@ -7,8 +7,6 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <optional>
 #include <random>
 #include <string>
@@ -16,6 +14,7 @@
 #include <vector>
 
 #include "store/store.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -23,7 +22,9 @@ using splitfs::Bytes;
 using splitfs::ByteView;
 using splitfs::Id;
 using namespace splitfs::store;
+using splitfs::testing::read_bytes;
 using splitfs::testing::TempDir;
+using splitfs::testing::write_file;
 
 namespace {
 
@@ -127,21 +128,10 @@ std::uintmax_t pack_bytes(const fs::path& dir) {
   return total;
 }
 
-Bytes read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_file(const fs::path& path, const Bytes& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
-  REQUIRE(out.good());
-}
-
 // The offset of `needle` in the pack that holds it.
 std::pair<fs::path, std::size_t> locate(const fs::path& dir, const Bytes& needle) {
   for (const auto& p : pack_files(dir)) {
-    const Bytes content = read_file(p);
+    const Bytes content = read_bytes(p);
     auto it = std::search(content.begin(), content.end(), needle.begin(), needle.end());
     if (it != content.end())
       return {p, static_cast<std::size_t>(it - content.begin())};
@@ -468,7 +458,7 @@ TEST_CASE("a damaged pack record reads as corrupt, its neighbours do not") {
   REQUIRE_FALSE(put(*store, "u", batch));
 
   const auto [pack, offset] = locate(tmp / "store", batch.data[1]);
-  Bytes content = read_file(pack);
+  Bytes content = read_bytes(pack);
 
   SECTION("a flipped byte in the blob") {
     content[offset + 1000] ^= 0x20;
@@ -501,7 +491,7 @@ TEST_CASE("a torn pack tail does not break reopening") {
   const fs::path pack = pack_files(tmp / "store").at(0);
 
   SECTION("half a record appended after the last indexed one") {
-    Bytes content = read_file(pack);
+    Bytes content = read_bytes(pack);
     const Bytes torn(content.end() - 5046, content.end() - 2000);
     content.insert(content.end(), torn.begin(), torn.end());
     write_file(pack, content);

@@ -148,12 +148,9 @@ TEST_CASE(
     WARN("no tmpfs at /dev/shm: the fallback is not exercised");
     return;
   }
-  char pattern[] = "/dev/shm/splitfs-pack-XXXXXX";
-  REQUIRE(::mkdtemp(pattern) != nullptr);
-  const fs::path dir = pattern;
-  CHECK_FALSE(drops_behind(dir));  // tmpfs has no RWF_DONTCACHE, so the fallback runs
+  TempDir dir("splitfs-pack", "/dev/shm");
+  CHECK_FALSE(drops_behind(dir.path()));  // tmpfs has no RWF_DONTCACHE, so the fallback runs
   write_records(dir / "records.pack", random_bytes(1u << 20, 2), pack::Caching::drop_behind);
-  fs::remove_all(dir);
 }
 
 TEST_CASE("the store writes a large file's shares without caching them, small files' with") {

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -12,32 +11,20 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/support/files.hpp"
+#include "tests/support/temp_dir.hpp"
+
 namespace fs = std::filesystem;
+using splitfs::testing::TempDir;
+using splitfs::testing::write_file;
 using splitfs::tls::Enrolment;
 using splitfs::tls::User;
 using splitfs::tls::Users;
 
 namespace {
 
-struct ScratchDir {
-  fs::path path;
-  ScratchDir() {
-    std::string pattern = (fs::temp_directory_path() / "splitfs-users-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
 std::string fingerprint(char digit) {
   return "SHA256:" + std::string(64, digit);
-}
-
-void write(const fs::path& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
 }
 
 Users parse_ok(const std::string& text) {
@@ -118,8 +105,8 @@ TEST_CASE("a fingerprint belongs to one user; revoking drops one certificate or 
 }
 
 TEST_CASE("operator commands create the data folder and a private users file") {
-  ScratchDir dir;
-  const fs::path data = dir.path / "data";
+  TempDir dir("splitfs-users");
+  const fs::path data = dir / "data";
   splitfs::tls::add_user(data, "alice", fingerprint('a'), 1u << 30);
   struct stat st {};
   REQUIRE(::stat(data.c_str(), &st) == 0);
@@ -136,11 +123,11 @@ TEST_CASE("operator commands create the data folder and a private users file") {
   CHECK(splitfs::tls::revoke_user(data, "alice"));
   CHECK_FALSE(splitfs::tls::revoke_user(data, "alice"));
   CHECK(splitfs::tls::list_users(data).empty());
-  CHECK(splitfs::tls::list_users(dir.path / "never").empty());
+  CHECK(splitfs::tls::list_users(dir / "never").empty());
 }
 
 TEST_CASE("concurrent operator commands lose no change") {
-  ScratchDir dir;
+  TempDir dir("splitfs-users");
   std::vector<std::thread> threads;
   for (char c = 'a'; c <= 'f'; ++c) {
     threads.emplace_back([&dir, c] {
@@ -148,51 +135,51 @@ TEST_CASE("concurrent operator commands lose no change") {
         const std::string name = std::string(1, c) + std::to_string(i);
         const std::string digits =
             std::string(1, c) + std::string(61, '0') + std::to_string(10 + i);
-        splitfs::tls::add_user(dir.path, name, "SHA256:" + digits, std::nullopt);
+        splitfs::tls::add_user(dir.path(), name, "SHA256:" + digits, std::nullopt);
       }
     });
   }
   for (auto& thread : threads)
     thread.join();
-  CHECK(splitfs::tls::list_users(dir.path).size() == 60);
+  CHECK(splitfs::tls::list_users(dir.path()).size() == 60);
 }
 
 TEST_CASE("a running server's view follows the file: enrolment and revocation take effect") {
-  ScratchDir dir;
-  Enrolment enrolment(dir.path / splitfs::tls::kUsersFile);
+  TempDir dir("splitfs-users");
+  Enrolment enrolment(dir / splitfs::tls::kUsersFile);
   CHECK(enrolment.size() == 0);
   CHECK_FALSE(enrolment.lookup(fingerprint('a')));
 
-  splitfs::tls::add_user(dir.path, "alice", fingerprint('a'), 4096);
+  splitfs::tls::add_user(dir.path(), "alice", fingerprint('a'), 4096);
   auto account = enrolment.lookup("SHA256:" + std::string(64, 'A'));
   REQUIRE(account);
   CHECK(account->name == "alice");
   CHECK(account->quota_bytes == 4096);
 
-  splitfs::tls::revoke_user(dir.path, "alice");
+  splitfs::tls::revoke_user(dir.path(), "alice");
   CHECK_FALSE(enrolment.lookup(fingerprint('a')));
 }
 
 TEST_CASE("a users file that turns malformed keeps the last good list and says so") {
-  ScratchDir dir;
-  const fs::path file = dir.path / splitfs::tls::kUsersFile;
-  splitfs::tls::add_user(dir.path, "alice", fingerprint('a'), std::nullopt);
+  TempDir dir("splitfs-users");
+  const fs::path file = dir / splitfs::tls::kUsersFile;
+  splitfs::tls::add_user(dir.path(), "alice", fingerprint('a'), std::nullopt);
   Enrolment enrolment(file);
   REQUIRE(enrolment.lookup(fingerprint('a')));
 
-  write(file, "alice quota=none " + fingerprint('a') + "\ngarbage line\n");
+  write_file(file, "alice quota=none " + fingerprint('a') + "\ngarbage line\n");
   CHECK(enrolment.lookup(fingerprint('a')));
   CHECK(enrolment.take_problem().find("line 2") != std::string::npos);
   CHECK(enrolment.take_problem().empty());
 
-  write(file, "bob quota=none " + fingerprint('b') + "\n");
+  write_file(file, "bob quota=none " + fingerprint('b') + "\n");
   CHECK_FALSE(enrolment.lookup(fingerprint('a')));
   CHECK(enrolment.lookup(fingerprint('b')));
 }
 
 TEST_CASE("a server does not start on a malformed users file") {
-  ScratchDir dir;
-  const fs::path file = dir.path / splitfs::tls::kUsersFile;
-  write(file, "this is not a users file\n");
+  TempDir dir("splitfs-users");
+  const fs::path file = dir / splitfs::tls::kUsersFile;
+  write_file(file, "this is not a users file\n");
   CHECK_THROWS_AS(Enrolment(file), std::runtime_error);
 }

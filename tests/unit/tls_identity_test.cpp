@@ -5,7 +5,6 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 
@@ -14,25 +13,15 @@
 #include <openssl/x509v3.h>
 #include <catch2/catch.hpp>
 
+#include "tests/support/temp_dir.hpp"
+
 namespace fs = std::filesystem;
+using splitfs::testing::TempDir;
 using splitfs::tls::Identity;
 using splitfs::tls::Pin;
 using splitfs::tls::TlsError;
 
 namespace {
-
-struct ScratchDir {
-  fs::path path;
-  ScratchDir() {
-    std::string pattern = (fs::temp_directory_path() / "splitfs-tls-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 struct X509Free {
   void operator()(X509* x) const { X509_free(x); }
@@ -63,8 +52,8 @@ enum class Outcome { accepted, refused };
 
 // A client identity shared by the handshakes of this test program.
 const Identity& client_identity() {
-  static ScratchDir dir;
-  static const Identity identity = splitfs::tls::load_or_create_client_identity(dir.path / "id");
+  static TempDir dir("splitfs-tls");
+  static const Identity identity = splitfs::tls::load_or_create_client_identity(dir / "id");
   return identity;
 }
 
@@ -141,14 +130,14 @@ Outcome handshake(const Identity& server_identity, Pin& pin) {
 }  // namespace
 
 TEST_CASE("an identity is created once and reloaded unchanged") {
-  ScratchDir dir;
-  Identity first = splitfs::tls::load_or_create_identity(dir.path);
-  CHECK(first.key_file == dir.path / "tls" / "key.pem");
-  CHECK(first.cert_file == dir.path / "tls" / "cert.pem");
+  TempDir dir("splitfs-tls");
+  Identity first = splitfs::tls::load_or_create_identity(dir.path());
+  CHECK(first.key_file == dir / "tls" / "key.pem");
+  CHECK(first.cert_file == dir / "tls" / "cert.pem");
   REQUIRE(fs::exists(first.key_file));
   REQUIRE(fs::exists(first.cert_file));
 
-  Identity again = splitfs::tls::load_or_create_identity(dir.path);
+  Identity again = splitfs::tls::load_or_create_identity(dir.path());
   CHECK(again.fingerprint == first.fingerprint);
   CHECK(again.key_file == first.key_file);
 
@@ -158,26 +147,26 @@ TEST_CASE("an identity is created once and reloaded unchanged") {
 }
 
 TEST_CASE("the private key is readable by its owner only") {
-  ScratchDir dir;
-  Identity id = splitfs::tls::load_or_create_identity(dir.path);
+  TempDir dir("splitfs-tls");
+  Identity id = splitfs::tls::load_or_create_identity(dir.path());
   struct stat st {};
   REQUIRE(::stat(id.key_file.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
-  REQUIRE(::stat((dir.path / "tls").c_str(), &st) == 0);
+  REQUIRE(::stat((dir / "tls").c_str(), &st) == 0);
   CHECK((st.st_mode & 077) == 0);
-  CHECK_FALSE(fs::exists(dir.path / "tls" / "key.pem.tmp"));
+  CHECK_FALSE(fs::exists(dir / "tls" / "key.pem.tmp"));
 }
 
 TEST_CASE("a key readable by others is refused on reload") {
-  ScratchDir dir;
-  Identity id = splitfs::tls::load_or_create_identity(dir.path);
+  TempDir dir("splitfs-tls");
+  Identity id = splitfs::tls::load_or_create_identity(dir.path());
   REQUIRE(::chmod(id.key_file.c_str(), 0644) == 0);
-  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path), TlsError);
+  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path()), TlsError);
 }
 
 TEST_CASE("fingerprints have the SHA256:<64 lowercase hex> form") {
-  ScratchDir dir;
-  Identity id = splitfs::tls::load_or_create_identity(dir.path);
+  TempDir dir("splitfs-tls");
+  Identity id = splitfs::tls::load_or_create_identity(dir.path());
   const std::string prefix = "SHA256:";
   REQUIRE(id.fingerprint.size() == prefix.size() + 64);
   CHECK(id.fingerprint.substr(0, prefix.size()) == prefix);
@@ -185,17 +174,17 @@ TEST_CASE("fingerprints have the SHA256:<64 lowercase hex> form") {
 }
 
 TEST_CASE("two data folders get two different identities") {
-  ScratchDir a;
-  ScratchDir b;
-  Identity first = splitfs::tls::load_or_create_identity(a.path);
-  Identity second = splitfs::tls::load_or_create_identity(b.path);
+  TempDir a("splitfs-tls");
+  TempDir b("splitfs-tls");
+  Identity first = splitfs::tls::load_or_create_identity(a.path());
+  Identity second = splitfs::tls::load_or_create_identity(b.path());
   CHECK(first.fingerprint != second.fingerprint);
 }
 
 TEST_CASE("the certificate names localhost, loopback addresses and the extra names") {
-  ScratchDir dir;
+  TempDir dir("splitfs-tls");
   Identity id = splitfs::tls::load_or_create_identity(
-      dir.path, {"files.example.org", "192.0.2.7", "2001:db8::5"});
+      dir.path(), {"files.example.org", "192.0.2.7", "2001:db8::5"});
   X509Ptr cert = read_cert(id.cert_file);
 
   for (std::string host : {"localhost", "files.example.org"}) {
@@ -220,40 +209,40 @@ TEST_CASE("the certificate names localhost, loopback addresses and the extra nam
 }
 
 TEST_CASE("reloading with a name the certificate lacks is refused") {
-  ScratchDir dir;
-  splitfs::tls::load_or_create_identity(dir.path, {"a.example.org"});
-  CHECK_NOTHROW(splitfs::tls::load_or_create_identity(dir.path, {"A.example.org"}));
-  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path, {"b.example.org"}), TlsError);
+  TempDir dir("splitfs-tls");
+  splitfs::tls::load_or_create_identity(dir.path(), {"a.example.org"});
+  CHECK_NOTHROW(splitfs::tls::load_or_create_identity(dir.path(), {"A.example.org"}));
+  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path(), {"b.example.org"}), TlsError);
 }
 
 TEST_CASE("invalid extra names are refused") {
-  ScratchDir dir;
-  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path, {"bad name"}), TlsError);
-  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path, {"a,DNS:evil"}), TlsError);
-  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path, {""}), TlsError);
+  TempDir dir("splitfs-tls");
+  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path(), {"bad name"}), TlsError);
+  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path(), {"a,DNS:evil"}), TlsError);
+  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path(), {""}), TlsError);
 }
 
 TEST_CASE("a key left without a certificate is replaced by a fresh identity") {
-  ScratchDir dir;
-  Identity first = splitfs::tls::load_or_create_identity(dir.path);
+  TempDir dir("splitfs-tls");
+  Identity first = splitfs::tls::load_or_create_identity(dir.path());
   fs::remove(first.cert_file);
-  Identity second = splitfs::tls::load_or_create_identity(dir.path);
+  Identity second = splitfs::tls::load_or_create_identity(dir.path());
   CHECK(second.fingerprint != first.fingerprint);
   CHECK(fs::exists(second.cert_file));
 }
 
 TEST_CASE("a certificate without its key is an error") {
-  ScratchDir dir;
-  Identity first = splitfs::tls::load_or_create_identity(dir.path);
+  TempDir dir("splitfs-tls");
+  Identity first = splitfs::tls::load_or_create_identity(dir.path());
   fs::remove(first.key_file);
-  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path), TlsError);
+  CHECK_THROWS_AS(splitfs::tls::load_or_create_identity(dir.path()), TlsError);
 }
 
 TEST_CASE("a pinned client accepts the matching server and refuses another") {
-  ScratchDir a;
-  ScratchDir b;
-  Identity server = splitfs::tls::load_or_create_identity(a.path);
-  Identity impostor = splitfs::tls::load_or_create_identity(b.path);
+  TempDir a("splitfs-tls");
+  TempDir b("splitfs-tls");
+  Identity server = splitfs::tls::load_or_create_identity(a.path());
+  Identity impostor = splitfs::tls::load_or_create_identity(b.path());
 
   SECTION("matching pin") {
     Pin pin{server.fingerprint, {}};
@@ -280,12 +269,12 @@ TEST_CASE("a pinned client accepts the matching server and refuses another") {
 }
 
 TEST_CASE("a client identity is created once, names no host and serves client authentication") {
-  ScratchDir dir;
-  Identity first = splitfs::tls::load_or_create_client_identity(dir.path / "identity");
-  CHECK(first.key_file == dir.path / "identity" / "key.pem");
-  Identity again = splitfs::tls::load_or_create_client_identity(dir.path / "identity");
+  TempDir dir("splitfs-tls");
+  Identity first = splitfs::tls::load_or_create_client_identity(dir / "identity");
+  CHECK(first.key_file == dir / "identity" / "key.pem");
+  Identity again = splitfs::tls::load_or_create_client_identity(dir / "identity");
   CHECK(again.fingerprint == first.fingerprint);
-  CHECK(splitfs::tls::load_client_identity(dir.path / "identity").fingerprint == first.fingerprint);
+  CHECK(splitfs::tls::load_client_identity(dir / "identity").fingerprint == first.fingerprint);
   struct stat st {};
   REQUIRE(::stat(first.key_file.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
@@ -297,18 +286,18 @@ TEST_CASE("a client identity is created once, names no host and serves client au
   CHECK(X509_get_ext_by_NID(cert.get(), NID_subject_alt_name, -1) < 0);
   CHECK((X509_get_extended_key_usage(cert.get()) & XKU_SSL_CLIENT) != 0);
   CHECK((X509_get_extended_key_usage(cert.get()) & XKU_SSL_SERVER) == 0);
-  CHECK(first.fingerprint != splitfs::tls::load_or_create_identity(dir.path).fingerprint);
+  CHECK(first.fingerprint != splitfs::tls::load_or_create_identity(dir.path()).fingerprint);
 }
 
 TEST_CASE("loading a client identity that does not exist is an error, not a creation") {
-  ScratchDir dir;
-  CHECK_THROWS_AS(splitfs::tls::load_client_identity(dir.path / "none"), TlsError);
-  CHECK_FALSE(fs::exists(dir.path / "none"));
+  TempDir dir("splitfs-tls");
+  CHECK_THROWS_AS(splitfs::tls::load_client_identity(dir / "none"), TlsError);
+  CHECK_FALSE(fs::exists(dir / "none"));
 }
 
 TEST_CASE("the server requires a client certificate and reports the one it saw") {
-  ScratchDir dir;
-  Identity server = splitfs::tls::load_or_create_identity(dir.path);
+  TempDir dir("splitfs-tls");
+  Identity server = splitfs::tls::load_or_create_identity(dir.path());
 
   SECTION("a client without a certificate is refused by the server") {
     Pin pin{server.fingerprint, {}};
@@ -318,8 +307,8 @@ TEST_CASE("the server requires a client certificate and reports the one it saw")
     CHECK(result.client_done);
   }
   SECTION("any client certificate passes TLS; the server sees its fingerprint") {
-    ScratchDir other;
-    const Identity stranger = splitfs::tls::load_or_create_client_identity(other.path / "id");
+    TempDir other("splitfs-tls");
+    const Identity stranger = splitfs::tls::load_or_create_client_identity(other / "id");
     for (const Identity* client : {&client_identity(), &stranger}) {
       Pin pin{server.fingerprint, {}};
       const Handshake result = run_handshake(server, pin, client);
@@ -336,12 +325,10 @@ TEST_CASE("the server requires a client certificate and reports the one it saw")
 }
 
 TEST_CASE("SPLITFS_IDENTITY makes every pinned context present that identity") {
-  ScratchDir dir;
-  Identity server = splitfs::tls::load_or_create_identity(dir.path);
-  const Identity env_identity =
-      splitfs::tls::load_or_create_client_identity(dir.path / "env-identity");
-  REQUIRE(::setenv(splitfs::tls::kIdentityEnvironment, (dir.path / "env-identity").c_str(), 1) ==
-          0);
+  TempDir dir("splitfs-tls");
+  Identity server = splitfs::tls::load_or_create_identity(dir.path());
+  const Identity env_identity = splitfs::tls::load_or_create_client_identity(dir / "env-identity");
+  REQUIRE(::setenv(splitfs::tls::kIdentityEnvironment, (dir / "env-identity").c_str(), 1) == 0);
   Pin pin{server.fingerprint, {}};
   const Handshake with_env = run_handshake(server, pin, nullptr);
   CHECK(with_env.outcome == Outcome::accepted);
@@ -354,14 +341,14 @@ TEST_CASE("SPLITFS_IDENTITY makes every pinned context present that identity") {
 }
 
 TEST_CASE("a client key readable by others is not presented") {
-  ScratchDir dir;
-  const Identity id = splitfs::tls::load_or_create_client_identity(dir.path / "id");
+  TempDir dir("splitfs-tls");
+  const Identity id = splitfs::tls::load_or_create_client_identity(dir / "id");
   REQUIRE(::chmod(id.key_file.c_str(), 0640) == 0);
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   CHECK_THROWS_AS(splitfs::tls::present_client_certificate(ctx.get(), id.cert_file, id.key_file),
                   TlsError);
-  ScratchDir other;
-  const Identity mismatched = splitfs::tls::load_or_create_client_identity(other.path / "id");
+  TempDir other("splitfs-tls");
+  const Identity mismatched = splitfs::tls::load_or_create_client_identity(other / "id");
   REQUIRE(::chmod(id.key_file.c_str(), 0600) == 0);
   CHECK_THROWS_AS(
       splitfs::tls::present_client_certificate(ctx.get(), id.cert_file, mismatched.key_file),
