@@ -269,7 +269,7 @@ TEST_CASE("mount: unmounting with pending changes commits them", "[mount][cache]
   const pid_t pid = m.pid();
   CHECK(splitfs::testing::run_program(
             {std::string(SPLITFS_BIN_DIR) + "/splitfs", "umount", m.mountpoint.string()}) == 0);
-  CHECK_FALSE(splitfs::testing::is_mounted(m.mountpoint));
+  CHECK_FALSE(splitfs::fs::is_mount_point(m.mountpoint));
   CHECK((::kill(pid, 0) != 0 || std::ifstream("/proc/" + std::to_string(pid) + "/stat").good()));
   m.unmount();  // reaps the process: it must have exited cleanly
   m.mount();

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "fs/mounts.hpp"
 #include "tests/support/servers.hpp"
 
 namespace splitfs::testing {
@@ -43,18 +44,6 @@ inline int run_program(const std::vector<std::string>& args) {
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-inline bool is_mounted(const std::filesystem::path& path) {
-  std::ifstream mounts("/proc/self/mounts");
-  std::string line;
-  std::string needle(" ");
-  needle.append(path.string()).append(" ");
-  while (std::getline(mounts, line)) {
-    if (line.find(needle) != std::string::npos)
-      return true;
-  }
-  return false;
 }
 
 // Two test servers and a client home pinned to them, in one scratch folder.
@@ -189,12 +178,12 @@ class Mount {
  private:
   // Returns the mount process's exit status.
   int stop(bool strict) {
-    for (int attempt = 0; attempt < 50 && is_mounted(mountpoint); ++attempt) {
+    for (int attempt = 0; attempt < 50 && splitfs::fs::is_mount_point(mountpoint); ++attempt) {
       if (run_program({"fusermount3", "-u", "-q", mountpoint.string()}) == 0)
         break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    if (is_mounted(mountpoint)) {
+    if (splitfs::fs::is_mount_point(mountpoint)) {
       if (strict)
         FAIL_CHECK("the mount stayed busy; detaching it lazily");
       run_program({"fusermount3", "-u", "-z", "-q", mountpoint.string()});

@@ -88,7 +88,7 @@ TEST_CASE("mount: both servers restored to older copies are refused as a rollbac
        std::string(SPLITFS_BIN_DIR) + "/splitfs --home '" + m.home.string() + "' mount '" +
            m.mountpoint.string() + "' >'" + out + "' 2>&1"});
   CHECK(status != 0);
-  CHECK_FALSE(splitfs::testing::is_mounted(m.mountpoint));
+  CHECK_FALSE(splitfs::fs::is_mount_point(m.mountpoint));
   const std::string said = read_file(out);
   INFO(said);
   CHECK(said.find("rollback") != std::string::npos);
