@@ -536,6 +536,14 @@ std::error_code FrameParser::take(ByteView bytes) {
   return {};
 }
 
+std::optional<std::uint32_t> FrameParser::announced() const {
+  if (in_payload_)
+    return static_cast<std::uint32_t>(payload_size_ + 1);
+  if (header_have_ >= 4)
+    return frame_length(header_.data());
+  return std::nullopt;
+}
+
 void FrameParser::finish_if_complete() {
   if (!in_payload_ || partial_.payload.size() != payload_size_)
     return;

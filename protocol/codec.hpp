@@ -91,6 +91,8 @@ class FrameParser {
   std::optional<Frame> next();
   // Bytes received but not yet returned as frames.
   std::size_t buffered() const { return buffered_; }
+  // The length field (kind byte plus payload) of the frame under way, once its four bytes are in.
+  std::optional<std::uint32_t> announced() const;
 
  private:
   std::error_code take(ByteView bytes);

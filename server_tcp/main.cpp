@@ -87,32 +87,10 @@ protocol::ErrorReply framing_failure(std::error_code error) {
   return {protocol::Status::bad_request, "malformed frame", {}};
 }
 
-// Whether the first frame's length field (its first four bytes, once they are in) can be a Hello.
-class FirstFrame {
- public:
-  void saw(ByteView bytes) {
-    for (std::size_t i = 0; i < bytes.size() && seen_ < header_.size(); ++i)
-      header_[seen_++] = bytes[i];
-  }
-  bool too_long() const {
-    if (seen_ < header_.size())
-      return false;
-    const std::uint32_t length = (std::uint32_t{header_[0]} << 24) |
-                                 (std::uint32_t{header_[1]} << 16) |
-                                 (std::uint32_t{header_[2]} << 8) | std::uint32_t{header_[3]};
-    return length > kMaxFirstFrameLength;
-  }
-
- private:
-  std::array<std::uint8_t, 4> header_{};
-  std::size_t seen_ = 0;
-};
-
 awaitable<void> serve_frames(service::Connection& connection, service::Service& handler,
                              const service::Limits&) {
   protocol::FrameParser parser(protocol::kMaxMessageBytes);
   bool greeted = false;
-  FirstFrame first;
   for (;;) {
     bool replied = false;
     while (auto frame = parser.next()) {
@@ -129,7 +107,8 @@ awaitable<void> serve_frames(service::Connection& connection, service::Service& 
     }
     if (connection.stopping())
       co_return;
-    if (!greeted && (parser.buffered() > kMaxBytesBeforeHello || first.too_long())) {
+    if (!greeted && (parser.buffered() > kMaxBytesBeforeHello ||
+                     parser.announced().value_or(0) > kMaxFirstFrameLength)) {
       const protocol::ErrorReply refusal{
           protocol::Status::bad_request, "the first request on a connection must be hello", {}};
       co_await write_all(connection, protocol::encode_reply_frame(refusal));
@@ -149,8 +128,6 @@ awaitable<void> serve_frames(service::Connection& connection, service::Service& 
     const std::size_t received = co_await connection.stream().async_read_some(
         asio::buffer(space.data(), space.size()), asio::redirect_error(use_awaitable, ec));
     connection.set_idle(false);
-    if (!greeted && !ec)
-      first.saw(space.first(received));
     const std::error_code error = parser.commit(ec ? 0 : received);
     if (ec)
       co_return;

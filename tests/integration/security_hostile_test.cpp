@@ -106,6 +106,8 @@ TEST_CASE("security: malformed frames get an error or a close; the TCP server ke
       {"an id of the wrong length", short_id, true},
       {"bytes after the payload", trailing, true},
       {"a huge first frame before hello", frame_header(64u << 20, 3), false},
+      // Within the frame bound, but longer than any hello: refused at its header, not after 1 KiB.
+      {"a long first frame before hello", frame_header(4096, 3), false},
       {"HTTP spoken to the frame door", text_bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), false},
       {"a path as an id",
        [] {

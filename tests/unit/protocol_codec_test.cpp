@@ -696,6 +696,24 @@ TEST_CASE("the frame parser holds a partial frame back") {
   CHECK(got->payload == Bytes(frame.begin() + kFrameHeaderBytes, frame.end()));
 }
 
+TEST_CASE("the frame parser tells the length the frame under way announces") {
+  const Bytes frame = encode_request_frame(GetFile{make_id(1)});
+  const std::uint32_t length = static_cast<std::uint32_t>(frame.size() - 4);
+  FrameParser parser;
+  CHECK_FALSE(parser.announced());
+  REQUIRE_FALSE(parser.feed(ByteView(frame).first(3)));
+  CHECK_FALSE(parser.announced());  // three bytes of the length field
+  REQUIRE_FALSE(parser.feed(ByteView(frame).subspan(3, 1)));
+  CHECK(parser.announced() == length);
+  REQUIRE_FALSE(parser.feed(ByteView(frame).subspan(4, 10)));
+  CHECK(parser.announced() == length);  // its payload under way
+  REQUIRE_FALSE(parser.feed(ByteView(frame).subspan(14)));
+  CHECK_FALSE(parser.announced());  // whole: none under way until the next header
+  REQUIRE_FALSE(parser.feed(Bytes{0, 0, 1, 0, 2}));
+  CHECK(parser.announced() == 256u);
+  CHECK(parser.next());
+}
+
 TEST_CASE("a frame with only a kind byte has an empty payload") {
   FrameParser parser;
   REQUIRE_FALSE(parser.feed(Bytes{0, 0, 0, 1, 7}));
