@@ -4129,7 +4129,8 @@ int run_mount(const MountOptions& given) {
   }
 
   std::string fuse_opts =
-      "default_permissions,fsname=splitfs,subtype=splitfs,max_read=" + std::to_string(kMaxIo);
+      "default_permissions,fsname=splitfs,subtype=" + std::string(kMountSubtype) +
+      ",max_read=" + std::to_string(kMaxIo);
   for (const auto& o : options.fuse_options)
     fuse_opts += "," + o;
   std::vector<std::string> argv_text{"splitfs", "-o", fuse_opts};

@@ -12,7 +12,10 @@
 
 namespace splitfs::fs {
 
+// The FUSE subtype the mount gives itself, and the type the mount table then shows.
+inline constexpr std::string_view kMountSubtype = "splitfs";
 inline constexpr std::string_view kMountType = "fuse.splitfs";
+static_assert(kMountType.substr(0, 5) == "fuse." && kMountType.substr(5) == kMountSubtype);
 
 struct MountEntry {
   std::string device;           // "major:minor"
