@@ -53,6 +53,7 @@ class Double {
         "--port",  "0"};
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& arg : args)
       argv.push_back(arg.data());
     argv.push_back(nullptr);
@@ -192,7 +193,7 @@ struct Fixture {
     write_file(home / "config.toml", config);
   }
   fs::path put(const std::string& name, const std::string& data) {
-    const fs::path path = root / ("in-" + std::to_string(counter++));
+    fs::path path = root / ("in-" + std::to_string(counter++));
     write_file(path, data);
     client().store(path, name);
     return path;
@@ -218,7 +219,9 @@ std::array<std::map<Id, Bytes>, 2> expected_shares(const splitfs::core::KeySet& 
     for (std::size_t chunk = 0; start + chunk * 1024 < end; ++chunk) {
       const std::size_t from = start + chunk * 1024;
       const std::size_t to = std::min(end, from + 1024);
-      shares[chunk % 2].insert(shares[chunk % 2].end(), data.begin() + from, data.begin() + to);
+      shares[chunk % 2].insert(shares[chunk % 2].end(),
+                               data.begin() + static_cast<std::ptrdiff_t>(from),
+                               data.begin() + static_cast<std::ptrdiff_t>(to));
     }
     for (std::size_t j = 0; j < 2; ++j) {
       if (!shares[j].empty())

@@ -47,7 +47,7 @@ struct Fixture {
   splitfs::Client client() const { return splitfs::Client(home); }
 
   fs::path put(const std::string& name, const std::string& data) {
-    const fs::path path = work / name;
+    fs::path path = work / name;
     write_file(path, data);
     client().store(path, name);
     return path;

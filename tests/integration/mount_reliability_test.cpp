@@ -111,6 +111,7 @@ TEST_CASE("mount reliability: 20 files closed while the TCP server is down survi
   // names to the journal's tree record: the replay below names the files from those.
   CHECK(pending.at("journal_tree_names") == 19);
   std::vector<std::uint64_t> inodes;
+  inodes.reserve(20);
   for (int i = 0; i < 20; ++i)
     inodes.push_back(inode_of(m / "dir" / ("f" + std::to_string(i))));
 
@@ -173,7 +174,7 @@ TEST_CASE("mount reliability: pending files are stored within seconds of the ser
 
   std::vector<std::string> contents;
   for (int i = 0; i < 10; ++i) {
-    contents.push_back(random_bytes(static_cast<std::size_t>(50000 * i + 3), 50u + i));
+    contents.push_back(random_bytes((50000 * static_cast<std::size_t>(i)) + 3, 50u + i));
     write_file(m / ("p" + std::to_string(i)), contents.back());
   }
   // A file rewritten while its first version waits: the newest version wins, nothing mixes.
@@ -307,6 +308,7 @@ TEST_CASE("mount reliability: many threads and two mounts at once, no corruption
     REQUIRE(::close(fd) == 0);
   }
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       // Half the threads write through each mount: files of their own, and their region of one
@@ -315,7 +317,8 @@ TEST_CASE("mount reliability: many threads and two mounts at once, no corruption
       for (int i = 0; i < kFilesPerThread && Clock::now() < deadline; ++i) {
         const auto path = own / ("t" + std::to_string(t) + "-" + std::to_string(i));
         const std::string data =
-            random_bytes(static_cast<std::size_t>((t * 37 + i * 101) % 9 * 40000 + i),
+            random_bytes((static_cast<std::size_t>((t * 37 + i * 101) % 9) * 40000) +
+                             static_cast<std::size_t>(i),
                          static_cast<std::uint32_t>(t * 100 + i));
         bool same = false;
         try {
@@ -363,9 +366,9 @@ TEST_CASE("mount reliability: many threads and two mounts at once, no corruption
   CHECK(read_file(b / "shared") == shared);
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kFilesPerThread; ++i) {
-      const std::string data =
-          random_bytes(static_cast<std::size_t>((t * 37 + i * 101) % 9 * 40000 + i),
-                       static_cast<std::uint32_t>(t * 100 + i));
+      const std::string data = random_bytes(
+          (static_cast<std::size_t>((t * 37 + i * 101) % 9) * 40000) + static_cast<std::size_t>(i),
+          static_cast<std::uint32_t>(t * 100 + i));
       INFO("thread " << t << " file " << i);
       CHECK(read_file(b / ("t" + std::to_string(t) + "-" + std::to_string(i))) == data);
     }

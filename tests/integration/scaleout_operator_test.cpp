@@ -84,7 +84,7 @@ TEST_CASE("stats, check and compact work on a shared store beside its running se
   ServerProcess tcp("splitfs-tcp-server", root / "tcp", tcp_args);
   splitfs::Client client(init_home(root / "home", https, tcp));
   const std::string kept = random_text(3 * client.segment_bytes() + 11, 1);
-  const std::string dropped = random_text(2 * client.segment_bytes(), 2);
+  const std::string dropped = random_text(2 * std::size_t{client.segment_bytes()}, 2);
   write_file(root / "kept", kept);
   write_file(root / "dropped", dropped);
   client.store(root / "kept", "kept");
@@ -161,9 +161,9 @@ TEST_CASE("a quota holds across the processes of a door: one count in the index"
   splitfs::Client one(home1);
   splitfs::Client two(home2);
 
-  const std::string small = random_text(20 * 1024, 1);
-  const std::string big1 = random_text(2400 * 1000, 2);
-  const std::string big2 = random_text(2400 * 1000, 3);
+  const std::string small = random_text(std::size_t{20} * 1024, 1);
+  const std::string big1 = random_text(std::size_t{2400} * 1000, 2);
+  const std::string big2 = random_text(std::size_t{2400} * 1000, 3);
   write_file(root / "small", small);
   write_file(root / "big1", big1);
   write_file(root / "big2", big2);

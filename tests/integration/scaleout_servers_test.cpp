@@ -49,7 +49,7 @@ std::string random_text(std::size_t n, std::uint64_t seed) {
 
 // Two processes of one door on one data folder and one shared store.
 struct DoorPair {
-  DoorPair(const std::string& binary, const fs::path& data, std::vector<std::string> args)
+  DoorPair(const std::string& binary, const fs::path& data, const std::vector<std::string>& args)
       : first(binary, data, args), second(binary, data, args, Enrol::none) {
     REQUIRE(first.fingerprint() == second.fingerprint());
   }
@@ -144,6 +144,7 @@ class Balancer {
 // Runs a program to its end; its exit status.
 int run_program(std::vector<std::string> args) {
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args)
     argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -309,6 +310,7 @@ TEST_CASE(
   const std::size_t segment = client.segment_bytes();
   constexpr int kFiles = 12;
   std::vector<std::string> contents;
+  contents.reserve(kFiles);
   for (int i = 0; i < kFiles; ++i)
     contents.push_back(random_text(24 * segment + static_cast<std::size_t>(i), 100 + i));
 

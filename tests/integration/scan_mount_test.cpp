@@ -56,7 +56,7 @@ void configure_engines(Mount& m) {
 }
 
 fs::path write_input(Mount& m, const std::string& name, const Bytes& data) {
-  const fs::path path = m.dir.path() / "in" / name;
+  fs::path path = m.dir.path() / "in" / name;
   fs::create_directories(path.parent_path());
   write_file(path, data);
   return path;

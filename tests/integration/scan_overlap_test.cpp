@@ -37,7 +37,7 @@ struct Fixture {
   }
 
   fs::path write(const std::string& name, const Bytes& data) {
-    const fs::path path = work / "in" / name;
+    fs::path path = work / "in" / name;
     fs::create_directories(path.parent_path());
     write_file(path, data);
     return path;

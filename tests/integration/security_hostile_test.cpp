@@ -23,7 +23,8 @@ struct Fixture {
 
   // A well-behaved client stores and reads back a file.
   void well_behaved(const std::string& name) {
-    const std::string data = random_text(200 * 1024, static_cast<unsigned>(name.size()));
+    const std::string data =
+        random_text(std::size_t{200} * 1024, static_cast<unsigned>(name.size()));
     write_file(work / "in", data);
     alice.client().store(work / "in", name);
     alice.client().fetch(name, work / "out");

@@ -266,9 +266,11 @@ TEST_CASE("servers killed at random points keep every committed object and a con
     std::atomic<bool> stop{false};
     // Made here, one at a time: clients opening one home's state at once may find it busy.
     std::vector<splitfs::Client> clients;
+    clients.reserve(kWorkers);
     for (int w = 0; w < kWorkers; ++w)
       clients.emplace_back(f.home);
     std::vector<std::thread> workers;
+    workers.reserve(kWorkers);
     for (int w = 0; w < kWorkers; ++w) {
       workers.emplace_back(work, std::ref(clients[static_cast<std::size_t>(w)]), f.work.path(), w,
                            rng(), std::ref(model), std::cref(stop));

@@ -146,15 +146,15 @@ TEST_CASE("growth() predicts what a write adds to the footprint", "[fs][journal]
   std::mt19937 rng(99);
   WriteBack wb(dir.path(), kSegment, 0);
   for (int i = 0; i < 500; ++i) {
-    const std::uint64_t offset = rng() % (16 * kSegment);
-    const std::size_t length = 1 + rng() % (3 * kSegment);
+    const std::uint64_t offset = rng() % (16 * std::uint64_t{kSegment});
+    const std::size_t length = 1 + rng() % (3 * std::size_t{kSegment});
     const std::uint64_t before = wb.footprint();
     const std::uint64_t predicted = wb.growth(offset, length);
     wb.write(offset, random_bytes(length, static_cast<std::uint32_t>(i)));
     INFO("write " << i << " at " << offset << " of " << length);
     CHECK(wb.footprint() - before == predicted);
     if (i % 50 == 49)
-      wb.truncate(rng() % (8 * kSegment));
+      wb.truncate(rng() % (8 * std::uint64_t{kSegment}));
   }
 }
 

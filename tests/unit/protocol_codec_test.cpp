@@ -64,7 +64,7 @@ namespace {
 Id make_id(std::uint8_t seed) {
   Id id{};
   for (std::size_t i = 0; i < id.size(); ++i)
-    id[i] = static_cast<std::uint8_t>(seed * 31 + i);
+    id[i] = static_cast<std::uint8_t>((std::size_t{seed} * 31) + i);
   return id;
 }
 
@@ -258,7 +258,7 @@ TEST_CASE("every strict prefix of a valid payload is truncated") {
     const Bytes payload = encode_request(request);
     for (std::size_t n = 0; n < payload.size(); ++n) {
       CAPTURE(request.index(), n);
-      const Bytes prefix(payload.begin(), payload.begin() + n);
+      const Bytes prefix(payload.begin(), payload.begin() + static_cast<std::ptrdiff_t>(n));
       CHECK(decode_request_bytes(op_of(request), prefix) == DecodeErrc::truncated);
     }
   }
@@ -266,7 +266,7 @@ TEST_CASE("every strict prefix of a valid payload is truncated") {
     const Bytes payload = encode_reply(reply);
     for (std::size_t n = 0; n < payload.size(); ++n) {
       CAPTURE(op, reply.index(), n);
-      const Bytes prefix(payload.begin(), payload.begin() + n);
+      const Bytes prefix(payload.begin(), payload.begin() + static_cast<std::ptrdiff_t>(n));
       CHECK(decode_reply_bytes(op, prefix) == DecodeErrc::truncated);
     }
   }
@@ -274,7 +274,7 @@ TEST_CASE("every strict prefix of a valid payload is truncated") {
     const Bytes payload = encode_reply(error);
     for (std::size_t n = 0; n < payload.size(); ++n) {
       CAPTURE(n);
-      const Bytes prefix(payload.begin(), payload.begin() + n);
+      const Bytes prefix(payload.begin(), payload.begin() + static_cast<std::ptrdiff_t>(n));
       CHECK(decode_error_bytes(prefix) == DecodeErrc::truncated);
     }
   }
