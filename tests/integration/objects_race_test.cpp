@@ -103,6 +103,7 @@ TEST_CASE("two writers racing on one key: one winner per round, readers never se
     std::string failure[2];
     std::barrier start(2);
     std::vector<std::thread> threads;
+    threads.reserve(2);
     for (int w = 0; w < 2; ++w) {
       threads.emplace_back([&, w] {
         try {

@@ -186,7 +186,7 @@ TEST_CASE("stores and fetches through proxies that cut, stall and delay connecti
     plan.cut = 0.3;
     plan.stall = 0.2;
     plan.delay = 0.2;
-    plan.max_offset = size / 2 + 64 * 1024;
+    plan.max_offset = size / 2 + std::size_t{64} * 1024;
     // A short stall only slows the transfer; a long one trips the client's idle timeout.
     plan.stall_for = std::uniform_int_distribution<int>(0, 1)(random) ? 400ms : 2500ms;
     plan.max_delay = 8ms;

@@ -186,7 +186,7 @@ TEST_CASE("shared store: shares, files, versions and users as store.hpp promises
   REQUIRE_FALSE(store->stats(stats));
   CHECK(stats.users == 2);
   CHECK(stats.packs == 3);
-  CHECK(stats.pack_bytes > 16 * (100 << 10));
+  CHECK(stats.pack_bytes > 16 * (std::uint64_t{100} << 10));
 }
 
 TEST_CASE("shared store: a damaged record reads as corrupt and check finds it",
@@ -259,6 +259,7 @@ TEST_CASE(
   std::atomic<int> commits{0};
   std::atomic<bool> done{false};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937_64 rng(static_cast<std::uint64_t>(t) + 1);
@@ -276,7 +277,7 @@ TEST_CASE(
         const std::uint64_t version =
             static_cast<std::uint64_t>(round) * 8 + static_cast<std::uint64_t>(t) + 1;
         std::vector<Id> missing;
-        const auto ec = store.commit("u", make_id(static_cast<std::uint64_t>(5000 + file)), version,
+        const auto ec = store.commit("u", make_id(5000 + static_cast<std::uint64_t>(file)), version,
                                      refs, as_bytes("e"), as_bytes("m"), missing);
         if (!ec) {
           ++commits;
@@ -285,7 +286,7 @@ TEST_CASE(
         }
         if (rng() % 5 == 0) {
           const auto removed =
-              store.remove_file("u", make_id(static_cast<std::uint64_t>(5000 + file)));
+              store.remove_file("u", make_id(5000 + static_cast<std::uint64_t>(file)));
           if (removed && removed != Errc::not_found)
             ++failures;
         }

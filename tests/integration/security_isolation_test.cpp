@@ -73,7 +73,7 @@ TEST_CASE("security: two users storing the same file through the library share n
   s.enrol("alice", alice.fingerprint);
   s.enrol("bob", bob.fingerprint);
   TempDir work("splitfs-isolation");
-  const std::string content = random_text(300 * 1024, 5);
+  const std::string content = random_text(std::size_t{300} * 1024, 5);
   write_file(work / "same.bin", content);
   alice.client().store(work / "same.bin", "same.bin");
   bob.client().store(work / "same.bin", "same.bin");

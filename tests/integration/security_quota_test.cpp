@@ -19,8 +19,8 @@ TEST_CASE("security: a store over the quota fails cleanly and keeps what was sto
   s.enrol("alice", alice.fingerprint, "600K");
   s.enrol("bob", bob.fingerprint);
   TempDir work("splitfs-quota");
-  const std::string small = random_text(400 * 1024, 1);
-  const std::string large = random_text(2 * 1024 * 1024, 2);
+  const std::string small = random_text(std::size_t{400} * 1024, 1);
+  const std::string large = random_text(std::size_t{2} * 1024 * 1024, 2);
   write_file(work / "small", small);
   write_file(work / "large", large);
 
@@ -50,7 +50,7 @@ TEST_CASE("security: a store over the quota fails cleanly and keeps what was sto
   // The refused requests left nothing behind (each upload is admitted whole or not at all), so
   // what still fits can be stored.
   alice.client().remove("small");
-  const std::string medium = random_text(200 * 1024, 3);
+  const std::string medium = random_text(std::size_t{200} * 1024, 3);
   write_file(work / "medium", medium);
   alice.client().store(work / "medium", "medium");
   alice.client().fetch("medium", work / "medium.back");
@@ -70,9 +70,9 @@ TEST_CASE("security: the quota bounds raw uploads on both servers, also concurre
     for (std::size_t i = 0; i < replies.size(); ++i) {
       threads.emplace_back([&, i] {
         auto client = connect(kind, server, alice.certificate());
-        replies[i] = client->call(
-            protocol::PutShares{{{make_id(static_cast<std::uint8_t>(40 + i)),
-                                  pattern(300 * 1024, static_cast<std::uint8_t>(i))}}});
+        replies[i] = client->call(protocol::PutShares{
+            {{make_id(static_cast<std::uint8_t>(40 + i)),
+              pattern(std::size_t{300} * 1024, static_cast<std::uint8_t>(i))}}});
       });
     }
     for (auto& thread : threads)
@@ -87,12 +87,13 @@ TEST_CASE("security: the quota bounds raw uploads on both servers, also concurre
     }
     CHECK(stored == 3);
     auto client = connect(kind, server, alice.certificate());
-    expect_error(client->call(protocol::PutShares{{{make_id(50), pattern(200 * 1024, 9)}}}),
-                 Status::quota_exceeded);
-    // A commit's manifest counts too.
     expect_error(
-        client->call(protocol::Commit{make_id(60), 1, {}, pattern(10, 1), pattern(200 * 1024, 2)}),
+        client->call(protocol::PutShares{{{make_id(50), pattern(std::size_t{200} * 1024, 9)}}}),
         Status::quota_exceeded);
+    // A commit's manifest counts too.
+    expect_error(client->call(protocol::Commit{
+                     make_id(60), 1, {}, pattern(10, 1), pattern(std::size_t{200} * 1024, 2)}),
+                 Status::quota_exceeded);
     // Small requests still fit.
     expect<protocol::Empty>(client->call(protocol::PutShares{{{make_id(51), pattern(1000, 3)}}}));
   }

@@ -31,7 +31,7 @@ struct Fixture {
   // A copy of a stopped server's data folder, as a backup would take it.
   fs::path backup(ServerProcess& server, const std::string& label) {
     server.stop();
-    const fs::path copy = work / ("backup-" + label);
+    fs::path copy = work / ("backup-" + label);
     fs::copy(server.data_dir(), copy, fs::copy_options::recursive);
     server.restart();
     return copy;
@@ -129,8 +129,8 @@ TEST_CASE("security: another user's data replayed in place of one's own is refus
   Fixture f;
   Home bob(f.s.servers, "bob");
   f.s.enrol("bob", bob.fingerprint);
-  f.put("mine", random_text(100 * 1024, 1));
-  write_file(f.work / "bob-in", random_text(100 * 1024, 2));
+  f.put("mine", random_text(std::size_t{100} * 1024, 1));
+  write_file(f.work / "bob-in", random_text(std::size_t{100} * 1024, 2));
   bob.client().store(f.work / "bob-in", "his");
 
   SECTION("both servers serve bob's file and shares as alice's: the client refuses them") {

@@ -38,7 +38,7 @@ constexpr auto kIoDeadline = std::chrono::seconds(15);
 Id make_id(std::uint8_t seed) {
   Id id{};
   for (std::size_t i = 0; i < id.size(); ++i)
-    id[i] = static_cast<std::uint8_t>(seed * 31 + i);
+    id[i] = static_cast<std::uint8_t>((std::size_t{seed} * 31) + i);
   return id;
 }
 
@@ -87,7 +87,7 @@ class TlsClient {
 
   // The next reply frame; nullopt once the server closed the connection.
   std::optional<protocol::Frame> read_frame() {
-    std::vector<std::uint8_t> chunk(64 * 1024);
+    std::vector<std::uint8_t> chunk(std::size_t{64} * 1024);
     for (;;) {
       if (auto frame = parser_.next())
         return frame;
@@ -278,7 +278,7 @@ void exercise_file_operations(Client& client) {
   const Id absent = make_id(3);
   const Id file = make_id(9);
   // Over 1 MiB so that curl asks for 100-continue.
-  const Bytes first_blob = pattern(1536 * 1024, 5);
+  const Bytes first_blob = pattern(std::size_t{1536} * 1024, 5);
   const Bytes second_blob = pattern(700, 6);
 
   expect<protocol::Empty>(

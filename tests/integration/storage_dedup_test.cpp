@@ -123,7 +123,7 @@ TEST_CASE("a copy, in-place edits and an append add little beyond what changed",
 
   // Three 1-byte edits in three segments: each changes one share, half a segment.
   for (std::size_t k : {3u, 17u, 29u})
-    data[k * segment + 5 * 1024 + 7] ^= 0x01;
+    data[k * segment + std::size_t{5} * 1024 + 7] ^= 0x01;
   f.store("original", data);
   const Totals edited = f.totals();
   const double per_edit = ratio(segment / 2, size);

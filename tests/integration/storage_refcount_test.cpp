@@ -52,6 +52,7 @@ TEST_CASE("refcounts stay right under concurrent overlapping stores, deletes and
 
   // Segment-sized blocks the files are made of, so files share whole segments.
   std::vector<std::string> blocks;
+  blocks.reserve(12);
   for (int b = 0; b < 12; ++b)
     blocks.push_back(random_bytes(segment, 100 + static_cast<std::uint64_t>(b)));
 
@@ -61,10 +62,12 @@ TEST_CASE("refcounts stay right under concurrent overlapping stores, deletes and
   std::atomic<int> stores{0};
   std::atomic<int> removes{0};
   std::vector<splitfs::Client> clients;
+  clients.reserve(kClients);
   for (int c = 0; c < kClients; ++c)
     clients.emplace_back(home);
   const auto until = std::chrono::steady_clock::now() + kDuration;
   std::vector<std::thread> threads;
+  threads.reserve(kClients);
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
       std::mt19937_64 rng(static_cast<std::uint64_t>(c) * 7919 + 1);

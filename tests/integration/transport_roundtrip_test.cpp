@@ -93,6 +93,7 @@ protocol::ErrorReply expect_error(const protocol::Reply& reply, protocol::Status
 std::vector<protocol::ShareBlob> make_shares(Random& random,
                                              const std::vector<std::size_t>& sizes) {
   std::vector<protocol::ShareBlob> shares;
+  shares.reserve(sizes.size());
   for (const std::size_t size : sizes) {
     shares.push_back({random.id(), random.bytes(size)});
   }
@@ -101,6 +102,7 @@ std::vector<protocol::ShareBlob> make_shares(Random& random,
 
 std::vector<Id> ids_of(const std::vector<protocol::ShareBlob>& shares) {
   std::vector<Id> ids;
+  ids.reserve(shares.size());
   for (const auto& share : shares) {
     ids.push_back(share.id);
   }

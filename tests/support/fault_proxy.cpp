@@ -298,14 +298,12 @@ void FaultProxy::run() {
   while (!stop_) {
     FaultPlan plan;
     bool frozen = false;
-    std::uint16_t target = 0;
     std::string host;
     std::uint64_t cut_requests = 0;
     {
       std::lock_guard lock(state_->mutex);
       plan = state_->plan;
       frozen = state_->frozen;
-      target = state_->target_port;
       host = state_->host;
       cut_requests = state_->cut_requests;
     }
@@ -411,6 +409,7 @@ void FaultProxy::run() {
 
     if (fds[1].revents & POLLIN) {
       // What holds for a connection is what was set before it was accepted.
+      std::uint16_t target = 0;
       {
         std::lock_guard lock(state_->mutex);
         plan = state_->plan;

@@ -55,6 +55,7 @@ int decode_status(int status) {
 // child dies with the test. Returns the child's pid and the read end.
 std::pair<pid_t, int> spawn(std::vector<std::string> args, bool with_stderr) {
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& arg : args)
     argv.push_back(arg.data());
   argv.push_back(nullptr);

@@ -41,7 +41,7 @@ TEST_CASE("advice: where to look, what to run", "[cli]") {
   // Said once only when the library already says it.
   const std::string said = explain(splitfs::AuthError(
       "the HTTPS server at h:1 refused this client: not enrolled (`splitfs id` prints it)"));
-  CHECK(said.find("\n") == std::string::npos);
+  CHECK(said.find('\n') == std::string::npos);
 
   const std::string quota = explain(splitfs::QuotaExceeded("the TCP server at h:2 refused"));
   CHECK(quota.find("`splitfs df`") != std::string::npos);

@@ -61,6 +61,7 @@ TEST_CASE("thread cache: tasks at once run at once", "[thread_cache]") {
   ThreadCache threads;
   std::atomic<int> arrived{0};
   std::vector<Joined<void>> running;
+  running.reserve(4);
   for (int i = 0; i < 4; ++i) {
     running.push_back(threads.run([&] {
       ++arrived;

@@ -116,21 +116,22 @@ TEST_CASE("a small edit in a large file leaves every other segment reusable") {
   CHECK(wb.dirty());
   CHECK(wb.local_segments() == 1);
   CHECK(check_commit(wb, m) == 64);  // 65 segments, one rebuilt
-  CHECK(read_through(wb, m, 10 * kSegment, 10) ==
-        Bytes(m.content.begin() + 10 * kSegment, m.content.begin() + 10 * kSegment + 10));
+  CHECK(read_through(wb, m, 10 * std::uint64_t{kSegment}, 10) ==
+        Bytes(m.content.begin() + 10 * std::ptrdiff_t{kSegment},
+              m.content.begin() + 10 * std::ptrdiff_t{kSegment} + 10));
 }
 
 TEST_CASE("truncating down and extending again reads zeros, not old bytes") {
   Model m;
-  m.base.assign(3 * kSegment, 9);
+  m.base.assign(3 * std::size_t{kSegment}, 9);
   m.content = m.base;
   WriteBack wb(std::filesystem::temp_directory_path(), kSegment, m.base.size());
   write(wb, m, 2 * kSegment + 10, Bytes(10, 5));
   wb.truncate(kSegment + 1);
   m.content.resize(kSegment + 1);
-  wb.truncate(3 * kSegment);
-  m.content.resize(3 * kSegment, 0);
-  CHECK(read_through(wb, m, 0, 3 * kSegment) == m.content);
+  wb.truncate(3 * std::uint64_t{kSegment});
+  m.content.resize(3 * std::size_t{kSegment}, 0);
+  CHECK(read_through(wb, m, 0, 3 * std::uint64_t{kSegment}) == m.content);
   CHECK(check_commit(wb, m) == 1);  // only segment 0 is still the base's
 }
 
@@ -139,20 +140,20 @@ TEST_CASE("random writes, truncations and commits match the model") {
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
   Model m;
-  m.base.resize(rng() % (8 * kSegment));
+  m.base.resize(rng() % (8 * std::uint64_t{kSegment}));
   for (auto& b : m.base)
     b = static_cast<std::uint8_t>(rng());
   m.content = m.base;
   WriteBack wb(std::filesystem::temp_directory_path(), kSegment, m.base.size());
   for (int i = 0; i < 2000; ++i) {
-    const std::uint64_t limit = 12 * kSegment;
+    const std::uint64_t limit = 12 * std::uint64_t{kSegment};
     switch (rng() % 10) {
       case 0:
       case 1:
       case 2:
       case 3: {
         const std::uint64_t offset = rng() % limit;
-        Bytes data(1 + rng() % (2 * kSegment));
+        Bytes data(1 + rng() % (2 * std::uint64_t{kSegment}));
         for (auto& b : data)
           b = static_cast<std::uint8_t>(rng());
         write(wb, m, offset, data);
@@ -188,7 +189,7 @@ TEST_CASE("random writes, truncations and commits match the model") {
       }
       default: {
         const std::uint64_t offset = rng() % limit;
-        const std::uint64_t len = rng() % (3 * kSegment);
+        const std::uint64_t len = rng() % (3 * std::uint64_t{kSegment});
         const std::uint64_t end = std::min<std::uint64_t>(offset + len, m.content.size());
         const Bytes expected = offset >= end
                                    ? Bytes()
@@ -234,18 +235,18 @@ TEST_CASE("write-behind: staged segments are read and committed from their refs"
   CHECK(read_through(wb, m, 0, m.content.size()) == m.content);
   // Cutting a staged segment needs it back too.
   CHECK(wb.truncate_needs(3 * kSegment + 5) == std::vector<std::uint64_t>{3});
-  CHECK(wb.truncate_needs(3 * kSegment).empty());
+  CHECK(wb.truncate_needs(3 * std::uint64_t{kSegment}).empty());
 }
 
 TEST_CASE("the bookkeeping's memory grows with the segments written and goes with a reset") {
   Model m;
   WriteBack wb(std::filesystem::temp_directory_path(), kSegment, 0);
   CHECK(wb.memory_bytes() == 0);
-  write(wb, m, 0, Bytes(4 * kSegment, 3));
+  write(wb, m, 0, Bytes(4 * std::size_t{kSegment}, 3));
   const std::uint64_t four = wb.memory_bytes();
   // Per segment at least the values it keeps: a segment number, and a number and version.
-  CHECK(four >= 4 * 3 * sizeof(std::uint64_t));
-  write(wb, m, 4 * kSegment, Bytes(4 * kSegment, 4));
+  CHECK(four >= 4 * (3 * sizeof(std::uint64_t)));
+  write(wb, m, 4 * std::uint64_t{kSegment}, Bytes(4 * std::size_t{kSegment}, 4));
   CHECK(wb.memory_bytes() == 2 * four);
   for (const auto s : wb.stageable(wb.segment_count(), 100))
     CHECK(wb.stage(s, wb.version(s), m.upload(wb, s)));

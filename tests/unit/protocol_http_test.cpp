@@ -101,7 +101,7 @@ TEST_CASE("a method outside the table is an unknown op") {
 
 TEST_CASE("an unknown path is an unknown op") {
   const std::string hex = to_hex(make_id(2));
-  for (std::string target :
+  for (const std::string& target :
        {std::string(""), std::string("/"), std::string("/v1"), std::string("/v1/"),
         std::string("/v2/hello"), std::string("/v1/hello/"), std::string("/v1/Hello"),
         std::string("v1/hello"), std::string("/v1/shares/"), std::string("/v1/shares/put"),

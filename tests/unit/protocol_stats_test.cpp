@@ -21,7 +21,7 @@ TEST_CASE("the stats request and its reply round-trip") {
   CHECK(decode_request(Op::stats, Bytes{0}, request) == DecodeErrc::trailing_bytes);
 
   const Bytes payload = encode_reply(kStats);
-  REQUIRE(payload.size() == 9 * 8);
+  REQUIRE(payload.size() == std::size_t{9} * 8);
   // Big-endian u64 fields in declaration order.
   CHECK(payload[7] == 1);
   CHECK(payload[64] == 0x01);

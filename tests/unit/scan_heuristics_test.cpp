@@ -165,7 +165,9 @@ TEST_CASE("segment sources read across segments") {
   SegmentSource source(data.size(), 4096, [&](std::uint64_t s, Bytes& out) {
     ++loads;
     const std::size_t start = s * 4096;
-    out.assign(data.begin() + start, data.begin() + std::min<std::size_t>(start + 4096, 10000));
+    out.assign(
+        data.begin() + static_cast<std::ptrdiff_t>(start),
+        data.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(start + 4096, 10000)));
   });
   Bytes out(6000);
   REQUIRE(source.read_at(3000, out) == 6000);

@@ -67,10 +67,11 @@ TEST_CASE("concurrent puts and commits each land with their own content") {
     auto store = Store::open(dir / "store", options);
     std::atomic<int> failures{0};
     std::vector<std::thread> threads;
+    threads.reserve(kThreads);
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
         for (int i = 0; i < kPerThread; ++i) {
-          const std::uint64_t seed = static_cast<std::uint64_t>(t * 1000 + i);
+          const std::uint64_t seed = static_cast<std::uint64_t>(t) * 1000 + i;
           const Id share = make_id(seed);
           const Bytes data = make_data(seed, 2048 + static_cast<std::size_t>(i));
           const ShareInput input{share, data};
@@ -94,7 +95,7 @@ TEST_CASE("concurrent puts and commits each land with their own content") {
   auto store = Store::open(dir / "store", options);
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kPerThread; ++i) {
-      const std::uint64_t seed = static_cast<std::uint64_t>(t * 1000 + i);
+      const std::uint64_t seed = static_cast<std::uint64_t>(t) * 1000 + i;
       FileRecord record;
       REQUIRE_FALSE(store->get_file("u", make_id(seed + 1'000'000), record));
       CHECK(record.version == 1);
@@ -108,7 +109,7 @@ TEST_CASE("concurrent puts and commits each land with their own content") {
   CheckReport report;
   REQUIRE_FALSE(store->check(report));
   CHECK(report.ok());
-  CHECK(report.files == kThreads * kPerThread);
+  CHECK(report.files == std::uint64_t{kThreads} * kPerThread);
 }
 
 TEST_CASE("a write that fails in a group takes back only its own changes") {
@@ -120,17 +121,18 @@ TEST_CASE("a write that fails in a group takes back only its own changes") {
   std::vector<std::vector<std::error_code>> outcomes(kThreads);
   std::vector<std::vector<std::vector<Id>>> reported(kThreads);
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int r = 0; r < kRounds; ++r) {
         start.arrive_and_wait();
         // Odd threads reference a share nobody holds, besides the held one.
-        const Id absent = make_id(static_cast<std::uint64_t>(500 + t * 100 + r));
+        const Id absent = make_id(500 + static_cast<std::uint64_t>(t) * 100 + r);
         std::vector<ShareRef> refs{{held, 1}};
         if (t % 2 == 1)
           refs.push_back({absent, 1});
         std::vector<Id> missing;
-        const Id file = make_id(static_cast<std::uint64_t>(100'000 + t * 100 + r));
+        const Id file = make_id(100'000 + static_cast<std::uint64_t>(t) * 100 + r);
         outcomes[t].push_back(store->commit("u", file, 1, refs, text("e"), text("m"), missing));
         reported[t].push_back(missing);
       }
@@ -140,13 +142,13 @@ TEST_CASE("a write that fails in a group takes back only its own changes") {
     thread.join();
   for (int t = 0; t < kThreads; ++t) {
     for (int r = 0; r < kRounds; ++r) {
-      const Id file = make_id(static_cast<std::uint64_t>(100'000 + t * 100 + r));
+      const Id file = make_id(100'000 + static_cast<std::uint64_t>(t) * 100 + r);
       FileRecord record;
       const std::error_code found = store->get_file("u", file, record);
       if (t % 2 == 1) {
         CHECK(outcomes[t][r] == Errc::missing_shares);
         CHECK(reported[t][r] ==
-              std::vector<Id>{make_id(static_cast<std::uint64_t>(500 + t * 100 + r))});
+              std::vector<Id>{make_id(500 + static_cast<std::uint64_t>(t) * 100 + r)});
         CHECK(found == Errc::not_found);
       } else {
         CHECK_FALSE(outcomes[t][r]);
@@ -175,6 +177,7 @@ TEST_CASE("of writers racing for one version exactly one wins, round after round
   std::barrier start(kThreads);
   std::vector<std::vector<int>> won(kRounds, std::vector<int>(kThreads, 0));
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int r = 0; r < kRounds; ++r) {
@@ -182,7 +185,7 @@ TEST_CASE("of writers racing for one version exactly one wins, round after round
         const ShareRef ref{share, 1};
         std::vector<Id> missing;
         const std::error_code ec =
-            store->commit("u", file, static_cast<std::uint64_t>(r + 1), std::span(&ref, 1),
+            store->commit("u", file, static_cast<std::uint64_t>(r) + 1, std::span(&ref, 1),
                           text("writer " + std::to_string(t)), text("m"), missing);
         // Catch's assertions are not for other threads: outcomes are checked after the join.
         won[r][t] = !ec ? 1 : ec == Errc::conflict ? 0 : -1;

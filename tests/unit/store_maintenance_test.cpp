@@ -55,6 +55,7 @@ constexpr std::uint32_t kShareChunks = 3;
 std::error_code put(Store& store, std::string_view user, std::vector<std::uint64_t> seeds) {
   std::vector<Bytes> data;
   std::vector<ShareInput> in;
+  data.reserve(seeds.size());
   for (auto seed : seeds)
     data.push_back(make_data(seed, kShareBytes));
   for (std::size_t i = 0; i < seeds.size(); ++i)
@@ -63,8 +64,9 @@ std::error_code put(Store& store, std::string_view user, std::vector<std::uint64
 }
 
 std::error_code commit(Store& store, std::string_view user, std::uint64_t file,
-                       std::uint64_t version, std::vector<std::uint64_t> seeds) {
+                       std::uint64_t version, const std::vector<std::uint64_t>& seeds) {
   std::vector<ShareRef> refs;
+  refs.reserve(seeds.size());
   for (auto seed : seeds)
     refs.push_back({make_id(seed), kShareChunks});
   std::vector<Id> missing;
@@ -148,8 +150,8 @@ TEST_CASE("usage counts files, deduplicated shares and garbage as ratios") {
   REQUIRE_FALSE(store->usage("u", u));
   CHECK(u.files == 3);
   CHECK(u.shares == 5);
-  CHECK(u.logical_bytes == 11 * kShareChunks * 1024);
-  CHECK(u.share_logical_bytes == 5 * kShareChunks * 1024);
+  CHECK(u.logical_bytes == 11 * std::uint64_t{kShareChunks} * 1024);
+  CHECK(u.share_logical_bytes == 5 * std::uint64_t{kShareChunks} * 1024);
   CHECK(u.dedup_ratio() == Approx(11.0 / 5.0));
   CHECK(u.share_bytes == 5 * kShareBytes);
   CHECK(u.referenced_bytes == 11 * kShareBytes);
@@ -332,6 +334,7 @@ TEST_CASE("reads and writes go on while a compaction moves their records") {
   std::atomic<int> write_failures{0};
   std::atomic<int> reads{0};
   std::vector<std::thread> readers;
+  readers.reserve(3);
   for (int r = 0; r < 3; ++r) {
     readers.emplace_back([&, r] {
       for (std::size_t i = static_cast<std::size_t>(r); !done; i = (i + 7) % live.size()) {
@@ -435,7 +438,7 @@ TEST_CASE("an index of version 1 is upgraded on open") {
   auto store = Store::open(tmp / "store");
   Usage u;
   REQUIRE_FALSE(store->usage("u", u));
-  CHECK(u.share_logical_bytes == 2 * kShareChunks * 1024);
+  CHECK(u.share_logical_bytes == 2 * std::uint64_t{kShareChunks} * 1024);
   CHECK(holds(*store, "u", 1));
   CHECK(checked(*store).ok());
   CompactionReport report;

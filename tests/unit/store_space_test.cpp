@@ -50,6 +50,7 @@ std::error_code put(Store& store, std::uint32_t n, std::size_t size) {
 std::error_code commit_file(Store& store, std::uint32_t file, std::uint64_t version,
                             const std::vector<std::uint32_t>& shares) {
   std::vector<ShareRef> refs;
+  refs.reserve(shares.size());
   for (const auto n : shares)
     refs.push_back({id_of(n), 1});
   const Bytes entry{1, 2, 3};
