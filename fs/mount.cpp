@@ -192,6 +192,41 @@ int errno_of(const std::exception& e) {
   return EIO;
 }
 
+// Inodes waiting for one worker thread (the write-behind stager, the check-ahead worker): pop()
+// waits for the next, and gives none once stop() was called.
+class InoQueue {
+ public:
+  void push(std::uint64_t ino) {
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(ino);
+    }
+    cv_.notify_one();
+  }
+  std::optional<std::uint64_t> pop() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    if (stop_)
+      return std::nullopt;
+    const std::uint64_t ino = queue_.front();
+    queue_.pop_front();
+    return ino;
+  }
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::uint64_t> queue_;
+  bool stop_ = false;
+};
+
 // Appends timestamped lines to the mount's log file (and stderr in the foreground), and sends the
 // same words to the system log (ident "splitfs-mount"; the journal on systemd machines), without
 // ever waiting for it (fs/syslog.hpp).
@@ -507,18 +542,10 @@ class Fs {
       readahead_stop_ = true;
     }
     readahead_cv_.notify_all();
-    {
-      std::lock_guard lock(stage_mutex_);
-      stage_stop_ = true;
-    }
-    stage_cv_.notify_all();
+    stage_queue_.stop();
     if (stager_.joinable())
       stager_.join();
-    {
-      std::lock_guard lock(scan_ahead_mutex_);
-      scan_ahead_stop_ = true;
-    }
-    scan_ahead_cv_.notify_all();
+    scan_ahead_queue_.stop();
     if (scan_aheader_.joinable())
       scan_aheader_.join();
     {
@@ -1598,11 +1625,7 @@ class Fs {
     }
     if (sequential && !data.staging && !data.wb->stageable(finished, 1).empty()) {
       data.staging = true;
-      {
-        std::lock_guard lock(stage_mutex_);
-        stage_queue_.push_back(ino);
-      }
-      stage_cv_.notify_one();
+      stage_queue_.push(ino);
     }
   }
 
@@ -1648,17 +1671,8 @@ class Fs {
   // The write-behind worker: uploads a sequential writer's finished segments, without holding
   // the file's lock while they travel.
   void stage_loop() {
-    for (;;) {
-      std::uint64_t ino = 0;
-      {
-        std::unique_lock lock(stage_mutex_);
-        stage_cv_.wait(lock, [this] { return stage_stop_ || !stage_queue_.empty(); });
-        if (stage_stop_)
-          return;
-        ino = stage_queue_.front();
-        stage_queue_.pop_front();
-      }
-      const auto data = known_file_data(ino);
+    while (const std::optional<std::uint64_t> ino = stage_queue_.pop()) {
+      const auto data = known_file_data(*ino);
       if (!data)
         continue;
       try {
@@ -1667,7 +1681,7 @@ class Fs {
         trim_memory();
       } catch (const std::exception& e) {
         network_failed(e);
-        log_.line("uploading ahead for inode " + std::to_string(ino) + " failed (the commit " +
+        log_.line("uploading ahead for inode " + std::to_string(*ino) + " failed (the commit " +
                   "will try again): " + e.what());
       }
       std::lock_guard lock(data->mutex);
@@ -2151,37 +2165,27 @@ class Fs {
       data.ahead.emplace();
     }
     data.ahead_changes = wb.changes();
-    if (data.ahead_busy ||
-        whole_segments_bytes(wb) < data.ahead->covered() + kScanAheadPart + scan::kScanOverlap) {
+    if (data.ahead_busy || !part_written(data.ahead->covered(), whole_segments_bytes(wb)))
       return;
-    }
     data.ahead_busy = true;
-    {
-      std::lock_guard lock(scan_ahead_mutex_);
-      scan_ahead_queue_.push_back(ino);
-    }
-    scan_ahead_cv_.notify_one();
+    scan_ahead_queue_.push(ino);
   }
 
   std::uint64_t whole_segments_bytes(const WriteBack& wb) const {
     return wb.size() / segment_bytes_ * segment_bytes_;
   }
 
+  // Whether the part checked ahead from `from` is written, with the overlap read past its end,
+  // in a file whose first `written` bytes are final.
+  static bool part_written(std::uint64_t from, std::uint64_t written) {
+    return written >= from + kScanAheadPart + scan::kScanOverlap;
+  }
+
   // The check-ahead worker: checks the next parts of a file while it is written, holding the
   // file's lock only to copy a segment out. A part of bytes that changed meanwhile is dropped.
   void scan_ahead_loop() {
-    for (;;) {
-      std::uint64_t ino = 0;
-      {
-        std::unique_lock lock(scan_ahead_mutex_);
-        scan_ahead_cv_.wait(lock,
-                            [this] { return scan_ahead_stop_ || !scan_ahead_queue_.empty(); });
-        if (scan_ahead_stop_)
-          return;
-        ino = scan_ahead_queue_.front();
-        scan_ahead_queue_.pop_front();
-      }
-      const auto data = known_file_data(ino);
+    while (const std::optional<std::uint64_t> ino = scan_ahead_queue_.pop()) {
+      const auto data = known_file_data(*ino);
       while (data && scan_ahead_part(*data)) {
       }
     }
@@ -2200,7 +2204,7 @@ class Fs {
         limit = whole_segments_bytes(*data.wb);
         generation = data.ahead_generation;
       }
-      if (limit < from + kScanAheadPart + scan::kScanOverlap) {  // also without ahead or wb
+      if (!part_written(from, limit)) {  // also without ahead or wb
         data.ahead_busy = false;
         return false;
       }
@@ -3775,16 +3779,10 @@ class Fs {
   std::thread syncer_;
   std::atomic<std::uint64_t> journal_syncs_{0}, lazy_closes_{0}, tree_names_{0};
 
-  std::mutex stage_mutex_;
-  std::condition_variable stage_cv_;
-  std::deque<std::uint64_t> stage_queue_;
-  bool stage_stop_ = false;
+  InoQueue stage_queue_;
   std::thread stager_;
 
-  std::mutex scan_ahead_mutex_;
-  std::condition_variable scan_ahead_cv_;
-  std::deque<std::uint64_t> scan_ahead_queue_;
-  bool scan_ahead_stop_ = false;
+  InoQueue scan_ahead_queue_;
   std::thread scan_aheader_;
   std::atomic<std::uint64_t> scanned_ahead_bytes_{0};
 
