@@ -337,10 +337,12 @@ class Yara : public Detector {
   bool wants_members() const override { return true; }
 
   void scan(const Item& item, Verdict& verdict) override {
-    const std::uint64_t size = item.source.size();
-    if (presence_only_ && item.source.concurrent_reads() && size >= kParallelMinBytes) {
-      merge(item, scan_ranges(item.source, {{0, size / 2}, {size / 2, size}}), verdict);
-      return;
+    if (presence_only_) {
+      const Ranges ranges = halves(item.source, 0, item.source.size());
+      if (ranges.size() == 2) {
+        merge(item, scan_ranges(item.source, ranges), verdict);
+        return;
+      }
     }
     ScanContext context{verdict, std::string(item.where)};
     run(item.source, item.where, context, SCAN_FLAGS_FAST_MODE);
@@ -362,12 +364,8 @@ class Yara : public Detector {
       return;
     }
     std::vector<PartFound> parts = ahead.parts;
-    const std::uint64_t rest = size - ahead.covered;
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges{{ahead.covered, size}};
-    if (item.source.concurrent_reads() && rest >= kParallelMinBytes)
-      ranges = {{ahead.covered, ahead.covered + rest / 2}, {ahead.covered + rest / 2, size}};
-    if (rest > 0) {
-      for (PartFound& found : scan_ranges(item.source, ranges))
+    if (size > ahead.covered) {
+      for (PartFound& found : scan_ranges(item.source, halves(item.source, ahead.covered, size)))
         parts.push_back(std::move(found));
     }
     merge(item, parts, verdict);
@@ -392,10 +390,20 @@ class Yara : public Detector {
     }
   }
 
+  using Ranges = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+
+  // [begin, end) in two halves to scan at once where the source allows it and the range is large
+  // enough to pay, else whole.
+  static Ranges halves(const Source& source, std::uint64_t begin, std::uint64_t end) {
+    if (!source.concurrent_reads() || end - begin < kParallelMinBytes)
+      return {{begin, end}};
+    const std::uint64_t middle = begin + (end - begin) / 2;
+    return {{begin, middle}, {middle, end}};
+  }
+
   // Scans each range [begin, end) of source, reading kOverlap past its end (as blocks do) so a
   // string across it is found; two ranges run on two threads at once.
-  std::vector<PartFound> scan_ranges(Source& source,
-                                     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges) {
+  std::vector<PartFound> scan_ranges(Source& source, const Ranges& ranges) {
     std::vector<PartFound> parts(ranges.size());
     const auto scan_one = [&](std::size_t i) {
       const auto [begin, end] = ranges[i];

@@ -9,7 +9,6 @@
 // protocol::kMaxMessageBytes or does not decode gets an error reply, then the connection closes;
 // 30 s without a byte moving, or a request or reply slower than the minimum transfer rate
 // (server_main.hpp), closes it too.
-#include <array>
 #include <cstdint>
 #include <variant>
 
