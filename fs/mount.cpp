@@ -90,8 +90,6 @@ constexpr std::uint64_t kInodeBlock = 1u << 16;
 // Segments uploaded or downloaded per library call.
 constexpr std::size_t kSegmentsPerBatch = 32;
 constexpr std::size_t kClients = 6;
-// Write-behind batches of one file on their way to the servers at once.
-constexpr std::size_t kStageLanes = 2;
 // Files the uploader commits at once (each on a client of its own).
 constexpr std::size_t kDrainWorkers = 4;
 // The uploader names the files of several rounds with one tree commit (each re-encodes the whole
@@ -347,9 +345,9 @@ struct FileData {
   // Write-behind (under mutex): where the last write ended, and whether an upload is queued.
   std::uint64_t last_write_end = 0;
   bool staging = false;
-  // Batches of the background upload on their way (the worker zeroes it when it leaves the
-  // file, however it leaves), and whether a commit waits for them before it takes over.
-  std::size_t stage_flights = 0;
+  // Whether a batch of the background upload is on its way (the worker clears it when it leaves
+  // the file, however it leaves), and whether a commit waits for it before it takes over.
+  bool stage_in_flight = false;
   bool commit_waiting = false;
   std::condition_variable staged_cv;  // a background upload staged a batch, or ended
   // The name create() gave it (for the journal's tree record; it may have changed since).
@@ -1700,80 +1698,47 @@ class Fs {
       }
       std::lock_guard lock(data->mutex);
       data->staging = false;
-      data->stage_flights = 0;
+      data->stage_in_flight = false;
       data->staged_cv.notify_all();
     }
   }
 
-  // One batch of the write-behind worker on its way to the servers.
-  struct StageFlight {
-    std::vector<std::uint64_t> picks;
-    std::vector<std::uint64_t> versions;
-    std::vector<Bytes> bytes;
-    cache::SegmentCache::Reservation room;
-    std::future<std::vector<SegmentRef>> refs;
-  };
-
   void stage_in_background(FileData& data) {
-    // kStageLanes batches travel at once, each on a client of its own: the servers take in one
-    // while the next is hashed and encrypted here.
-    std::deque<StageFlight> flights;
     for (;;) {
-      StageFlight flight;
+      std::vector<std::uint64_t> picks;
+      std::vector<std::uint64_t> versions;
+      std::vector<Bytes> bytes;
+      cache::SegmentCache::Reservation room;
       {
         std::lock_guard lock(data.mutex);
-        if (!data.wb)
+        if (!data.wb || data.commit_waiting)
           return;
-        std::set<std::uint64_t> travelling;
-        for (const auto& f : flights)
-          travelling.insert(f.picks.begin(), f.picks.end());
-        flight.picks = data.wb->stageable(data.last_write_end / segment_bytes_,
-                                          travelling.size() + kSegmentsPerBatch);
-        std::erase_if(flight.picks, [&](std::uint64_t s) { return travelling.contains(s); });
-        flight.picks.resize(data.commit_waiting ? 0
-                                                : std::min(flight.picks.size(), kSegmentsPerBatch));
-        if (!flight.picks.empty()) {
-          flight.room = cache_.reserve(staging_bytes(*data.wb, flight.picks));
-          flight.bytes.resize(flight.picks.size());
-          for (std::size_t k = 0; k < flight.picks.size(); ++k) {
-            data.wb->build(flight.picks[k], {}, flight.bytes[k]);
-            flight.versions.push_back(data.wb->version(flight.picks[k]));
-          }
-          ++data.stage_flights;
+        picks = data.wb->stageable(data.last_write_end / segment_bytes_, kSegmentsPerBatch);
+        if (picks.empty())
+          return;
+        room = cache_.reserve(staging_bytes(*data.wb, picks));
+        bytes.resize(picks.size());
+        for (std::size_t k = 0; k < picks.size(); ++k) {
+          data.wb->build(picks[k], {}, bytes[k]);
+          versions.push_back(data.wb->version(picks[k]));
         }
+        data.stage_in_flight = true;
       }
-      if (flight.picks.empty()) {
-        if (flights.empty())
-          return;
-        land(data, flights.front());
-        flights.pop_front();
-        continue;
+      std::vector<ByteView> views(bytes.begin(), bytes.end());
+      std::vector<SegmentRef> refs;
+      {
+        auto client = pool_.acquire();
+        refs = client->stage_segments(views);
       }
-      // The views point into the segments' own buffers, which stay put when the flight moves.
-      flight.refs = std::async(
-          std::launch::async,
-          [this, views = std::vector<ByteView>(flight.bytes.begin(), flight.bytes.end())] {
-            return pool_.acquire()->stage_segments(views);
-          });
-      flights.push_back(std::move(flight));
-      if (flights.size() == kStageLanes) {
-        land(data, flights.front());
-        flights.pop_front();
-      }
+      room.reset();
+      std::lock_guard lock(data.mutex);
+      data.stage_in_flight = false;
+      data.staged_cv.notify_all();
+      if (!data.wb)
+        return;
+      record_staged(*data.wb, picks, versions, refs, bytes);
+      account(data);
     }
-  }
-
-  // Waits for a write-behind batch and records its segments as uploaded.
-  void land(FileData& data, StageFlight& flight) {
-    const std::vector<SegmentRef> refs = flight.refs.get();
-    flight.room.reset();
-    std::lock_guard lock(data.mutex);
-    --data.stage_flights;
-    data.staged_cv.notify_all();
-    if (!data.wb)
-      return;
-    record_staged(*data.wb, flight.picks, flight.versions, refs, flight.bytes);
-    account(data);
   }
 
   // Under data->mutex and tree_mutex_: remember the committed content of a file about to change.
@@ -1873,10 +1838,10 @@ class Fs {
     }
     if (const int blocked = scan_before_store(ino, *data, false); blocked != 0)
       return blocked;
-    // Batches of the background upload on their way land first rather than go up twice; it
-    // starts no more meanwhile.
+    // A batch of the background upload on its way lands first rather than go up twice (or be
+    // asked about); it starts no more meanwhile.
     data->commit_waiting = true;
-    data->staged_cv.wait(lock, [&] { return data->stage_flights == 0; });
+    data->staged_cv.wait(lock, [&] { return !data->stage_in_flight; });
     data->commit_waiting = false;
     if (!data->wb || !data->wb->dirty())
       return 0;
