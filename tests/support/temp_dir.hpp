@@ -1,5 +1,5 @@
-// A scratch folder for one test (under /tmp unless told otherwise), removed with everything in it
-// when the test is done.
+// A scratch folder for one test (under $TMPDIR, else /tmp, unless told otherwise), removed with
+// everything in it when the test is done.
 // Header-only, so unit tests use it without the integration tests' support library.
 #pragma once
 
@@ -19,7 +19,7 @@ class TempDir {
   // Made as parent/prefix-XXXXXX: a test that needs another filesystem (the tmpfs at /dev/shm,
   // say) gives its parent.
   explicit TempDir(const std::string& prefix = "splitfs-test",
-                   const std::filesystem::path& parent = "/tmp") {
+                   const std::filesystem::path& parent = std::filesystem::temp_directory_path()) {
     std::string pattern = (parent / (prefix + "-XXXXXX")).string();
     if (::mkdtemp(pattern.data()) == nullptr)
       throw std::runtime_error(std::string("mkdtemp failed: ") + std::strerror(errno));
