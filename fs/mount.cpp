@@ -346,9 +346,9 @@ struct FileData {
   std::uint64_t last_write_end = 0;
   bool staging = false;
   // Whether a batch of the background upload is on its way (the worker clears it when it leaves
-  // the file, however it leaves), and whether a commit waits for it before it takes over.
+  // the file, however it leaves), and how many commits wait for it before they take over.
   bool stage_in_flight = false;
-  bool commit_waiting = false;
+  std::size_t commits_waiting = 0;
   std::condition_variable staged_cv;  // a background upload staged a batch, or ended
   // The name create() gave it (for the journal's tree record; it may have changed since).
   std::uint64_t created_parent = 0;
@@ -1711,7 +1711,7 @@ class Fs {
       cache::SegmentCache::Reservation room;
       {
         std::lock_guard lock(data.mutex);
-        if (!data.wb || data.commit_waiting)
+        if (!data.wb || data.commits_waiting != 0)
           return;
         picks = data.wb->stageable(data.last_write_end / segment_bytes_, kSegmentsPerBatch);
         if (picks.empty())
@@ -1840,9 +1840,9 @@ class Fs {
       return blocked;
     // A batch of the background upload on its way lands first rather than go up twice (or be
     // asked about); it starts no more meanwhile.
-    data->commit_waiting = true;
+    ++data->commits_waiting;
     data->staged_cv.wait(lock, [&] { return !data->stage_in_flight; });
-    data->commit_waiting = false;
+    --data->commits_waiting;
     if (!data->wb || !data->wb->dirty())
       return 0;
     WriteBack& wb = *data->wb;
