@@ -25,12 +25,14 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "tests/integration/mount_fixture.hpp"
 #include "tests/support/files.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::testing::Enrol;
 using splitfs::testing::read_file;
+using splitfs::testing::run_program;
 using splitfs::testing::ServerProcess;
 using splitfs::testing::shared_store_args;
 using splitfs::testing::TempDir;
@@ -140,24 +142,6 @@ class Balancer {
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
 };
-
-// Runs a program to its end; its exit status.
-int run_program(std::vector<std::string> args) {
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (auto& a : args)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
 
 // `splitfs mount -f` of `home` on `mountpoint` for the length of a test; unmounted (lazily as a
 // last resort) and reaped on destruction. Dies with the test.
