@@ -2247,6 +2247,11 @@ class Fs {
       return false;
     }
     scanned_ahead_bytes_.fetch_add(kScanAheadPart, std::memory_order_relaxed);
+    // The check at close reads no more of what is checked and uploaded: its local bytes go.
+    if (data.wb && data.ahead_changes == data.wb->changes()) {
+      data.wb->release_checked(data.ahead->covered());
+      account(data);
+    }
     return true;
   }
 
@@ -2285,7 +2290,7 @@ class Fs {
             const ByteView bytes = got.at(0).bytes();
             out.assign(bytes.begin(), bytes.end());
           };
-          if (const SegmentRef* staged = wb.staged(s); staged && !wb.keeps_staged()) {
+          if (const SegmentRef* staged = wb.staged(s); staged && !wb.holds(s)) {
             from(*staged);
           } else if (wb.reusable(s)) {
             from(data.base->segments[s]);

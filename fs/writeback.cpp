@@ -9,6 +9,7 @@
 #include <cassert>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <splitfs/errors.hpp>
 #include <string>
 #include <tuple>
@@ -103,7 +104,7 @@ void WriteBack::thaw(bool copy) {
   if (copy) {
     Bytes buffer;
     for (const auto s : local_) {
-      if ((staged_.contains(s) && !keep_staged_) || segment_start(s) >= size_)
+      if (!holds(s) || segment_start(s) >= size_)
         continue;
       buffer.resize(segment_length(s));
       try {
@@ -145,6 +146,8 @@ void WriteBack::reset(std::uint64_t base_size) {
     fail("cannot empty a write-back file");
   }
   base_size_ = valid_base_ = size_ = base_size;
+  checked_ = 0;
+  released_ = 0;
   local_.clear();
   staged_.clear();
   unstaged_.clear();
@@ -173,11 +176,11 @@ std::uint64_t WriteBack::memory_bytes() const {
 std::uint64_t WriteBack::footprint() const {
   // Every staged segment is local, every local one is below size(), and all but the last are
   // full: no walk over the segments (this runs at every write).
-  const std::uint64_t held = keep_staged_ ? local_.size() : local_.size() - staged_.size();
+  const std::uint64_t held = local_.size() - (keep_staged_ ? released_ : staged_.size());
   std::uint64_t bytes = held * segment_bytes_;
   if (held > 0 && size_ > 0) {
     const std::uint64_t last = (size_ - 1) / segment_bytes_;
-    if (is_local(last) && (keep_staged_ || !staged_.contains(last)))
+    if (holds(last))
       bytes -= segment_bytes_ - segment_length(last);
   }
   return bytes;
@@ -192,18 +195,15 @@ std::uint64_t WriteBack::growth(std::uint64_t offset, std::uint64_t length) cons
     const std::uint64_t start = segment_start(s);
     return size > start ? std::min<std::uint64_t>(segment_bytes_, size - start) : 0;
   };
-  const auto held = [&](std::uint64_t s) {
-    return is_local(s) && (keep_staged_ || !staged_.contains(s));
-  };
   std::uint64_t bytes = 0;
   const std::uint64_t first = offset / segment_bytes_;
   const std::uint64_t last = (end - 1) / segment_bytes_;
   for (std::uint64_t s = first; s <= last; ++s)
-    bytes += counted(s, new_size) - (held(s) ? counted(s, size_) : 0);
+    bytes += counted(s, new_size) - (holds(s) ? counted(s, size_) : 0);
   // The old last segment grows with the file even where the write does not touch it.
   if (size_ > 0 && new_size > size_) {
     const std::uint64_t tail = (size_ - 1) / segment_bytes_;
-    if ((tail < first || tail > last) && held(tail))
+    if ((tail < first || tail > last) && holds(tail))
       bytes += counted(tail, new_size) - counted(tail, size_);
   }
   return bytes;
@@ -319,7 +319,7 @@ void WriteBack::fill(std::uint64_t s, ByteView bytes) {
     done += static_cast<std::size_t>(w);
   }
   if (staged != staged_.end())
-    staged_.erase(staged);
+    drop_staged(s);
   local_.insert(s);
   unstaged_.insert(s);
   touch(s);
@@ -336,7 +336,7 @@ void WriteBack::write(std::uint64_t offset, ByteView data) {
     assert(!staged_.contains(s) ||
            (offset <= segment_start(s) && end >= segment_start(s) + staged_.at(s).length));
     local_.insert(s);
-    staged_.erase(s);  // wholly overwritten (base_needed() filled a partly written one)
+    drop_staged(s);  // wholly overwritten (base_needed() filled a partly written one)
     unstaged_.insert(s);
     touch(s);
   }
@@ -362,11 +362,12 @@ void WriteBack::truncate(std::uint64_t size) {
     valid_base_ = std::min(valid_base_, size);
     const std::uint64_t first_gone = (size + segment_bytes_ - 1) / segment_bytes_;
     for (auto it = local_.lower_bound(first_gone); it != local_.end();) {
-      staged_.erase(*it);
+      drop_staged(*it);
       versions_.erase(*it);
       it = local_.erase(it);
     }
     unstaged_.erase(unstaged_.lower_bound(first_gone), unstaged_.end());
+    checked_ = std::min(checked_, size);  // what comes back past size was not checked
     // A staged segment the new end cuts must have been filled first (truncate_needs()).
     assert(size % segment_bytes_ == 0 || !staged_.contains(size / segment_bytes_));
     if (size % segment_bytes_ != 0 && is_local(size / segment_bytes_)) {
@@ -411,12 +412,60 @@ bool WriteBack::stage(std::uint64_t s, std::uint64_t version, const SegmentRef& 
   }
   staged_[s] = ref;
   unstaged_.erase(s);
-  // Release the local copy; where holes cannot be punched the bytes just stay, and a frozen file
-  // keeps them for the journal.
-  if (!frozen_ && !keep_staged_)
-    ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                static_cast<off_t>(segment_start(s)), static_cast<off_t>(ref.length));
+  if (!holds(s)) {
+    released_ += keep_staged_ ? 1 : 0;
+    release(s, s);
+  }
   return true;
+}
+
+void WriteBack::release_checked(std::uint64_t end) {
+  if (end <= checked_)
+    return;
+  const std::uint64_t from = checked_ / segment_bytes_;
+  checked_ = end;
+  if (!keep_staged_)
+    return;  // released as they were staged
+  // Runs of consecutive staged segments newly below checked_, a hole each.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> run;
+  for (auto it = staged_.lower_bound(from); it != staged_.end() && checked(it->first); ++it) {
+    ++released_;
+    if (run && run->second + 1 == it->first) {
+      run->second = it->first;
+      continue;
+    }
+    if (run)
+      release(run->first, run->second);
+    run.emplace(it->first, it->first);
+  }
+  if (run)
+    release(run->first, run->second);
+}
+
+void WriteBack::drop_staged(std::uint64_t s) {
+  if (staged_.erase(s) != 0 && keep_staged_ && checked(s))
+    --released_;
+}
+
+void WriteBack::release(std::uint64_t first, std::uint64_t last) const {
+  // Where holes cannot be punched the bytes just stay, and a frozen file keeps them for the
+  // journal.
+  if (frozen_ || fd_ < 0)
+    return;
+  // Whole blocks only, and only those holding no bytes still needed: the kernel frees a block's
+  // pages together, and the next writes reuse them. Pages freed a segment at a time go to the
+  // host on such a VM, and each later write pays to bring fresh ones back.
+  const std::uint64_t begin = segment_start(first) / kReleaseBlock * kReleaseBlock;
+  const std::uint64_t end = segment_start(last) + segment_length(last);
+  for (std::uint64_t block = begin; block < end; block += kReleaseBlock) {
+    const std::uint64_t block_end = block + kReleaseBlock;
+    bool needed = false;
+    for (std::uint64_t s = block / segment_bytes_; segment_start(s) < block_end && !needed; ++s)
+      needed = holds(s);
+    if (!needed)
+      ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(block),
+                  static_cast<off_t>(kReleaseBlock));
+  }
 }
 
 const SegmentRef* WriteBack::staged(std::uint64_t s) const {

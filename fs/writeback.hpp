@@ -16,11 +16,12 @@
 // edit to a large file send only the segments it touched.
 //
 // Write-behind: a local segment can be uploaded before the commit (stage()); from then on it is
-// "staged": its bytes are those of its SegmentRef, its local copy is released (a hole punched), and
-// the commit takes the ref as it is. Any change to a staged segment first brings its bytes back
-// (fill()). Each local segment carries a version bumped by every change, so an upload of bytes
-// that changed meanwhile is refused. This keeps the local file no larger than what is written
-// but not yet uploaded. Not thread-safe: the mount holds the file's data lock around every call.
+// "staged": its bytes are those of its SegmentRef, its local copy is released (holes punched a
+// block at a time, see release()), and the commit takes the ref as it is. Any change to a staged
+// segment first brings its bytes back (fill()). Each local segment carries a version bumped by
+// every change, so an upload of bytes that changed meanwhile is refused. This keeps the local file
+// no larger than what is written but not yet uploaded. Not thread-safe: the mount holds the file's
+// data lock around every call.
 //
 // Durability: freeze() makes the local file durable (fdatasync) and hands it over to the journal,
 // which records state() beside it; from then on the file is never changed again: the next change
@@ -160,9 +161,20 @@ class WriteBack {
   // ---- write-behind ----
 
   // Keep: a staged segment's local bytes stay until the next reset() (a malware check reads them
-  // at close, before the commit), and count in footprint().
+  // at close, before the commit), and count in footprint(), unless release_checked() lets them go.
   void set_keep_staged(bool keep) { keep_staged_ = keep; }
-  bool keeps_staged() const { return keep_staged_; }
+  // With keep: the check has read [0, end) already, so staged segments wholly below it release
+  // their local bytes now, and those staged later at once. A stream of writes then reuses a few
+  // pages of the local file instead of filling memory with fresh ones. Kept until reset().
+  void release_checked(std::uint64_t end);
+  // Local bytes are released a block at a time, the largest folio the page cache makes for a
+  // file (a huge page).
+  static constexpr std::uint64_t kReleaseBlock = 2u << 20;
+  // Whether the local file holds segment s's bytes (else they are its base's, its staged ref's,
+  // or zeros).
+  bool holds(std::uint64_t s) const {
+    return is_local(s) && (!staged_.contains(s) || (keep_staged_ && !checked(s)));
+  }
 
   // Local, unstaged, full-length segments below `below` (at most max of them, lowest first).
   std::vector<std::uint64_t> stageable(std::uint64_t below, std::size_t max) const;
@@ -181,6 +193,12 @@ class WriteBack {
 
  private:
   std::uint64_t segment_start(std::uint64_t s) const { return s * segment_bytes_; }
+  bool checked(std::uint64_t s) const { return segment_start(s + 1) <= checked_; }
+  // Punches the local bytes of segments [first, last], which it no longer holds (a hole where
+  // they were), as whole kReleaseBlock blocks.
+  void release(std::uint64_t first, std::uint64_t last) const;
+  // Forgets that s is staged (its bytes are local again, or gone).
+  void drop_staged(std::uint64_t s);
   // A new, empty local file in dir_ (fd_ and name_ untouched). Throws WriteBackError.
   std::pair<int, std::string> create_file() const;
   // Before any change: a frozen file is left to the journal, its local bytes copied to a new one.
@@ -206,6 +224,8 @@ class WriteBack {
   std::uint64_t counter_ = 0;                        // versions never repeat, even across reset()
   bool dirty_ = false;
   bool keep_staged_ = false;
+  std::uint64_t checked_ = 0;   // release_checked()
+  std::uint64_t released_ = 0;  // with keep_staged_: the staged segments below checked_
   std::uint64_t changes_ = 0;
 };
 

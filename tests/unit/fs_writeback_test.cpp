@@ -136,8 +136,10 @@ TEST_CASE("truncating down and extending again reads zeros, not old bytes") {
 }
 
 TEST_CASE("random writes, truncations and commits match the model") {
+  // Keeping staged bytes for a malware check, which releases those it has read.
+  const bool keep = GENERATE(false, true);
   const auto seed = std::random_device{}();
-  INFO("seed " << seed);
+  INFO("seed " << seed << (keep ? ", staged bytes kept until checked" : ""));
   std::mt19937_64 rng(seed);
   Model m;
   m.base.resize(rng() % (8 * std::uint64_t{kSegment}));
@@ -145,6 +147,7 @@ TEST_CASE("random writes, truncations and commits match the model") {
     b = static_cast<std::uint8_t>(rng());
   m.content = m.base;
   WriteBack wb(std::filesystem::temp_directory_path(), kSegment, m.base.size());
+  wb.set_keep_staged(keep);
   for (int i = 0; i < 2000; ++i) {
     const std::uint64_t limit = 12 * std::uint64_t{kSegment};
     switch (rng() % 10) {
@@ -180,6 +183,9 @@ TEST_CASE("random writes, truncations and commits match the model") {
         }
         break;
       }
+      case 9:
+        wb.release_checked(rng() % limit);
+        break;
       case 5: {
         // Commit: the built content becomes the new base.
         check_commit(wb, m);
@@ -207,8 +213,71 @@ TEST_CASE("random writes, truncations and commits match the model") {
     }
     REQUIRE(wb.stageable(wb.segment_count(), wb.segment_count() + 1) == stageable);
     REQUIRE(wb.unstaged_bytes() == (wb.local_segments() - wb.staged_segments()) * kSegment);
+    // The local file holds the current bytes of the segments it says it holds, and counts them.
+    std::uint64_t held = 0;
+    for (std::uint64_t s = 0; s < wb.segment_count(); ++s) {
+      if (!wb.holds(s))
+        continue;
+      REQUIRE(wb.is_local(s));
+      Bytes built;
+      wb.build(s, {}, built);
+      REQUIRE(built == Bytes(m.content.begin() + static_cast<std::ptrdiff_t>(s * kSegment),
+                             m.content.begin() +
+                                 static_cast<std::ptrdiff_t>(s * kSegment + wb.segment_length(s))));
+      held += wb.segment_length(s);
+    }
+    REQUIRE(wb.footprint() == held);
   }
   check_commit(wb, m);
+}
+
+TEST_CASE(
+    "write-behind releases local bytes in whole blocks, kept for a malware check until read") {
+  const bool keep = GENERATE(false, true);
+  INFO((keep ? "kept until checked" : "released when staged"));
+  constexpr std::uint64_t kBlock = WriteBack::kReleaseBlock;
+  constexpr std::uint64_t kPer = kBlock / kSegment;
+  Model m;
+  WriteBack wb(std::filesystem::temp_directory_path(), kSegment, 0);
+  wb.set_keep_staged(keep);
+  Bytes data(4 * kBlock);
+  for (std::size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<std::uint8_t>(i * 13 + i / 4096);
+  write(wb, m, 0, data);
+  const auto stage = [&](std::uint64_t first, std::uint64_t end) {
+    for (std::uint64_t s = first; s < end; ++s)
+      REQUIRE(wb.stage(s, wb.version(s), m.upload(wb, s)));
+  };
+  stage(0, kPer + kPer / 2);  // a block and a half
+  if (keep) {
+    CHECK(wb.footprint() == 4 * kBlock);
+    CHECK(wb.local_bytes() == 4 * kBlock);
+    wb.release_checked(kBlock + 100);  // the first block wholly read
+    CHECK_FALSE(wb.holds(kPer - 1));
+    CHECK(wb.holds(kPer));
+    CHECK(wb.footprint() == 3 * kBlock);
+  } else {
+    CHECK(wb.footprint() == 2 * kBlock + kBlock / 2);
+  }
+  // The second block's staged half stays on disk while its other half is needed.
+  CHECK(wb.local_bytes() == 3 * kBlock);
+  stage(kPer + kPer / 2, 2 * kPer);
+  CHECK(wb.local_bytes() == (keep ? 3 : 2) * kBlock);
+  if (keep) {
+    wb.release_checked(3 * kBlock);
+    CHECK(wb.footprint() == 2 * kBlock);
+    stage(2 * kPer, 3 * kPer);  // read already: released as it is staged
+    CHECK(wb.footprint() == kBlock);
+  }
+  CHECK(wb.local_bytes() == (keep ? 1 : 2) * kBlock);
+  CHECK(read_through(wb, m, 0, data.size()) == data);
+  // Written again, a released segment is held again.
+  write(wb, m, 5 * kSegment, Bytes(kSegment, 9));
+  CHECK(wb.holds(5));
+  check_commit(wb, m);
+  wb.reset(m.content.size());
+  CHECK(wb.footprint() == 0);
+  CHECK(wb.local_bytes() == 0);
 }
 
 TEST_CASE("write-behind: staged segments are read and committed from their refs") {
@@ -220,12 +289,11 @@ TEST_CASE("write-behind: staged segments are read and committed from their refs"
   write(wb, m, 0, data);
   const auto ready = wb.stageable(wb.segment_count(), 100);
   CHECK(ready == std::vector<std::uint64_t>{0, 1, 2, 3, 4});  // not the short last one
-  const std::uint64_t before = wb.local_bytes();
   for (const auto s : ready)
     CHECK(wb.stage(s, wb.version(s), m.upload(wb, s)));
   CHECK(wb.staged_segments() == 5);
   CHECK(wb.unstaged_bytes() == kSegment);
-  CHECK(wb.local_bytes() < before);  // the local copies were released
+  CHECK(wb.footprint() == 10);  // only the short last segment's bytes count
   CHECK(read_through(wb, m, 0, data.size()) == data);
   // A partial write into a staged segment brings it back first.
   write(wb, m, 2 * kSegment + 100, Bytes(50, 1));
