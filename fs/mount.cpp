@@ -2225,6 +2225,9 @@ class Fs {
       }
     }
     scan::ScanAhead part(from);
+    // Whether the check at close reads these bytes again (ClamAV): then they stay local. The file
+    // only grows while it is checked ahead, past a size limit too.
+    const bool reread = scanner_->rereads_ahead(limit);
     bool checked = false;
     try {
       scan::SegmentSource source(limit, segment_bytes_, [&](std::uint64_t s, Bytes& out) {
@@ -2247,8 +2250,9 @@ class Fs {
       return false;
     }
     scanned_ahead_bytes_.fetch_add(kScanAheadPart, std::memory_order_relaxed);
-    // The check at close reads no more of what is checked and uploaded: its local bytes go.
-    if (data.wb && data.ahead_changes == data.wb->changes()) {
+    // Unless it reads them again, the check at close reads no more of what is checked and
+    // uploaded: its local bytes go.
+    if (!reread && data.wb && data.ahead_changes == data.wb->changes()) {
       data.wb->release_checked(data.ahead->covered());
       account(data);
     }

@@ -86,6 +86,7 @@ class ClamAv : public Detector {
 
   std::string_view name() const override { return "clamav"; }
   bool wants_members() const override { return false; }  // it opens archives itself
+  bool reads_through(std::uint64_t size) const override { return size <= max_bytes_; }
 
   std::string unavailable() override {
     std::lock_guard lock(load_mutex_);

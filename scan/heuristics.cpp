@@ -105,6 +105,7 @@ class Heuristics : public Detector {
   std::string_view name() const override { return kHeuristics; }
   std::string unavailable() override { return {}; }
   bool wants_members() const override { return true; }
+  bool reads_through(std::uint64_t) const override { return false; }  // the head; an OLE file
 
   void scan(const Item& item, Verdict& verdict) override {
     ContentInspector inspector(item.name);

@@ -257,6 +257,9 @@ class Detector {
   // Whether to show it archive members too (false for a detector that opens archives itself).
   virtual bool wants_members() const = 0;
   virtual void scan(const Item& item, Verdict& verdict) = 0;
+  // Whether scan() reads a file of `size` bytes through; false for one that reads its first bytes
+  // only (and the whole only of the rare kinds it looks into), or skips files that large.
+  virtual bool reads_through(std::uint64_t /*size*/) const { return true; }
   // Whether scan_part() can check parts of a file.
   virtual bool takes_parts() const { return false; }
   // When takes_parts() (see Scanner::scan_ahead): checks source's bytes [ahead.covered, end) into
@@ -293,6 +296,11 @@ class Scanner {
   // kScanOverlap past end where the source has them. The caller keeps the bytes it saw unchanged
   // until it hands ahead to scan(). Throws what the source throws.
   void scan_ahead(Source& source, std::uint64_t end, ScanAhead& ahead);
+  // Whether scan() with a ScanAhead still reads the bytes checked ahead of a file of `size` bytes
+  // through: a ready detector that takes no parts does (ClamAV, up to its size limit), beyond what
+  // any scan reads of a file's head and tail (its kind, an archive's directory). Loads what is not
+  // loaded yet.
+  bool rereads_ahead(std::uint64_t size);
 
   struct DetectorStatus {
     std::string name;

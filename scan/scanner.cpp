@@ -85,6 +85,12 @@ void Scanner::scan_ahead(Source& source, std::uint64_t end, ScanAhead& ahead) {
   }
 }
 
+bool Scanner::rereads_ahead(std::uint64_t size) {
+  return std::any_of(detectors_.begin(), detectors_.end(), [size](const auto& d) {
+    return !d->takes_parts() && d->reads_through(size) && d->unavailable().empty();
+  });
+}
+
 Verdict Scanner::scan(Source& source, std::string_view name, const ScanAhead* ahead) {
   Verdict verdict;
   verdict.stats.bytes = source.size();

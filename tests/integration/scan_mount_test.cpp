@@ -158,6 +158,28 @@ TEST_CASE("mount: a large file is checked in parts and a rule still sees both", 
   m.unmount();
 }
 
+TEST_CASE("mount: with ClamAV, which reads files through, a large file's bytes stay local for it",
+          "[mount][scan]") {
+  Mount m("allow_other,cache_size=32M");  // what is uploaded leaves the memory cache soon
+  // The bundled rules only, which YARA can check a part at a time (the test's own rule cannot).
+  samples::write_clamav_database(m.dir.path() / "clamav");
+  std::ofstream(m.home / "config.toml", std::ios::app)
+      << "\n[scan]\nclamav_database = \"" << (m.dir.path() / "clamav").string() << "\"\n";
+  m.remount();
+  const Bytes data = samples::random_bytes(96u << 20, 19);  // within clamav_max_bytes
+  const auto before = m.stats();
+  const int fd = ::open((m / "big.bin").c_str(), O_WRONLY | O_CREAT, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+  for (int i = 0; i < 200 && m.stats()["bytes_checked_ahead"] < (64u << 20); ++i)
+    ::usleep(50'000);
+  REQUIRE(m.stats()["bytes_checked_ahead"] >= (64u << 20));  // YARA checked most of it ahead
+  REQUIRE(::close(fd) == 0);
+  // ClamAV at close read every byte from the write-back file, none from the servers.
+  CHECK(m.stats()["bytes_received"] == before.at("bytes_received"));
+  m.unmount();
+}
+
 // The check ahead of a writer holds only while the file grows at its end: a write behind it, or a
 // truncation, and the close checks those bytes again.
 TEST_CASE("mount: a change behind the check ahead is checked again at close", "[mount][scan]") {

@@ -96,3 +96,19 @@ TEST_CASE("without a usable database ClamAV is unavailable and the scan goes on"
   CHECK_THAT(status[0].unavailable, Catch::Contains("cannot load"));
   CHECK(scan_bytes(refused, samples::text(100), "a.txt").findings.empty());
 }
+
+TEST_CASE("a check ahead is read again at the end only while ClamAV is ready") {
+  Signatures db;
+  Settings settings;  // every detector
+  settings.clamav_database = db.folder.path();
+  Scanner with_clamav(settings);
+  CHECK(with_clamav.scans_ahead());
+  CHECK(with_clamav.rereads_ahead(settings.clamav_max_bytes));  // ClamAV reads files through
+  CHECK_FALSE(with_clamav.rereads_ahead(settings.clamav_max_bytes + 1));  // but not larger ones
+
+  TempDir empty("splitfs-clamav");
+  settings.clamav_database = empty.path();
+  Scanner without(settings);  // ClamAV unavailable: YARA takes parts, the heuristics read heads
+  CHECK(without.scans_ahead());
+  CHECK_FALSE(without.rereads_ahead(1u << 20));
+}
