@@ -9,7 +9,6 @@
 #include <cassert>
 #include <cerrno>
 #include <cstring>
-#include <optional>
 #include <splitfs/errors.hpp>
 #include <string>
 #include <tuple>
@@ -426,20 +425,15 @@ void WriteBack::release_checked(std::uint64_t end) {
   checked_ = end;
   if (!keep_staged_)
     return;  // released as they were staged
-  // Runs of consecutive staged segments newly below checked_, a hole each.
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> run;
-  for (auto it = staged_.lower_bound(from); it != staged_.end() && checked(it->first); ++it) {
+  // The staged segments newly below checked_; release() skips the blocks still needed between.
+  const auto first = staged_.lower_bound(from);
+  auto last = first;
+  for (auto it = first; it != staged_.end() && checked(it->first); ++it) {
     ++released_;
-    if (run && run->second + 1 == it->first) {
-      run->second = it->first;
-      continue;
-    }
-    if (run)
-      release(run->first, run->second);
-    run.emplace(it->first, it->first);
+    last = it;
   }
-  if (run)
-    release(run->first, run->second);
+  if (first != staged_.end() && checked(first->first))
+    release(first->first, last->first);
 }
 
 void WriteBack::drop_staged(std::uint64_t s) {
