@@ -1627,7 +1627,7 @@ class Fs {
       }
       return;
     }
-    if (sequential && !data.staging && !data.wb->stageable(finished, 1).empty()) {
+    if (sequential && !data.staging && !data.wb->stageable(0, finished, 1).empty()) {
       data.staging = true;
       stage_queue_.push(ino);
     }
@@ -1644,7 +1644,7 @@ class Fs {
   // Under data.mutex: uploads up to max stageable segments below `below`, holding the lock (the
   // caller waits). Returns how many were staged.
   std::size_t stage_some(FileData& data, std::uint64_t below, std::size_t max) {
-    const auto picks = data.wb->stageable(below, max);
+    const auto picks = data.wb->stageable(0, below, max);
     if (picks.empty())
       return 0;
     auto room = cache_.reserve(staging_bytes(*data.wb, picks));
@@ -1703,44 +1703,63 @@ class Fs {
     }
   }
 
+  // Two batches travel at once: the client prepares one (shares, their ids, sealing) while the
+  // servers take the other in, instead of each side waiting for the other.
   void stage_in_background(FileData& data) {
-    for (;;) {
+    struct Batch {
       std::vector<std::uint64_t> picks;
       std::vector<std::uint64_t> versions;
-      std::vector<Bytes> bytes;
       cache::SegmentCache::Reservation room;
+      std::future<std::pair<std::vector<SegmentRef>, std::vector<Bytes>>> upload;
+    };
+    std::optional<Batch> pending;
+    std::uint64_t from = 0;  // past the segments already on their way
+    for (;;) {
+      std::optional<Batch> next;
+      std::vector<Bytes> bytes;
       {
         std::lock_guard lock(data.mutex);
-        if (!data.wb || data.commits_waiting != 0)
-          return;
-        picks = data.wb->stageable(data.last_write_end / segment_bytes_, kSegmentsPerBatch);
-        if (picks.empty())
-          return;
-        room = cache_.reserve(staging_bytes(*data.wb, picks));
-        bytes.resize(picks.size());
-        for (std::size_t k = 0; k < picks.size(); ++k) {
-          data.wb->build(picks[k], {}, bytes[k]);
-          versions.push_back(data.wb->version(picks[k]));
+        if (data.wb && data.commits_waiting == 0) {
+          auto picks =
+              data.wb->stageable(from, data.last_write_end / segment_bytes_, kSegmentsPerBatch);
+          if (!picks.empty()) {
+            next.emplace();
+            next->room = cache_.reserve(staging_bytes(*data.wb, picks));
+            bytes.resize(picks.size());
+            for (std::size_t k = 0; k < picks.size(); ++k) {
+              data.wb->build(picks[k], {}, bytes[k]);
+              next->versions.push_back(data.wb->version(picks[k]));
+            }
+            from = picks.back() + 1;
+            next->picks = std::move(picks);
+            data.stage_in_flight = true;
+          }
         }
-        data.stage_in_flight = true;
       }
-      std::vector<ByteView> views(bytes.begin(), bytes.end());
-      std::vector<SegmentRef> refs;
-      {
-        auto client = pool_.acquire();
-        refs = client->stage_segments(views);
+      if (next) {
+        next->upload = std::async(std::launch::async, [this, bytes = std::move(bytes)]() mutable {
+          std::vector<ByteView> views(bytes.begin(), bytes.end());
+          auto client = pool_.acquire();
+          auto refs = client->stage_segments(views);
+          return std::pair(std::move(refs), std::move(bytes));
+        });
       }
-      room.reset();
-      std::lock_guard lock(data.mutex);
-      data.stage_in_flight = false;
-      data.staged_cv.notify_all();
-      if (!data.wb)
+      if (pending) {
+        auto [refs, staged] = pending->upload.get();
+        pending->room.reset();
+        std::lock_guard lock(data.mutex);
+        data.stage_in_flight = next.has_value();
+        data.staged_cv.notify_all();
+        if (data.wb) {
+          record_staged(*data.wb, pending->picks, pending->versions, refs, staged);
+          account(data);
+        }
+      }
+      if (!next)
         return;
-      record_staged(*data.wb, picks, versions, refs, bytes);
-      account(data);
+      pending = std::move(next);
     }
   }
-
   // Under data->mutex and tree_mutex_: remember the committed content of a file about to change.
   void note_dirty_locked(std::uint64_t ino, const FileData& data) {
     if (!dirty_content_.contains(ino)) {

@@ -389,10 +389,11 @@ std::size_t WriteBack::segment_length(std::uint64_t s) const {
       std::min<std::uint64_t>(segment_bytes_, size_ - segment_start(s)));
 }
 
-std::vector<std::uint64_t> WriteBack::stageable(std::uint64_t below, std::size_t max) const {
+std::vector<std::uint64_t> WriteBack::stageable(std::uint64_t from, std::uint64_t below,
+                                                std::size_t max) const {
   std::vector<std::uint64_t> out;
-  for (auto it = unstaged_.begin(); it != unstaged_.end() && *it < below && out.size() < max;
-       ++it) {
+  for (auto it = unstaged_.lower_bound(from);
+       it != unstaged_.end() && *it < below && out.size() < max; ++it) {
     if (segment_start(*it + 1) <= size_)
       out.push_back(*it);
   }

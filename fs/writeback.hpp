@@ -176,8 +176,9 @@ class WriteBack {
     return is_local(s) && (!staged_.contains(s) || (keep_staged_ && !checked(s)));
   }
 
-  // Local, unstaged, full-length segments below `below` (at most max of them, lowest first).
-  std::vector<std::uint64_t> stageable(std::uint64_t below, std::size_t max) const;
+  // Local, unstaged, full-length segments in [from, below) (at most max of them, lowest first).
+  std::vector<std::uint64_t> stageable(std::uint64_t from, std::uint64_t below,
+                                       std::size_t max) const;
   // The version of local segment s (0 if not local).
   std::uint64_t version(std::uint64_t s) const;
   // Records that segment s, as of version, is stored as ref, and releases its local bytes.

@@ -173,7 +173,7 @@ TEST_CASE("random writes, truncations and commits match the model") {
       case 8: {
         // Write-behind: upload some finished segments ahead of the commit; now and then one
         // changes between taking its bytes and recording the upload, which must be refused.
-        for (const auto s : wb.stageable(wb.segment_count(), 1 + rng() % 4)) {
+        for (const auto s : wb.stageable(0, wb.segment_count(), 1 + rng() % 4)) {
           const std::uint64_t version = wb.version(s);
           const auto ref = m.upload(wb, s);
           const bool meddle = rng() % 5 == 0;
@@ -211,7 +211,7 @@ TEST_CASE("random writes, truncations and commits match the model") {
       if (wb.is_local(s) && wb.staged(s) == nullptr && (s + 1) * kSegment <= wb.size())
         stageable.push_back(s);
     }
-    REQUIRE(wb.stageable(wb.segment_count(), wb.segment_count() + 1) == stageable);
+    REQUIRE(wb.stageable(0, wb.segment_count(), wb.segment_count() + 1) == stageable);
     REQUIRE(wb.unstaged_bytes() == (wb.local_segments() - wb.staged_segments()) * kSegment);
     // The local file holds the current bytes of the segments it says it holds, and counts them.
     std::uint64_t held = 0;
@@ -287,8 +287,12 @@ TEST_CASE("write-behind: staged segments are read and committed from their refs"
   for (std::size_t i = 0; i < data.size(); ++i)
     data[i] = static_cast<std::uint8_t>(i * 7);
   write(wb, m, 0, data);
-  const auto ready = wb.stageable(wb.segment_count(), 100);
+  const auto ready = wb.stageable(0, wb.segment_count(), 100);
   CHECK(ready == std::vector<std::uint64_t>{0, 1, 2, 3, 4});  // not the short last one
+  // Past segments already on their way, within a bound and a count.
+  CHECK(wb.stageable(2, wb.segment_count(), 100) == std::vector<std::uint64_t>{2, 3, 4});
+  CHECK(wb.stageable(1, 4, 2) == std::vector<std::uint64_t>{1, 2});
+  CHECK(wb.stageable(3, 3, 100).empty());
   for (const auto s : ready)
     CHECK(wb.stage(s, wb.version(s), m.upload(wb, s)));
   CHECK(wb.staged_segments() == 5);
@@ -316,7 +320,7 @@ TEST_CASE("the bookkeeping's memory grows with the segments written and goes wit
   CHECK(four >= 4 * (3 * sizeof(std::uint64_t)));
   write(wb, m, 4 * std::uint64_t{kSegment}, Bytes(4 * std::size_t{kSegment}, 4));
   CHECK(wb.memory_bytes() == 2 * four);
-  for (const auto s : wb.stageable(wb.segment_count(), 100))
+  for (const auto s : wb.stageable(0, wb.segment_count(), 100))
     CHECK(wb.stage(s, wb.version(s), m.upload(wb, s)));
   CHECK(wb.memory_bytes() > 2 * four);  // each staged segment now holds its ref too
   wb.reset(0);
