@@ -996,11 +996,17 @@ struct Client::Impl {
 
   std::vector<Bytes> read_segments(std::span<const SegmentRef> refs) {
     std::vector<Bytes> out(refs.size());
+    // A server's shares of one batch, opened where they arrived.
+    struct Opened {
+      std::vector<Bytes> blobs;
+      std::vector<ByteView> plain;
+    };
     in_batches(
         refs.size(), [&](std::size_t i) { return std::size_t{refs[i].length}; },
         [&](std::size_t first, std::size_t count) {
           const auto shares = on_both(threads, [&](std::size_t j) {
-            std::vector<Bytes> plain(count);
+            Opened opened;
+            opened.plain.resize(count);
             protocol::GetShares get;
             std::vector<std::size_t> wanted;
             for (std::size_t i = 0; i < count; ++i) {
@@ -1011,12 +1017,12 @@ struct Client::Impl {
               wanted.push_back(i);
             }
             if (get.ids.empty())
-              return plain;
+              return opened;
             const std::string what = "object data from the " + server_name(endpoint(j));
             protocol::Reply reply = servers[j]->call(get);
             if (is_not_found(reply))
               throw IntegrityError(what + " is missing");
-            const auto got = expect<protocol::Shares>(std::move(reply), endpoint(j));
+            auto got = expect<protocol::Shares>(std::move(reply), endpoint(j));
             if (got.blobs.size() != get.ids.size())
               throw IntegrityError(what + " is incomplete");
             std::uint64_t bytes = 0;
@@ -1024,13 +1030,14 @@ struct Client::Impl {
               const std::size_t i = wanted[k];
               bytes += got.blobs[k].size();
               const std::size_t length = share_length(refs[first + i].length, j);
-              if (!open_share(keys, get.ids[k], got.blobs[k], plain[i], length) ||
-                  plain[i].size() != length) {
+              const auto plain = open_share_in_place(keys, get.ids[k], got.blobs[k], length);
+              if (!plain || plain->size() != length)
                 throw IntegrityError(what + " failed verification");
-              }
+              opened.plain[i] = *plain;
             }
             object_bytes_received.fetch_add(bytes, std::memory_order_relaxed);
-            return plain;
+            opened.blobs = std::move(got.blobs);  // the views stay valid: the blobs do not move
+            return opened;
           });
           for (std::size_t i = 0; i < count; ++i) {
             const SegmentRef& ref = refs[first + i];
@@ -1038,9 +1045,8 @@ struct Client::Impl {
               if ((ref.shares[j] == kEmptyShare) != (share_length(ref.length, j) == 0))
                 throw IntegrityError("an object segment names a share that cannot exist");
             }
-            out[first + i].resize(ref.length);
-            const std::array<ByteView, kServers> parts{shares[0][i], shares[1][i]};
-            unstripe(parts, out[first + i]);
+            const std::array<ByteView, kServers> parts{shares[0].plain[i], shares[1].plain[i]};
+            unstripe(parts, ref.length, out[first + i]);
           }
         });
     return out;

@@ -144,13 +144,14 @@ void gcm_seal(const Key& key, const std::uint8_t* nonce, ByteView associated,
 }
 
 // Authenticates and decrypts `sealed` (ciphertext then tag): its first `head.size()` plaintext
-// bytes go to `head`, the rest to `plaintext` (resized to fit), so a leading format byte never
-// costs a copy of the body. On failure nothing decrypted is kept.
-bool gcm_open(const Key& key, const std::uint8_t* nonce, ByteView associated, ByteView sealed,
-              MutableByteView head, Bytes& plaintext) {
+// bytes go to `head`, the rest to `body` (room for them; it may be where they are in `sealed`,
+// decrypting in place), so a leading format byte never costs a copy of the body. On failure what
+// `body` holds is garbage.
+bool gcm_open_to(const Key& key, const std::uint8_t* nonce, ByteView associated, ByteView sealed,
+                 MutableByteView head, std::uint8_t* body) {
   if (sealed.size() < kTagBytes + head.size())
     return false;
-  const std::size_t body = sealed.size() - kTagBytes - head.size();
+  const std::size_t length = sealed.size() - kTagBytes - head.size();
   EVP_CIPHER_CTX* ctx = cipher_context();
   if (EVP_DecryptInit_ex2(ctx, aes256gcm(), key.data(), nonce, nullptr) != 1)
     fail("AEAD init");
@@ -162,16 +163,24 @@ bool gcm_open(const Key& key, const std::uint8_t* nonce, ByteView associated, By
   if (!head.empty() &&
       EVP_DecryptUpdate(ctx, head.data(), &len, sealed.data(), static_cast<int>(head.size())) != 1)
     return false;
-  plaintext.resize(body);
-  if (body > 0 && EVP_DecryptUpdate(ctx, plaintext.data(), &len, sealed.data() + head.size(),
-                                    static_cast<int>(body)) != 1) {
-    plaintext.clear();
+  // The tag is read before an in-place body could reach it (it never does: it lies past the body).
+  std::uint8_t tag[kTagBytes];
+  std::memcpy(tag, sealed.data() + head.size() + length, kTagBytes);
+  if (length > 0 && EVP_DecryptUpdate(ctx, body, &len, sealed.data() + head.size(),
+                                      static_cast<int>(length)) != 1) {
     return false;
   }
-  std::uint8_t tag[kTagBytes];
-  std::memcpy(tag, sealed.data() + head.size() + body, kTagBytes);
-  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagBytes, tag) != 1 ||
-      EVP_DecryptFinal_ex(ctx, plaintext.data() + body, &len) != 1) {
+  return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagBytes, tag) == 1 &&
+         EVP_DecryptFinal_ex(ctx, body + length, &len) == 1;
+}
+
+// The same into `plaintext` (resized to fit; cleared on failure).
+bool gcm_open(const Key& key, const std::uint8_t* nonce, ByteView associated, ByteView sealed,
+              MutableByteView head, Bytes& plaintext) {
+  if (sealed.size() < kTagBytes + head.size())
+    return false;
+  plaintext.resize(sealed.size() - kTagBytes - head.size());
+  if (!gcm_open_to(key, nonce, associated, sealed, head, plaintext.data())) {
     plaintext.clear();
     return false;
   }
@@ -409,6 +418,31 @@ bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintex
     return false;
   }
   return true;
+}
+
+std::optional<ByteView> open_share_in_place(const KeySet& keys, const Id& id, Bytes& blob,
+                                            std::size_t max_size) {
+  if (blob.size() < kShareOverhead)
+    return std::nullopt;
+  if (blob[0] == kShareFormat) {
+    // As open_share: authenticating under `id` proves the bytes are the share `id` names.
+    std::uint8_t encoding = 0xff;
+    std::uint8_t* body = blob.data() + 2;
+    const std::size_t length = blob.size() - kShareOverhead;
+    if (length > max_size ||
+        !gcm_open_to(keys.share_enc, id.data(), share_associated(id), ByteView(blob).subspan(1),
+                     MutableByteView(&encoding, 1), body) ||
+        encoding != kEncodingRaw) {
+      return std::nullopt;
+    }
+    return ByteView(body, length);
+  }
+  // A compressed share is rebuilt into a buffer of its own anyway, which takes the blob's place.
+  Bytes plaintext;
+  if (!open_share(keys, id, blob, plaintext, max_size))
+    return std::nullopt;
+  blob = std::move(plaintext);
+  return ByteView(blob);
 }
 
 double compressed_fraction(ByteView sample) {

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "common/bytes.hpp"
@@ -72,6 +73,10 @@ void seal_share(const KeySet& keys, const Id& id, ByteView plaintext, Bytes& blo
 // would exceed max_size bytes (decompression never produces more than that).
 bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintext,
                 std::size_t max_size = kMaxSharePlainBytes);
+// The same in the blob's own memory, which it overwrites: the plaintext (a view into `blob`), or
+// nothing where open_share would fail. For a blob not needed afterwards: no copy, no buffer.
+std::optional<ByteView> open_share_in_place(const KeySet& keys, const Id& id, Bytes& blob,
+                                            std::size_t max_size = kMaxSharePlainBytes);
 
 // Estimates how well data like `sample` compresses: compressed size over raw size (1.0 or a bit
 // more for data that does not compress). Deterministic, and cheap on a sample of a few 4 KiB

@@ -46,5 +46,7 @@ void stripe(ByteView segment, std::span<Bytes> shares);
 // Reassembles a segment from its shares; each share must have exactly
 // share_length(segment.size(), j) bytes.
 void unstripe(std::span<const ByteView> shares, MutableByteView segment);
+// The same into `segment`, which it makes `length` bytes long (without zero-filling it first).
+void unstripe(std::span<const ByteView> shares, std::size_t length, Bytes& segment);
 
 }  // namespace splitfs::core

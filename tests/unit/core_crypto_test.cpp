@@ -191,6 +191,40 @@ TEST_CASE("decompression is bounded by the share's known length") {
   CHECK(out.empty());
 }
 
+TEST_CASE("a share opens in its own memory as it opens into a buffer, or is refused alike") {
+  const bool compressible = GENERATE(false, true);
+  const Bytes plain = compressible ? source_text(64 << 10, 10) : random_bytes(64 << 10, 11);
+  const Id id = share_id(keys(), plain);
+  const Bytes blob = seal_share(keys(), id, plain);
+  REQUIRE((blob[0] == 2) == compressible);
+  Bytes opened = blob;
+  const auto view = open_share_in_place(keys(), id, opened);
+  REQUIRE(view);
+  CHECK(Bytes(view->begin(), view->end()) == plain);
+  // A raw share's plaintext is where its ciphertext was, between the format bytes and the tag.
+  if (!compressible) {
+    CHECK(view->data() == opened.data() + 2);
+    CHECK(opened.size() == blob.size());
+  }
+  // Whether a copy of `sealed` opens in place.
+  auto opens = [&](Bytes sealed, const Id& as = {}, std::size_t max = kMaxSharePlainBytes,
+                   const KeySet& with = keys()) {
+    return open_share_in_place(with, as == Id{} ? id : as, sealed, max).has_value();
+  };
+  CHECK(opens(blob, id, plain.size()));
+  CHECK_FALSE(opens(blob, id, plain.size() - 1));
+  for (std::size_t i :
+       {std::size_t{0}, std::size_t{1}, std::size_t{13}, blob.size() / 2, blob.size() - 1}) {
+    Bytes bad = blob;
+    bad[i] ^= 0x01;
+    CHECK_FALSE(opens(bad));
+  }
+  CHECK_FALSE(opens(Bytes(blob.begin(), blob.end() - 1)));
+  CHECK_FALSE(opens(Bytes(blob.begin(), blob.begin() + 10)));
+  CHECK_FALSE(opens(blob, share_id(keys(), text("another share"))));
+  CHECK_FALSE(opens(blob, id, kMaxSharePlainBytes, KeySet::derive(Key{7})));
+}
+
 TEST_CASE("compressed_fraction tells text from random data") {
   CHECK(compressed_fraction(source_text(16 << 10, 8)) < 0.5);
   CHECK(compressed_fraction(random_bytes(16 << 10, 9)) > 0.99);

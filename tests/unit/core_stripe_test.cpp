@@ -49,6 +49,16 @@ TEST_CASE("striping sends alternate chunks to each share and unstriping restores
     const std::array<ByteView, 2> views{shares[0], shares[1]};
     unstripe(views, back);
     CHECK(back == segment);
+    // Into a buffer it sizes itself, whatever it held before.
+    Bytes rebuilt(7, 0xee);
+    unstripe(views, size, rebuilt);
+    CHECK(rebuilt == segment);
+    // Striping again into shares that hold bytes replaces them.
+    const Bytes other = pattern(size / 2);
+    stripe(other, shares);
+    CHECK(shares[0].size() + shares[1].size() == other.size());
+    unstripe(std::array<ByteView, 2>{shares[0], shares[1]}, other.size(), rebuilt);
+    CHECK(rebuilt == other);
   }
 }
 
