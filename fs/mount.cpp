@@ -1704,13 +1704,16 @@ class Fs {
   }
 
   // Two batches travel at once: the client prepares one (shares, their ids, sealing) while the
-  // servers take the other in, instead of each side waiting for the other.
+  // servers take the other in, instead of each side waiting for the other. Each is charged twice
+  // its transfer: allocated while the other's buffers come and go, they leave holes in the heap
+  // that the allocator keeps (peak RSS writing 2 GiB: 325 MB charged once, 297 MB twice; 311 MB
+  // with one batch at a time).
   void stage_in_background(FileData& data) {
     struct Batch {
       std::vector<std::uint64_t> picks;
       std::vector<std::uint64_t> versions;
       cache::SegmentCache::Reservation room;
-      std::future<std::pair<std::vector<SegmentRef>, std::vector<Bytes>>> upload;
+      Joined<std::pair<std::vector<SegmentRef>, std::vector<Bytes>>> upload;
     };
     std::optional<Batch> pending;
     std::uint64_t from = 0;  // past the segments already on their way
@@ -1724,7 +1727,7 @@ class Fs {
               data.wb->stageable(from, data.last_write_end / segment_bytes_, kSegmentsPerBatch);
           if (!picks.empty()) {
             next.emplace();
-            next->room = cache_.reserve(staging_bytes(*data.wb, picks));
+            next->room = cache_.reserve(2 * staging_bytes(*data.wb, picks));
             bytes.resize(picks.size());
             for (std::size_t k = 0; k < picks.size(); ++k) {
               data.wb->build(picks[k], {}, bytes[k]);
@@ -1737,7 +1740,7 @@ class Fs {
         }
       }
       if (next) {
-        next->upload = std::async(std::launch::async, [this, bytes = std::move(bytes)]() mutable {
+        next->upload = upload_threads_.run([this, bytes = std::move(bytes)]() mutable {
           std::vector<ByteView> views(bytes.begin(), bytes.end());
           auto client = pool_.acquire();
           auto refs = client->stage_segments(views);
@@ -2077,7 +2080,7 @@ class Fs {
         refs[todo[k]] = staged[k];
       return refs;
     }
-    std::future<std::vector<SegmentRef>> inflight;
+    Joined<std::vector<SegmentRef>> inflight;
     std::size_t inflight_first = 0;
     for (std::size_t first = 0; first < todo.size(); first += kSegmentsPerBatch) {
       auto batch = build(first);
@@ -2086,7 +2089,8 @@ class Fs {
         for (std::size_t k = 0; k < staged.size(); ++k)
           refs[todo[inflight_first + k]] = staged[k];
       }
-      inflight = std::async(std::launch::async, upload, std::move(batch));
+      inflight = upload_threads_.run(
+          [&upload, batch = std::move(batch)]() mutable { return upload(std::move(batch)); });
       inflight_first = first;
     }
     if (inflight.valid()) {
@@ -3861,6 +3865,7 @@ class Fs {
   bool upload_stop_ = false;
   std::thread uploader_;
   ThreadCache drain_threads_;             // the uploader's helpers, kept between rounds
+  ThreadCache upload_threads_;            // batches of an upload on their way
   std::unique_ptr<ServerProber> prober_;  // the uploader's (or, at unmount, stop()'s)
   // Set by a failure that says a server is away, cleared by a probe that finds both.
   std::atomic<bool> servers_down_{false};

@@ -490,16 +490,19 @@ bool WriteBack::build_needs_base(std::uint64_t s) const {
 
 void WriteBack::build(std::uint64_t s, ByteView base_segment, Bytes& out) const {
   const std::uint64_t start = segment_start(s);
-  out.assign(segment_length(s), 0);
+  // Every byte is written below, so a buffer used again is not cleared first.
+  out.resize(segment_length(s));
   if (is_local(s)) {
     read_local(start, out);
     return;
   }
+  std::size_t n = 0;
   if (start < valid_base_) {
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(
+    n = static_cast<std::size_t>(std::min<std::uint64_t>(
         std::min<std::uint64_t>(valid_base_ - start, out.size()), base_segment.size()));
     std::copy_n(base_segment.begin(), n, out.begin());
   }
+  std::fill(out.begin() + static_cast<std::ptrdiff_t>(n), out.end(), std::uint8_t{0});
 }
 
 }  // namespace splitfs::fs
