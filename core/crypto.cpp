@@ -382,20 +382,32 @@ void seal_share(const KeySet& keys, const Id& id, ByteView plaintext, Bytes& blo
            blob.data() + 1);
 }
 
+namespace {
+
+// Authenticates and decrypts a raw share (format 1, at least kShareOverhead bytes): its
+// blob.size() - kShareOverhead plaintext bytes go to `body`, which may be where they are in the
+// blob. The id is the nonce and part of the associated data, and only this key's holder seals,
+// always under the id of the very bytes sealed (seal_share's contract): a blob that authenticates
+// under `id` is the share `id` names, so hashing the plaintext again would prove nothing more.
+bool open_raw_share(const KeySet& keys, const Id& id, ByteView blob, std::uint8_t* body) {
+  std::uint8_t encoding = 0xff;
+  return gcm_open_to(keys.share_enc, id.data(), share_associated(id), blob.subspan(1),
+                     MutableByteView(&encoding, 1), body) &&
+         encoding == kEncodingRaw;
+}
+
+}  // namespace
+
 bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintext,
                 std::size_t max_size) {
   plaintext.clear();
   if (blob.size() < kShareOverhead)
     return false;
-  std::uint8_t encoding = 0xff;
   if (blob[0] == kShareFormat) {
-    // The id is the nonce and part of the associated data, and only this key's holder seals, always
-    // under the id of the very bytes sealed (seal_share's contract): a blob that authenticates
-    // under `id` is the share `id` names, so hashing the plaintext again would prove nothing more.
-    if (blob.size() - kShareOverhead > max_size ||
-        !gcm_open(keys.share_enc, id.data(), share_associated(id), blob.subspan(1),
-                  MutableByteView(&encoding, 1), plaintext) ||
-        encoding != kEncodingRaw) {
+    if (blob.size() - kShareOverhead > max_size)
+      return false;
+    plaintext.resize(blob.size() - kShareOverhead);
+    if (!open_raw_share(keys, id, blob, plaintext.data())) {
       plaintext.clear();
       return false;
     }
@@ -403,6 +415,7 @@ bool open_share(const KeySet& keys, const Id& id, ByteView blob, Bytes& plaintex
   }
   if (blob[0] != kCompressedShareFormat)
     return false;
+  std::uint8_t encoding = 0xff;
   Bytes body;
   if (blob.size() < kCompressedShareOverhead ||
       !gcm_open(keys.share_enc, blob.data() + 1, share_associated(id),
@@ -425,16 +438,10 @@ std::optional<ByteView> open_share_in_place(const KeySet& keys, const Id& id, By
   if (blob.size() < kShareOverhead)
     return std::nullopt;
   if (blob[0] == kShareFormat) {
-    // As open_share: authenticating under `id` proves the bytes are the share `id` names.
-    std::uint8_t encoding = 0xff;
-    std::uint8_t* body = blob.data() + 2;
+    std::uint8_t* body = blob.data() + 2;  // past the format byte and the sealed encoding byte
     const std::size_t length = blob.size() - kShareOverhead;
-    if (length > max_size ||
-        !gcm_open_to(keys.share_enc, id.data(), share_associated(id), ByteView(blob).subspan(1),
-                     MutableByteView(&encoding, 1), body) ||
-        encoding != kEncodingRaw) {
+    if (length > max_size || !open_raw_share(keys, id, blob, body))
       return std::nullopt;
-    }
     return ByteView(body, length);
   }
   // A compressed share is rebuilt into a buffer of its own anyway, which takes the blob's place.

@@ -1608,7 +1608,8 @@ class Fs {
     const std::uint64_t finished = end / segment_bytes_;  // segments wholly before the write end
     // With the malware check on, segments upload as they are written too: shares staged before
     // the verdict are safe (encrypted, and referenced by nothing until the commit, which waits
-    // for the check); their local bytes stay for the check at close (set_keep_staged).
+    // for the check); their local bytes stay until the check has read them (set_keep_staged,
+    // release_checked).
     if (servers_down_.load())
       return;  // the bytes wait in the write-back area, within its bound
     if (data.wb->unstaged_bytes() > kMaxUnstagedBytes) {
@@ -1641,27 +1642,48 @@ class Fs {
     return bytes * kTransferCopies;
   }
 
+  // Segments of a file read out of its write-back file for upload, as of their versions, with
+  // what their transfer is charged to the cache budget.
+  struct StageBatch {
+    std::vector<std::uint64_t> picks;
+    std::vector<std::uint64_t> versions;
+    std::vector<Bytes> bytes;
+    cache::SegmentCache::Reservation room;
+  };
+
+  // Under data.mutex: up to max stageable segments in [from, below), charged `charges` times
+  // their transfer (no picks when there are none).
+  StageBatch take_stageable(FileData& data, std::uint64_t from, std::uint64_t below,
+                            std::size_t max, std::size_t charges) {
+    StageBatch batch;
+    batch.picks = data.wb->stageable(from, below, max);
+    if (batch.picks.empty())
+      return batch;
+    batch.room = cache_.reserve(charges * staging_bytes(*data.wb, batch.picks));
+    batch.bytes.resize(batch.picks.size());
+    for (std::size_t k = 0; k < batch.picks.size(); ++k) {
+      data.wb->build(batch.picks[k], {}, batch.bytes[k]);
+      batch.versions.push_back(data.wb->version(batch.picks[k]));
+    }
+    return batch;
+  }
+
+  // Uploads segments on a client of the pool; their refs.
+  std::vector<SegmentRef> upload_segments(const std::vector<Bytes>& segments) {
+    const std::vector<ByteView> views(segments.begin(), segments.end());
+    auto client = pool_.acquire();
+    return client->stage_segments(views);
+  }
+
   // Under data.mutex: uploads up to max stageable segments below `below`, holding the lock (the
   // caller waits). Returns how many were staged.
   std::size_t stage_some(FileData& data, std::uint64_t below, std::size_t max) {
-    const auto picks = data.wb->stageable(0, below, max);
-    if (picks.empty())
+    StageBatch batch = take_stageable(data, 0, below, max, 1);
+    if (batch.picks.empty())
       return 0;
-    auto room = cache_.reserve(staging_bytes(*data.wb, picks));
-    std::vector<Bytes> bytes(picks.size());
-    std::vector<std::uint64_t> versions;
-    for (std::size_t k = 0; k < picks.size(); ++k) {
-      data.wb->build(picks[k], {}, bytes[k]);
-      versions.push_back(data.wb->version(picks[k]));
-    }
-    std::vector<ByteView> views(bytes.begin(), bytes.end());
-    std::vector<SegmentRef> refs;
-    {
-      auto client = pool_.acquire();
-      refs = client->stage_segments(views);
-    }
-    room.reset();  // the client's copies are gone; the segments are charged as they go in
-    return record_staged(*data.wb, picks, versions, refs, bytes);
+    const auto refs = upload_segments(batch.bytes);
+    batch.room.reset();  // the client's copies are gone; the segments are charged as they go in
+    return record_staged(*data.wb, batch.picks, batch.versions, refs, batch.bytes);
   }
 
   // Under the file's mutex: records uploaded segments (those unchanged since they were read) in
@@ -1710,51 +1732,39 @@ class Fs {
   // with one batch at a time).
   void stage_in_background(FileData& data) {
     struct Batch {
-      std::vector<std::uint64_t> picks;
-      std::vector<std::uint64_t> versions;
-      cache::SegmentCache::Reservation room;
+      StageBatch taken;  // its bytes travel with the upload and come back with it
       Joined<std::pair<std::vector<SegmentRef>, std::vector<Bytes>>> upload;
     };
     std::optional<Batch> pending;
     std::uint64_t from = 0;  // past the segments already on their way
     for (;;) {
       std::optional<Batch> next;
-      std::vector<Bytes> bytes;
       {
         std::lock_guard lock(data.mutex);
         if (data.wb && data.commits_waiting == 0) {
-          auto picks =
-              data.wb->stageable(from, data.last_write_end / segment_bytes_, kSegmentsPerBatch);
-          if (!picks.empty()) {
-            next.emplace();
-            next->room = cache_.reserve(2 * staging_bytes(*data.wb, picks));
-            bytes.resize(picks.size());
-            for (std::size_t k = 0; k < picks.size(); ++k) {
-              data.wb->build(picks[k], {}, bytes[k]);
-              next->versions.push_back(data.wb->version(picks[k]));
-            }
-            from = picks.back() + 1;
-            next->picks = std::move(picks);
+          StageBatch taken = take_stageable(data, from, data.last_write_end / segment_bytes_,
+                                            kSegmentsPerBatch, 2);
+          if (!taken.picks.empty()) {
+            from = taken.picks.back() + 1;
+            next.emplace(Batch{std::move(taken), {}});
             data.stage_in_flight = true;
           }
         }
       }
       if (next) {
-        next->upload = upload_threads_.run([this, bytes = std::move(bytes)]() mutable {
-          std::vector<ByteView> views(bytes.begin(), bytes.end());
-          auto client = pool_.acquire();
-          auto refs = client->stage_segments(views);
+        next->upload = upload_threads_.run([this, bytes = std::move(next->taken.bytes)]() mutable {
+          auto refs = upload_segments(bytes);
           return std::pair(std::move(refs), std::move(bytes));
         });
       }
       if (pending) {
         auto [refs, staged] = pending->upload.get();
-        pending->room.reset();
+        pending->taken.room.reset();
         std::lock_guard lock(data.mutex);
         data.stage_in_flight = next.has_value();
         data.staged_cv.notify_all();
         if (data.wb) {
-          record_staged(*data.wb, pending->picks, pending->versions, refs, staged);
+          record_staged(*data.wb, pending->taken.picks, pending->taken.versions, refs, staged);
           account(data);
         }
       }
@@ -1763,6 +1773,7 @@ class Fs {
       pending = std::move(next);
     }
   }
+
   // Under data->mutex and tree_mutex_: remember the committed content of a file about to change.
   void note_dirty_locked(std::uint64_t ino, const FileData& data) {
     if (!dirty_content_.contains(ino)) {
@@ -2064,9 +2075,7 @@ class Fs {
       return batch;
     };
     auto upload = [this](Batch batch) {
-      std::vector<ByteView> views(batch.segments.begin(), batch.segments.end());
-      auto client = pool_.acquire();
-      auto staged = client->stage_segments(views);
+      auto staged = upload_segments(batch.segments);
       batch.room.reset();
       // What was just written is what will most likely be read next.
       for (std::size_t k = 0; k < batch.segments.size(); ++k)
@@ -3035,11 +3044,9 @@ class Fs {
     const auto flush = [&] {
       if (pieces.empty())
         return;
-      std::vector<ByteView> views(bytes.begin(), bytes.end());
       std::vector<SegmentRef> refs;
       try {
-        auto client = pool_.acquire();
-        refs = client->stage_segments(views);
+        refs = upload_segments(bytes);
       } catch (const std::exception&) {
         pieces.clear();
         bytes.clear();
