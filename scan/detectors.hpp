@@ -24,6 +24,7 @@ struct PartFound {
   std::vector<const YR_RULE*> matched;
   std::map<const YR_RULE*, std::vector<std::pair<std::uint64_t, std::uint32_t>>> strings;
   std::vector<std::string> notes;
+  std::uint64_t skipped = 0;  // bytes YARA's prefilter skipped
 };
 
 // The parts of a file a detector checked ahead (ScanAhead's content).

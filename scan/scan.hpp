@@ -58,6 +58,9 @@ struct ScanStats {
   std::uint64_t bytes_expanded = 0;  // archive members' bytes decompressed while looking inside
   std::uint64_t members = 0;         // archive members looked at
   std::uint32_t depth = 0;           // deepest archive nesting seen
+  // Bytes YARA did not need to read: none of its rules' atoms (the literals it looks for first)
+  // occur near them. Archive members' bytes count too.
+  std::uint64_t bytes_yara_skipped = 0;
 };
 
 struct Verdict {

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "scan/detectors.hpp"
+#include "scan/prefilter.hpp"
 
 namespace splitfs::scan::detail {
 
@@ -90,69 +91,119 @@ std::vector<fs::path> rule_files(const fs::path& dir) {
 }
 
 // Hands a Source to YARA block by block. Block 0 keeps its own buffer: modules (pe, elf) parse it
-// and keep pointers into it until the scan ends.
+// and keep pointers into it until the scan ends. With a prefilter, YARA gets only the windows of
+// each block where its rules can match.
 class BlockIterator {
  public:
-  explicit BlockIterator(Source& source) : source_(source) {
+  BlockIterator(Source& source, const AtomPrefilter* prefilter) : source_(source) {
     iterator_.context = this;
     iterator_.first = &BlockIterator::first;
     iterator_.next = &BlockIterator::next;
     iterator_.file_size = &BlockIterator::file_size;
     iterator_.last_error = ERROR_SUCCESS;
+    if (prefilter != nullptr)
+      prefiltered_.emplace(*prefilter);
   }
   YR_MEMORY_BLOCK_ITERATOR* get() { return &iterator_; }
+  // Bytes of the source YARA did not see (none without a prefilter).
+  std::uint64_t skipped() const { return skipped_; }
   std::exception_ptr failure;
 
  private:
+  struct Prefiltered {
+    explicit Prefiltered(const AtomPrefilter& f) : filter(f), scratch(f) {}
+    const AtomPrefilter& filter;
+    AtomPrefilter::Scratch scratch;
+  };
+
   static BlockIterator& self(YR_MEMORY_BLOCK_ITERATOR* it) {
     return *static_cast<BlockIterator*>(it->context);
   }
-  static YR_MEMORY_BLOCK* first(YR_MEMORY_BLOCK_ITERATOR* it) { return self(it).at(0); }
+  static YR_MEMORY_BLOCK* first(YR_MEMORY_BLOCK_ITERATOR* it) { return self(it).from(0); }
   static YR_MEMORY_BLOCK* next(YR_MEMORY_BLOCK_ITERATOR* it) {
     BlockIterator& me = self(it);
-    return me.at(me.index_ + 1);
+    if (++me.window_ < me.windows_.size())
+      return me.emit();
+    return me.from(me.index_ + 1);
   }
   static uint64_t file_size(YR_MEMORY_BLOCK_ITERATOR* it) { return self(it).source_.size(); }
   static const uint8_t* fetch(YR_MEMORY_BLOCK* block) {
-    return static_cast<BlockIterator*>(block->context)->load(block);
+    return static_cast<BlockIterator*>(block->context)->data_;
   }
 
-  YR_MEMORY_BLOCK* at(std::uint64_t index) {
-    const std::uint64_t base = index * kBlockBytes;
-    if (base >= source_.size() && !(index == 0 && source_.size() == 0))
-      return nullptr;
-    index_ = index;
-    block_.base = base;
-    block_.size = static_cast<std::size_t>(
-        std::min<std::uint64_t>(kBlockBytes + kOverlap, source_.size() - base));
-    block_.context = this;
-    block_.fetch_data = &BlockIterator::fetch;
-    return &block_;
-  }
-
-  const uint8_t* load(YR_MEMORY_BLOCK* block) {
-    Bytes& buffer = block->base == 0 ? first_ : other_;
-    std::uint64_t& loaded = block->base == 0 ? first_base_ : other_base_;
-    if (loaded == block->base && buffer.size() == block->size)
-      return buffer.data();
-    try {
-      buffer.resize(block->size);
-      const std::size_t n = source_.read_at(block->base, buffer);
-      buffer.resize(n);
-      block->size = n;
-      loaded = block->base;
-      return buffer.data();
-    } catch (...) {
-      failure = std::current_exception();
-      loaded = ~std::uint64_t{0};
-      return nullptr;
+  // The first window of block `index` or a later one; nullptr past the end or on a failed read.
+  YR_MEMORY_BLOCK* from(std::uint64_t index) {
+    for (;; ++index) {
+      const std::uint64_t base = index * kBlockBytes;
+      if (base >= source_.size() && !(index == 0 && source_.size() == 0))
+        return nullptr;
+      index_ = index;
+      if (!load(index))
+        return nullptr;
+      const Bytes& buffer = index == 0 ? first_ : other_;
+      if (!prefiltered_ || !prefiltered_->filter.windows(buffer, prefiltered_->scratch, windows_)) {
+        windows_.assign(1, Window{0, buffer.size()});
+      }
+      count_skipped(index, buffer.size());
+      window_ = 0;
+      if (!windows_.empty())
+        return emit();
     }
   }
 
+  YR_MEMORY_BLOCK* emit() {
+    const Window& w = windows_[window_];
+    const Bytes& buffer = index_ == 0 ? first_ : other_;
+    block_.base = index_ * kBlockBytes + w.begin;
+    block_.size = w.end - w.begin;
+    block_.context = this;
+    block_.fetch_data = &BlockIterator::fetch;
+    data_ = buffer.data() + w.begin;
+    return &block_;
+  }
+
+  bool load(std::uint64_t index) {
+    const std::uint64_t base = index * kBlockBytes;
+    Bytes& buffer = index == 0 ? first_ : other_;
+    std::uint64_t& loaded = index == 0 ? first_base_ : other_base_;
+    if (loaded == base)
+      return true;
+    try {
+      buffer.resize(static_cast<std::size_t>(
+          std::min<std::uint64_t>(kBlockBytes + kOverlap, source_.size() - base)));
+      buffer.resize(source_.read_at(base, buffer));
+      loaded = base;
+      return true;
+    } catch (...) {
+      failure = std::current_exception();
+      loaded = ~std::uint64_t{0};
+      return false;
+    }
+  }
+
+  // The bytes of block `index` before the next one starts that no window covers. Counted once per
+  // block: YARA's conditions may walk the blocks again.
+  void count_skipped(std::uint64_t index, std::size_t size) {
+    if (index < counted_)
+      return;
+    counted_ = index + 1;
+    const std::size_t own = std::min<std::size_t>(size, kBlockBytes);
+    std::size_t seen = 0;
+    for (const Window& w : windows_)
+      seen += w.begin < own ? std::min(w.end, own) - w.begin : 0;
+    skipped_ += own - seen;
+  }
+
   Source& source_;
+  std::optional<Prefiltered> prefiltered_;
   YR_MEMORY_BLOCK_ITERATOR iterator_{};
   YR_MEMORY_BLOCK block_{};
   std::uint64_t index_ = 0;
+  std::vector<Window> windows_;
+  std::size_t window_ = 0;
+  const uint8_t* data_ = nullptr;
+  std::uint64_t counted_ = 0;
+  std::uint64_t skipped_ = 0;
   Bytes first_;
   Bytes other_;
   std::uint64_t first_base_ = ~std::uint64_t{0};
@@ -329,6 +380,9 @@ class Yara : public Detector {
         ++compiled;
       }
       presence_only_ = presence && conditions == compiled;
+      // Where no string can match, such rules learn nothing: YARA may skip it.
+      if (presence_only_)
+        prefilter_ = AtomPrefilter::of(*rules_);
     }
   }
 
@@ -345,7 +399,7 @@ class Yara : public Detector {
       }
     }
     ScanContext context{verdict, std::string(item.where)};
-    run(item.source, item.where, context, SCAN_FLAGS_FAST_MODE);
+    verdict.stats.bytes_yara_skipped += run(item.source, item.where, context, SCAN_FLAGS_FAST_MODE);
   }
 
   bool takes_parts() const override { return presence_only_; }
@@ -375,8 +429,9 @@ class Yara : public Detector {
   static constexpr int kPartFlags = SCAN_FLAGS_FAST_MODE | SCAN_FLAGS_REPORT_RULES_MATCHING |
                                     SCAN_FLAGS_REPORT_RULES_NOT_MATCHING;
 
-  void run(Source& source, std::string_view where, ScanContext& context, int flags) {
-    BlockIterator blocks(source);
+  // Returns the bytes the prefilter let YARA skip.
+  std::uint64_t run(Source& source, std::string_view where, ScanContext& context, int flags) {
+    BlockIterator blocks(source, prefilter_ ? &*prefilter_ : nullptr);
     const int result = yr_rules_scan_mem_blocks(rules_.get(), blocks.get(), flags, on_scan_message,
                                                 &context, kTimeoutSeconds);
     if (blocks.failure)
@@ -388,6 +443,7 @@ class Yara : public Detector {
       context.verdict.note("yara: scan failed (error " + std::to_string(result) + ")" +
                            (where.empty() ? "" : " on " + std::string(where)));
     }
+    return blocks.skipped();
   }
 
   using Ranges = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
@@ -411,7 +467,7 @@ class Yara : public Detector {
       Verdict notes;
       ScanContext context{notes, {}, &parts[i]};
       parts[i].start = begin;
-      run(range, {}, context, kPartFlags);
+      parts[i].skipped = run(range, {}, context, kPartFlags);
       parts[i].notes = std::move(notes.notes);
     };
     assert(ranges.size() <= 2);
@@ -447,6 +503,7 @@ class Yara : public Detector {
   void merge(const Item& item, const std::vector<PartFound>& parts, Verdict& verdict) {
     std::set<const YR_RULE*> matched;
     for (const PartFound& part : parts) {
+      verdict.stats.bytes_yara_skipped += part.skipped;
       for (const std::string& note : part.notes)
         verdict.note(note);
       for (const YR_RULE* rule : part.matched) {
@@ -493,6 +550,7 @@ class Yara : public Detector {
   // Every rule's condition only asks which strings occur (presence_conditions): a large file may
   // be scanned in two halves at once.
   bool presence_only_ = false;
+  std::optional<AtomPrefilter> prefilter_;  // only for presence-only rules
 };
 
 }  // namespace

@@ -6,8 +6,9 @@ packages=(
   cmake ninja-build g++ make pkg-config ccache git clang-format python3
   libboost1.81-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev libtomlplusplus-dev
   libcli11-dev catch2 openssl libzstd-dev zlib1g-dev libfuse3-dev fuse3
-  # The malware check: YARA, ClamAV (libclamav in-process), libarchive, JSON for the quarantine.
-  libyara-dev libclamav-dev libarchive-dev nlohmann-json3-dev
+  # The malware check: YARA, Hyperscan (its prefilter), ClamAV (libclamav in-process), libarchive,
+  # JSON for the quarantine.
+  libyara-dev libhyperscan-dev libclamav-dev libarchive-dev nlohmann-json3-dev
   # The shared store (issue 12): libpq for the index; PostgreSQL, a single-node Swift with s3api
   # and HAProxy for its tests and benchmark (scripts/pg-up.sh, scripts/swift-up.sh).
   libpq-dev postgresql swift swift-proxy swift-object swift-container swift-account memcached
