@@ -475,11 +475,11 @@ std::error_code FrameParser::feed(ByteView bytes) {
 
 MutableByteView FrameParser::prepare(std::size_t max) {
   Bytes& payload = partial_.payload;
-  const std::size_t missing = in_payload_ ? payload_size_ - payload.size() : 0;
+  const std::size_t rest = missing();
   prepared_at_.reset();
-  if (!error_ && missing >= kMinInPlaceBytes && max >= kMinInPlaceBytes) {
+  if (!error_ && rest >= kMinInPlaceBytes && max >= kMinInPlaceBytes) {
     prepared_at_ = payload.size();
-    payload.resize(*prepared_at_ + std::min({missing, max, kMaxInPlaceBytes}));  // within reserve
+    payload.resize(*prepared_at_ + std::min({rest, max, kMaxInPlaceBytes}));  // within reserve
     return MutableByteView(payload).subspan(*prepared_at_);
   }
   scratch_.resize(max);

@@ -93,6 +93,8 @@ class FrameParser {
   std::size_t buffered() const { return buffered_; }
   // The length field (kind byte plus payload) of the frame under way, once its four bytes are in.
   std::optional<std::uint32_t> announced() const;
+  // Bytes of the frame under way still to come, once its header is in; else 0.
+  std::size_t missing() const { return in_payload_ ? payload_size_ - partial_.payload.size() : 0; }
 
  private:
   std::error_code take(ByteView bytes);

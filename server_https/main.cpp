@@ -102,6 +102,9 @@ awaitable<beast::error_code> write_response(service::Connection& connection,
 awaitable<void> read_some(service::Connection& connection, beast::flat_buffer& buffer,
                           http::request_parser<RequestBody>& parser, beast::error_code& ec) {
   connection.arm();
+  const auto rest = parser.content_length_remaining();
+  connection.expect(rest && *rest > buffer.size() ? static_cast<std::size_t>(*rest) - buffer.size()
+                                                  : 0);
   const std::size_t n = co_await http::async_read_some(connection.stream(), buffer, parser,
                                                        asio::redirect_error(use_awaitable, ec));
   connection.moved(n);
@@ -130,6 +133,7 @@ awaitable<void> read_header(service::Connection& connection, beast::flat_buffer&
     }
     connection.set_idle(buffer.size() == 0 && !parser.got_some());
     connection.arm();
+    connection.expect(0);
     const std::size_t n = co_await connection.stream().async_read_some(
         buffer.prepare(kHeaderLimit), asio::redirect_error(use_awaitable, ec));
     connection.set_idle(false);

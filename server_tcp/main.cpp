@@ -122,6 +122,7 @@ awaitable<void> serve_frames(service::Connection& connection, service::Service& 
     beast::error_code ec;
     connection.set_idle(parser.buffered() == 0);
     connection.arm();
+    connection.expect(parser.missing());
     // Received in place: a large payload goes straight from TLS into its frame.
     const MutableByteView space = parser.prepare(kReadChunkBytes);
     const std::size_t received = co_await connection.stream().async_read_some(

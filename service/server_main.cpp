@@ -32,6 +32,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/watermark.hpp"
 #include "store/shared_store.hpp"
 #include "store/store.hpp"
 #include "tls/enrolment.hpp"
@@ -272,7 +273,7 @@ class Access {
 
 namespace {
 
-void log_exception(std::string_view context, std::exception_ptr error) {
+void log_exception(std::string_view context, const std::exception_ptr& error) {
   if (!error)
     return;
   try {
@@ -352,8 +353,9 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, asio::io_context& io,
     if (!access.connections.add(connection))
       co_return;
     auto executor = connection->stream().get_executor();
-    asio::co_spawn(executor, run_connection(std::move(connection), access, service, door, limits),
-                   [](std::exception_ptr error) { log_exception("connection failed", error); });
+    asio::co_spawn(
+        executor, run_connection(std::move(connection), access, service, door, limits),
+        [](const std::exception_ptr& error) { log_exception("connection failed", error); });
   }
 }
 
@@ -513,15 +515,18 @@ int serve(const Options& options, const Door& door) {
     throw StartupError("cannot read the listening address: " + ec.message());
 
   asio::signal_set signals(acceptor.get_executor(), SIGINT, SIGTERM);
-  asio::co_spawn(acceptor.get_executor(),
-                 accept_loop(acceptor, io, tls_context, *access, service, door, limits),
-                 [](std::exception_ptr error) { log_exception("accept loop stopped", error); });
+  asio::co_spawn(
+      acceptor.get_executor(),
+      accept_loop(acceptor, io, tls_context, *access, service, door, limits),
+      [](const std::exception_ptr& error) { log_exception("accept loop stopped", error); });
   asio::steady_timer trim_timer(acceptor.get_executor());
-  asio::co_spawn(acceptor.get_executor(), trim_when_idle(trim_timer, access->connections),
-                 [](std::exception_ptr error) { log_exception("memory trimming stopped", error); });
-  asio::co_spawn(acceptor.get_executor(),
-                 stop_on_signal(signals, acceptor, io, access->connections, trim_timer, limits),
-                 [](std::exception_ptr error) { log_exception("signal handling failed", error); });
+  asio::co_spawn(
+      acceptor.get_executor(), trim_when_idle(trim_timer, access->connections),
+      [](const std::exception_ptr& error) { log_exception("memory trimming stopped", error); });
+  asio::co_spawn(
+      acceptor.get_executor(),
+      stop_on_signal(signals, acceptor, io, access->connections, trim_timer, limits),
+      [](const std::exception_ptr& error) { log_exception("signal handling failed", error); });
 
   std::cout << "listening on " << host_text(bound.address()) << ":" << bound.port()
             << " fingerprint " << identity.fingerprint << std::endl;
@@ -643,6 +648,16 @@ void Connection::arm() {
   stream_.next_layer().expires_after(timeout);
 }
 
+void Connection::expect(std::size_t bytes) {
+  const int watermark = receive_watermark(bytes);
+  if (watermark == receive_low_watermark_)
+    return;
+  boost::system::error_code ec;
+  stream_.next_layer().socket().set_option(asio::socket_base::receive_low_watermark(watermark), ec);
+  if (!ec)
+    receive_low_watermark_ = watermark;
+}
+
 void Connection::identify() {
   fingerprint_ = tls::peer_fingerprint(stream_.native_handle());
 }
@@ -693,7 +708,7 @@ protocol::Reply Connection::handle(Service& service, const protocol::Request& re
     return service.handle(user_, request, quota_);
   if (auto refusal = access_.quotas.reserve(user_, quota_, incoming))
     return *std::move(refusal);
-  const protocol::Reply reply = service.handle(user_, request);
+  protocol::Reply reply = service.handle(user_, request);
   access_.quotas.release(user_, incoming, !std::holds_alternative<protocol::ErrorReply>(reply));
   return reply;
 }

@@ -114,6 +114,9 @@ class Connection {
   // Arms the next read or write: the transfer's deadline, or while waiting for a request the idle
   // timeout (the handshake timeout for a client that is not enrolled).
   void arm();
+  // Before a read: `bytes` more of the request under way are still to come (0: unknown); sets the
+  // socket's receive_watermark() for them.
+  void expect(std::size_t bytes);
 
   // Authentication, per request. admit() checks that the client is enrolled and within its
   // connection cap before a request's body is read; it returns the refusal to answer otherwise
@@ -139,6 +142,7 @@ class Connection {
   bool in_transfer_ = false;
   std::chrono::steady_clock::time_point transfer_start_;
   std::size_t transfer_bytes_ = 0;
+  int receive_low_watermark_ = 1;
 };
 
 struct Door {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "common/watermark.hpp"
 #include "protocol/codec.hpp"
 #include "tls/identity.hpp"
 #include "transport/errors.hpp"
@@ -91,6 +92,7 @@ class TlsChannel {
   void open(std::chrono::milliseconds timeout) {
     close();
     stalled_ = false;
+    receive_low_watermark_ = 1;
     const auto deadline = Clock::now() + timeout;
     const std::vector<tcp::endpoint> endpoints = resolve(deadline, timeout);
 
@@ -171,6 +173,17 @@ class TlsChannel {
           pending->done = true;
         });
     finish(pending, idle);
+  }
+
+  // Before a read: `rest` more bytes of the reply under way are still to come (0: unknown).
+  void expect(std::size_t rest) {
+    const int watermark = receive_watermark(rest);
+    if (!stream_ || watermark == receive_low_watermark_)
+      return;
+    error_code ec;
+    stream_->lowest_layer().set_option(asio::socket_base::receive_low_watermark(watermark), ec);
+    if (!ec)
+      receive_low_watermark_ = watermark;
   }
 
   // Reads what is available (at least one byte); fails when nothing arrives for `idle`.
@@ -311,6 +324,7 @@ class TlsChannel {
   std::shared_ptr<Stream> stream_;
   Clock::time_point last_progress_;
   bool stalled_ = false;
+  int receive_low_watermark_ = 1;  // the socket's, as last set by expect()
 };
 
 class TcpTransport final : public Transport {
@@ -397,6 +411,7 @@ class TcpTransport final : public Transport {
         return decode(op, *reply);
       }
       // Received in place: a large reply's payload goes straight from TLS into its frame.
+      channel_.expect(parser.missing());
       const std::size_t n = channel_.read_some(parser.prepare(kReadChunk), timeouts_.idle);
       received += n;
       if (const std::error_code ec = parser.commit(n)) {

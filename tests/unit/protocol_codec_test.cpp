@@ -696,22 +696,38 @@ TEST_CASE("the frame parser holds a partial frame back") {
   CHECK(got->payload == Bytes(frame.begin() + kFrameHeaderBytes, frame.end()));
 }
 
-TEST_CASE("the frame parser tells the length the frame under way announces") {
+TEST_CASE("the frame parser tells the length the frame under way announces and what is to come") {
   const Bytes frame = encode_request_frame(GetFile{make_id(1)});
   const std::uint32_t length = static_cast<std::uint32_t>(frame.size() - 4);
   FrameParser parser;
   CHECK_FALSE(parser.announced());
+  CHECK(parser.missing() == 0);
   REQUIRE_FALSE(parser.feed(ByteView(frame).first(3)));
   CHECK_FALSE(parser.announced());  // three bytes of the length field
+  CHECK(parser.missing() == 0);
   REQUIRE_FALSE(parser.feed(ByteView(frame).subspan(3, 1)));
   CHECK(parser.announced() == length);
   REQUIRE_FALSE(parser.feed(ByteView(frame).subspan(4, 10)));
   CHECK(parser.announced() == length);  // its payload under way
+  CHECK(parser.missing() == frame.size() - 14);
   REQUIRE_FALSE(parser.feed(ByteView(frame).subspan(14)));
   CHECK_FALSE(parser.announced());  // whole: none under way until the next header
+  CHECK(parser.missing() == 0);
   REQUIRE_FALSE(parser.feed(Bytes{0, 0, 1, 0, 2}));
   CHECK(parser.announced() == 256u);
+  CHECK(parser.missing() == 255u);
   CHECK(parser.next());
+
+  // Received in place: what comes into a prepared payload counts too.
+  const Bytes large = encode_request_frame(PutShares{{{make_id(2), Bytes(1u << 20, 7)}}});
+  FrameParser in_place;
+  REQUIRE_FALSE(in_place.feed(ByteView(large).first(kFrameHeaderBytes)));
+  CHECK(in_place.missing() == large.size() - kFrameHeaderBytes);
+  const MutableByteView space = in_place.prepare(64u << 10);
+  const std::size_t n = std::min(space.size(), large.size() - kFrameHeaderBytes);
+  std::copy_n(large.begin() + kFrameHeaderBytes, n, space.begin());
+  REQUIRE_FALSE(in_place.commit(n));
+  CHECK(in_place.missing() == large.size() - kFrameHeaderBytes - n);
 }
 
 TEST_CASE("a frame with only a kind byte has an empty payload") {
