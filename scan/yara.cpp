@@ -128,24 +128,30 @@ class BlockIterator {
   }
   static uint64_t file_size(YR_MEMORY_BLOCK_ITERATOR* it) { return self(it).source_.size(); }
   static const uint8_t* fetch(YR_MEMORY_BLOCK* block) {
-    return static_cast<BlockIterator*>(block->context)->data_;
+    return static_cast<BlockIterator*>(block->context)->data();
   }
 
   // The first window of block `index` or a later one; nullptr past the end or on a failed read.
+  // Without a prefilter a block is read only when YARA asks for its bytes: its conditions may walk
+  // the blocks again to read a few bytes of one.
   YR_MEMORY_BLOCK* from(std::uint64_t index) {
     for (;; ++index) {
       const std::uint64_t base = index * kBlockBytes;
       if (base >= source_.size() && !(index == 0 && source_.size() == 0))
         return nullptr;
       index_ = index;
+      window_ = 0;
+      if (!prefiltered_) {
+        windows_.assign(1, Window{0, static_cast<std::size_t>(std::min<std::uint64_t>(
+                                         kBlockBytes + kOverlap, source_.size() - base))});
+        return emit();
+      }
       if (!load(index))
         return nullptr;
       const Bytes& buffer = index == 0 ? first_ : other_;
-      if (!prefiltered_ || !prefiltered_->filter.windows(buffer, prefiltered_->scratch, windows_)) {
+      if (!prefiltered_->filter.windows(buffer, prefiltered_->scratch, windows_))
         windows_.assign(1, Window{0, buffer.size()});
-      }
       count_skipped(index, buffer.size());
-      window_ = 0;
       if (!windows_.empty())
         return emit();
     }
@@ -153,13 +159,21 @@ class BlockIterator {
 
   YR_MEMORY_BLOCK* emit() {
     const Window& w = windows_[window_];
-    const Bytes& buffer = index_ == 0 ? first_ : other_;
     block_.base = index_ * kBlockBytes + w.begin;
     block_.size = w.end - w.begin;
     block_.context = this;
     block_.fetch_data = &BlockIterator::fetch;
-    data_ = buffer.data() + w.begin;
     return &block_;
+  }
+
+  // The bytes of the block last handed out (always the one YARA asks for).
+  const uint8_t* data() {
+    if (!load(index_))
+      return nullptr;
+    const Bytes& buffer = index_ == 0 ? first_ : other_;
+    const Window& w = windows_[window_];
+    block_.size = std::min(w.end, buffer.size()) - w.begin;  // a source shorter than it said
+    return buffer.data() + w.begin;
   }
 
   bool load(std::uint64_t index) {
@@ -201,7 +215,6 @@ class BlockIterator {
   std::uint64_t index_ = 0;
   std::vector<Window> windows_;
   std::size_t window_ = 0;
-  const uint8_t* data_ = nullptr;
   std::uint64_t counted_ = 0;
   std::uint64_t skipped_ = 0;
   Bytes first_;

@@ -1,7 +1,11 @@
 // YARA: a rule from a user folder matches a marker, in a file, in an archive member and across the
-// blocks a large file is scanned in; the bundled rules fire on what they describe and not on clean
-// files; a broken rule is a configuration error naming its file and line.
+// blocks a large file is scanned in; a condition reads bytes deep in a file without the file being
+// read again; the bundled rules fire on what they describe and not on clean files; a broken rule
+// is a configuration error naming its file and line.
 #include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <fstream>
 #include <splitfs/errors.hpp>
 
 #include "scan/scan.hpp"
@@ -117,4 +121,46 @@ TEST_CASE("a broken or missing rule folder is a configuration error") {
     CHECK_THAT(e.what(), Catch::Contains("broken.yar:") && Catch::Contains("undefined string"));
   }
   CHECK_THROWS_AS(Scanner(yara_only(rules / "absent")), ConfigError);
+}
+
+namespace {
+
+// Counts the bytes read.
+class CountingSource : public Source {
+ public:
+  explicit CountingSource(ByteView bytes) : memory_(bytes) {}
+  std::uint64_t size() const override { return memory_.size(); }
+  std::size_t read_at(std::uint64_t offset, MutableByteView out) override {
+    const std::size_t n = memory_.read_at(offset, out);
+    read_ += n;
+    return n;
+  }
+  std::uint64_t read() const { return read_; }
+
+ private:
+  MemorySource memory_;
+  std::uint64_t read_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("a rule reading bytes deep in a file gets them without the blocks being read again") {
+  TempDir rules("splitfs-yara");
+  {
+    std::ofstream out(rules / "deep.yar");
+    // Each uint8() walks YARA's blocks from the first to the one holding its offset.
+    out << "rule deep_bytes { condition: for all i in (0..199) : (uint8(0x280000 + i) == 0x41) }\n";
+  }
+  Scanner scanner(yara_only(rules.path()));
+  Bytes data = samples::random_bytes(3u << 20);
+  std::fill_n(data.begin() + 0x280000, 200, std::uint8_t{0x41});
+  CountingSource source(data);
+  const Verdict v = scanner.scan(source, "deep.bin");
+  REQUIRE(v.worst());
+  CHECK(v.worst()->rule == "deep:deep_bytes");
+  // One pass over the file, and the block asked for again at most once more.
+  CHECK(source.read() <= data.size() + (2u << 20));
+  data[0x280000 + 150] = 0x42;
+  CountingSource changed(data);
+  CHECK(scanner.scan(changed, "deep.bin").findings.empty());
 }
