@@ -5,7 +5,6 @@
 // run at once.
 #include <catch2/catch.hpp>
 
-#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -15,9 +14,11 @@
 
 #include "scan/scan.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/unit/scan_counting_source.hpp"
 
 using namespace splitfs;
 using namespace splitfs::scan;
+using splitfs::testing::CountingSource;
 using splitfs::testing::TempDir;
 
 namespace {
@@ -133,24 +134,6 @@ TEST_CASE("a segment source with concurrent loads is scanned in halves, one per 
 }
 
 namespace {
-
-// Counts the bytes read, to see what a scan with parts checked ahead reads again.
-class CountingSource : public Source {
- public:
-  explicit CountingSource(ByteView bytes) : memory_(bytes) {}
-  std::uint64_t size() const override { return memory_.size(); }
-  std::size_t read_at(std::uint64_t offset, MutableByteView out) override {
-    const std::size_t n = memory_.read_at(offset, out);
-    read_ += n;
-    return n;
-  }
-  bool concurrent_reads() const override { return true; }
-  std::uint64_t read() const { return read_; }
-
- private:
-  MemorySource memory_;
-  std::atomic<std::uint64_t> read_{0};
-};
 
 constexpr std::size_t kAheadSize = 40u << 20;
 constexpr std::size_t kPart = 8u << 20;

@@ -11,11 +11,13 @@
 #include "scan/scan.hpp"
 #include "tests/support/files.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/unit/scan_counting_source.hpp"
 #include "tests/unit/scan_samples.hpp"
 
 using namespace splitfs;
 using namespace splitfs::scan;
 namespace samples = splitfs::testing::samples;
+using splitfs::testing::CountingSource;
 using splitfs::testing::TempDir;
 using splitfs::testing::write_file;
 
@@ -122,27 +124,6 @@ TEST_CASE("a broken or missing rule folder is a configuration error") {
   }
   CHECK_THROWS_AS(Scanner(yara_only(rules / "absent")), ConfigError);
 }
-
-namespace {
-
-// Counts the bytes read.
-class CountingSource : public Source {
- public:
-  explicit CountingSource(ByteView bytes) : memory_(bytes) {}
-  std::uint64_t size() const override { return memory_.size(); }
-  std::size_t read_at(std::uint64_t offset, MutableByteView out) override {
-    const std::size_t n = memory_.read_at(offset, out);
-    read_ += n;
-    return n;
-  }
-  std::uint64_t read() const { return read_; }
-
- private:
-  MemorySource memory_;
-  std::uint64_t read_ = 0;
-};
-
-}  // namespace
 
 TEST_CASE("a rule reading bytes deep in a file gets them without the blocks being read again") {
   TempDir rules("splitfs-yara");
