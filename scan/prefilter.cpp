@@ -139,7 +139,6 @@ std::optional<AtomPrefilter> AtomPrefilter::of(const YR_RULES& rules) {
   if (hs_alloc_scratch(database, &prototype) != HS_SUCCESS)
     throw std::bad_alloc();
   filter.prototype_.reset(prototype);
-  filter.atoms_ = atoms.literals.size();
   // A string's check starts `backtrack` bytes before the atom's end and reads at most
   // YR_RE_SCAN_LIMIT bytes back (a regular expression's part before its atom) or forward (the
   // rest of it); a literal string is compared whole, twice its length when wide.

@@ -52,14 +52,11 @@ class AtomPrefilter {
   // scan the whole block (out is then unspecified).
   bool windows(ByteView block, Scratch& scratch, std::vector<Window>& out) const;
 
-  std::size_t atoms() const { return atoms_; }
-
  private:
   AtomPrefilter() = default;
 
   std::unique_ptr<hs_database, DatabaseFree> database_;
   std::unique_ptr<hs_scratch, ScratchFree> prototype_;  // cloned for each thread's Scratch
-  std::size_t atoms_ = 0;
   std::size_t before_ = 0;  // bytes before an atom's end that YARA's check of a string may read
   std::size_t after_ = 0;   // bytes after an atom's end that it may read
 };

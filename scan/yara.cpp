@@ -148,7 +148,7 @@ class BlockIterator {
       }
       if (!load(index))
         return nullptr;
-      const Bytes& buffer = index == 0 ? first_ : other_;
+      const Bytes& buffer = buffer_of(index);
       if (!prefiltered_->filter.windows(buffer, prefiltered_->scratch, windows_))
         windows_.assign(1, Window{0, buffer.size()});
       count_skipped(index, buffer.size());
@@ -170,15 +170,18 @@ class BlockIterator {
   const uint8_t* data() {
     if (!load(index_))
       return nullptr;
-    const Bytes& buffer = index_ == 0 ? first_ : other_;
+    const Bytes& buffer = buffer_of(index_);
     const Window& w = windows_[window_];
     block_.size = std::min(w.end, buffer.size()) - w.begin;  // a source shorter than it said
     return buffer.data() + w.begin;
   }
 
+  // Block 0's buffer, or the one all others share.
+  Bytes& buffer_of(std::uint64_t index) { return index == 0 ? first_ : other_; }
+
   bool load(std::uint64_t index) {
     const std::uint64_t base = index * kBlockBytes;
-    Bytes& buffer = index == 0 ? first_ : other_;
+    Bytes& buffer = buffer_of(index);
     std::uint64_t& loaded = index == 0 ? first_base_ : other_base_;
     if (loaded == base)
       return true;

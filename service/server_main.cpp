@@ -649,13 +649,7 @@ void Connection::arm() {
 }
 
 void Connection::expect(std::size_t bytes) {
-  const int watermark = receive_watermark(bytes);
-  if (watermark == receive_low_watermark_)
-    return;
-  boost::system::error_code ec;
-  stream_.next_layer().socket().set_option(asio::socket_base::receive_low_watermark(watermark), ec);
-  if (!ec)
-    receive_low_watermark_ = watermark;
+  set_receive_watermark(stream_.next_layer().socket(), bytes, receive_low_watermark_);
 }
 
 void Connection::identify() {

