@@ -523,7 +523,10 @@ std::error_code FrameParser::take(ByteView bytes) {
       header_have_ = 0;
       partial_.kind = header_[4];
       payload_size_ = length - 1;
-      partial_.payload.reserve(payload_size_);  // address space only: pages come with the bytes
+      partial_.payload.swap(spare_);
+      partial_.payload.clear();
+      // A fresh reservation is address space only: pages come with the bytes.
+      partial_.payload.reserve(payload_size_);
       in_payload_ = true;
     } else {
       Bytes& payload = partial_.payload;
@@ -550,6 +553,11 @@ void FrameParser::finish_if_complete() {
   ready_.push_back(std::move(partial_));
   partial_ = Frame{};
   in_payload_ = false;
+}
+
+void FrameParser::recycle(Bytes payload) {
+  if (payload.capacity() > spare_.capacity() && payload.capacity() <= kMaxSpareBytes)
+    spare_ = std::move(payload);
 }
 
 std::optional<Frame> FrameParser::next() {

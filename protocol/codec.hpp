@@ -89,6 +89,12 @@ class FrameParser {
   std::error_code commit(std::size_t n);
   // The next complete frame, if any.
   std::optional<Frame> next();
+  // Gives back the payload of a frame from next(), once done with: a later frame is received into
+  // its memory, already mapped, rather than into fresh pages (a fault and a zeroed page for every
+  // 4 KiB). One is kept, of at most kMaxSpareBytes capacity, so memory stays what a frame
+  // received in full on this connection needed.
+  void recycle(Bytes payload);
+  static constexpr std::size_t kMaxSpareBytes = 16u << 20;
   // Bytes received but not yet returned as frames.
   std::size_t buffered() const { return buffered_; }
   // The length field (kind byte plus payload) of the frame under way, once its four bytes are in.
@@ -109,6 +115,7 @@ class FrameParser {
   std::deque<Frame> ready_;
   std::size_t buffered_ = 0;
   Bytes scratch_;
+  Bytes spare_;
   // Where the last prepare() pointed: the payload's size before it extended it, or nothing for
   // the scratch area.
   std::optional<std::size_t> prepared_at_;

@@ -172,12 +172,16 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
                            const service::Limits&) {
   auto& stream = connection.stream();
   beast::flat_buffer buffer;
+  // The last request body's memory, which the next body is received into (see
+  // FrameParser::recycle for why and how much is kept).
+  Bytes spare;
   for (;;) {
     if (connection.stopping())
       co_return;
     http::request_parser<RequestBody> parser;
     parser.header_limit(kHeaderLimit);
     parser.body_limit(protocol::kMaxMessageBytes);
+    parser.get().body().swap(spare);
     beast::error_code ec;
 
     connection.end_transfer();
@@ -217,7 +221,11 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
     } else {
       reply = connection.handle(handler, decoded);
     }
-    // The request body may be large; free it before the reply is built.
+    // The request body may be large: kept within bounds for the next request, else freed before
+    // the reply is built.
+    request.body().clear();
+    if (request.body().capacity() <= protocol::FrameParser::kMaxSpareBytes)
+      spare.swap(request.body());
     Bytes().swap(request.body());
 
     // No route answers HEAD, and its error reply carries a body the client will not read: close.

@@ -94,7 +94,7 @@ awaitable<void> serve_frames(service::Connection& connection, service::Service& 
     bool replied = false;
     while (auto frame = parser.next()) {
       Answer result = answer(*frame, greeted, connection, handler);
-      frame.reset();
+      parser.recycle(std::move(frame->payload));
       greeted = greeted || std::holds_alternative<protocol::Empty>(result.reply);
       const Bytes encoded = protocol::encode_reply_frame(result.reply);
       result.reply = protocol::Empty{};

@@ -870,6 +870,52 @@ TEST_CASE("the frame parser receives large payloads in place") {
   }
 }
 
+TEST_CASE("the frame parser receives into a payload given back") {
+  const Bytes first = encode_request_frame(PutShares{{{make_id(1), make_bytes(300000, 1)}}});
+  const Bytes second = encode_request_frame(PutShares{{{make_id(2), make_bytes(200000, 2)}}});
+  FrameParser parser;
+  REQUIRE_FALSE(parser.feed(first));
+  auto frame = parser.next();
+  REQUIRE(frame);
+  const std::uint8_t* memory = frame->payload.data();
+  parser.recycle(std::move(frame->payload));
+  frame.reset();
+
+  // Received in place, into the memory given back, from its start.
+  std::size_t pos = 0;
+  while (pos < second.size()) {
+    const MutableByteView space = parser.prepare(16u << 10);
+    const std::size_t n = std::min(space.size(), second.size() - pos);
+    std::copy_n(second.begin() + static_cast<std::ptrdiff_t>(pos), n, space.begin());
+    REQUIRE_FALSE(parser.commit(n));
+    pos += n;
+  }
+  frame = parser.next();
+  REQUIRE(frame);
+  CHECK(frame->payload.data() == memory);
+  Request decoded;
+  REQUIRE_FALSE(decode_request_frame(*frame, decoded));
+  CHECK(decoded == Request{PutShares{{{make_id(2), make_bytes(200000, 2)}}}});
+
+  // Once taken, the memory is not handed out twice.
+  REQUIRE_FALSE(parser.feed(first));
+  auto third = parser.next();
+  REQUIRE(third);
+  CHECK(third->payload.data() != memory);
+
+  SECTION("a payload over the bound is not kept") {
+    FrameParser kept;
+    Bytes huge;
+    huge.reserve(FrameParser::kMaxSpareBytes + 1);
+    const std::uint8_t* huge_memory = huge.data();
+    kept.recycle(std::move(huge));
+    REQUIRE_FALSE(kept.feed(first));
+    auto got = kept.next();
+    REQUIRE(got);
+    CHECK(got->payload.data() != huge_memory);
+  }
+}
+
 TEST_CASE("the frame parser stays linear over many small frames") {
   // Erasing the front of a buffer per frame would move gigabytes in the bulk case below (tens of
   // seconds); the parser keeps both cases in milliseconds, far under the generous limit.
