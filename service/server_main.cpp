@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
@@ -23,6 +24,7 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -325,12 +327,57 @@ asio::awaitable<void> run_connection(std::shared_ptr<Connection> connection, Acc
   }
 }
 
-asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, asio::io_context& io,
+// The worker threads' event loops, one each: a connection lives on one loop (handed out in
+// turn), so its handlers run on the thread that reads its socket. One loop shared by the threads
+// handed each completion to another thread, waking it, for every read of a large request.
+class EventLoops {
+ public:
+  explicit EventLoops(int threads) {
+    for (int i = 0; i < std::max(threads, 1); ++i) {
+      loops_.push_back(std::make_unique<asio::io_context>(1));
+      work_.push_back(asio::make_work_guard(*loops_.back()));
+    }
+  }
+  asio::io_context& first() { return *loops_.front(); }
+  asio::io_context& next() { return *loops_[next_.fetch_add(1) % loops_.size()]; }
+  // Lets each loop end once the work it holds is done (until then an idle loop waits for more).
+  void release() { work_.clear(); }
+  void stop() {
+    for (auto& loop : loops_)
+      loop->stop();
+  }
+  // Runs every loop on a thread of its own until all have ended.
+  void run() {
+    std::vector<std::thread> threads;
+    threads.reserve(loops_.size());
+    for (auto& loop : loops_) {
+      threads.emplace_back([&io = *loop] {
+        for (;;) {
+          try {
+            io.run();
+            return;
+          } catch (const std::exception& e) {
+            log_line(std::string("event loop: ") + e.what());
+          }
+        }
+      });
+    }
+    for (auto& thread : threads)
+      thread.join();
+  }
+
+ private:
+  std::vector<std::unique_ptr<asio::io_context>> loops_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::atomic<std::size_t> next_{0};
+};
+
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, EventLoops& loops,
                                   asio::ssl::context& tls_context, Access& access, Service& service,
                                   const Door& door, const Limits& limits) {
   asio::steady_timer backoff(acceptor.get_executor());
   while (acceptor.is_open()) {
-    tcp::socket socket(asio::make_strand(io));
+    tcp::socket socket(asio::make_strand(loops.next()));
     beast::error_code ec;
     co_await acceptor.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
     if (!acceptor.is_open() || ec == asio::error::operation_aborted)
@@ -381,7 +428,7 @@ asio::awaitable<void> trim_when_idle(asio::steady_timer& timer, const Connection
 // Waits for SIGINT or SIGTERM, then stops accepting, asks every connection to finish and gives
 // them limits.drain_timeout before stopping the event loop outright.
 asio::awaitable<void> stop_on_signal(asio::signal_set& signals, tcp::acceptor& acceptor,
-                                     asio::io_context& io, ConnectionSet& connections,
+                                     EventLoops& loops, ConnectionSet& connections,
                                      asio::steady_timer& trim_timer, const Limits& limits) {
   beast::error_code ec;
   co_await signals.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -390,6 +437,7 @@ asio::awaitable<void> stop_on_signal(asio::signal_set& signals, tcp::acceptor& a
   trim_timer.cancel();
   acceptor.close(ec);
   connections.stop_all();
+  loops.release();
   const auto deadline = std::chrono::steady_clock::now() + limits.drain_timeout;
   asio::steady_timer timer(acceptor.get_executor());
   while (connections.size() > 0 && std::chrono::steady_clock::now() < deadline) {
@@ -397,7 +445,7 @@ asio::awaitable<void> stop_on_signal(asio::signal_set& signals, tcp::acceptor& a
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   if (connections.size() > 0)
-    io.stop();
+    loops.stop();
 }
 
 fs::path prepare_data_folder(const std::string& data) {
@@ -495,10 +543,10 @@ int serve(const Options& options, const Door& door) {
     throw StartupError(std::string("TLS identity: ") + e.what());
   }
 
-  asio::io_context io(options.threads);
-  tcp::acceptor acceptor(asio::make_strand(io));
+  EventLoops loops(options.threads);
+  tcp::acceptor acceptor(asio::make_strand(loops.first()));
   tcp::endpoint endpoint =
-      resolve_bind_address(io, options.bind, static_cast<std::uint16_t>(options.port));
+      resolve_bind_address(loops.first(), options.bind, static_cast<std::uint16_t>(options.port));
   const std::string wanted = host_text(endpoint.address()) + ":" + std::to_string(options.port);
   beast::error_code ec;
   acceptor.open(endpoint.protocol(), ec);
@@ -517,7 +565,7 @@ int serve(const Options& options, const Door& door) {
   asio::signal_set signals(acceptor.get_executor(), SIGINT, SIGTERM);
   asio::co_spawn(
       acceptor.get_executor(),
-      accept_loop(acceptor, io, tls_context, *access, service, door, limits),
+      accept_loop(acceptor, loops, tls_context, *access, service, door, limits),
       [](const std::exception_ptr& error) { log_exception("accept loop stopped", error); });
   asio::steady_timer trim_timer(acceptor.get_executor());
   asio::co_spawn(
@@ -525,28 +573,13 @@ int serve(const Options& options, const Door& door) {
       [](const std::exception_ptr& error) { log_exception("memory trimming stopped", error); });
   asio::co_spawn(
       acceptor.get_executor(),
-      stop_on_signal(signals, acceptor, io, access->connections, trim_timer, limits),
+      stop_on_signal(signals, acceptor, loops, access->connections, trim_timer, limits),
       [](const std::exception_ptr& error) { log_exception("signal handling failed", error); });
 
   std::cout << "listening on " << host_text(bound.address()) << ":" << bound.port()
             << " fingerprint " << identity.fingerprint << std::endl;
 
-  std::vector<std::thread> threads;
-  threads.reserve(static_cast<std::size_t>(options.threads));
-  for (int i = 0; i < options.threads; ++i) {
-    threads.emplace_back([&io] {
-      for (;;) {
-        try {
-          io.run();
-          return;
-        } catch (const std::exception& e) {
-          log_line(std::string("event loop: ") + e.what());
-        }
-      }
-    });
-  }
-  for (auto& thread : threads)
-    thread.join();
+  loops.run();
   return 0;
 }
 
