@@ -153,14 +153,15 @@ void write_variant(wire::Writer& w, const Variant& message) {
   std::visit([&w](const auto& m) { write(w, m); }, message);
 }
 
-// Encodes `message` after an optional frame header carrying `kind`, with a single allocation.
+// Encodes `message` after an optional frame header carrying `kind` into `out` (replacing what it
+// held), with at most one allocation: none when `out` already has the room.
 template <class Variant>
-Bytes encode(const Variant& message, std::optional<std::uint8_t> frame_kind) {
+void encode(const Variant& message, std::optional<std::uint8_t> frame_kind, Bytes& out) {
   wire::Writer counter;
   write_variant(counter, message);
   const std::size_t payload = counter.size();
   const std::size_t header = frame_kind ? kFrameHeaderBytes : 0;
-  Bytes out;
+  out.clear();
   out.reserve(header + payload);
   wire::Writer w(out);
   if (frame_kind) {
@@ -169,6 +170,12 @@ Bytes encode(const Variant& message, std::optional<std::uint8_t> frame_kind) {
   }
   write_variant(w, message);
   assert(w.size() == header + payload);
+}
+
+template <class Variant>
+Bytes encode(const Variant& message, std::optional<std::uint8_t> frame_kind) {
+  Bytes out;
+  encode(message, frame_kind, out);
   return out;
 }
 
@@ -389,6 +396,10 @@ Bytes encode_reply(const Reply& reply) {
   return encode(reply, std::nullopt);
 }
 
+void encode_reply(const Reply& reply, Bytes& out) {
+  encode(reply, std::nullopt, out);
+}
+
 std::error_code decode_reply(Op op, ByteView payload, Reply& out) {
   switch (op) {
     case Op::hello:
@@ -429,6 +440,10 @@ Bytes encode_request_frame(const Request& request) {
 
 Bytes encode_reply_frame(const Reply& reply) {
   return encode(reply, static_cast<std::uint8_t>(status_of(reply)));
+}
+
+void encode_reply_frame(const Reply& reply, Bytes& out) {
+  encode(reply, static_cast<std::uint8_t>(status_of(reply)), out);
 }
 
 std::error_code decode_request_frame(const Frame& frame, Request& out) {

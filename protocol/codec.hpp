@@ -46,6 +46,9 @@ std::error_code decode_request(Op op, ByteView payload, Request& out);
 // Reply payloads. A successful reply's layout depends on the request's op; an ErrorReply's payload
 // is u8 status | message | missing ids, the same for every op.
 Bytes encode_reply(const Reply& reply);
+// The same into `out`, replacing what it held, in its memory when it has the room: a server
+// answers into the memory its request came in (see FrameParser::recycle).
+void encode_reply(const Reply& reply, Bytes& out);
 std::error_code decode_reply(Op op, ByteView payload, Reply& out);  // success payload for op
 std::error_code decode_error(ByteView payload, ErrorReply& out);    // invalid_value if status is ok
 
@@ -59,6 +62,7 @@ Status status_for(std::error_code decode_error);
 inline constexpr std::size_t kFrameHeaderBytes = 5;
 Bytes encode_request_frame(const Request& request);
 Bytes encode_reply_frame(const Reply& reply);  // status taken from the reply (ok unless ErrorReply)
+void encode_reply_frame(const Reply& reply, Bytes& out);  // into `out`, as encode_reply(reply, out)
 
 struct Frame {
   std::uint8_t kind = 0;  // op for requests, status for replies

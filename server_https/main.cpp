@@ -69,15 +69,17 @@ struct RequestBody {
   };
 };
 
+// `memory`, when given, is encoded into and becomes the body.
 http::response<ResponseBody> make_response(const protocol::Reply& reply, unsigned version,
-                                           bool keep_alive) {
+                                           bool keep_alive, Bytes memory = {}) {
   unsigned status = 200;
   if (const auto* error = std::get_if<protocol::ErrorReply>(&reply)) {
     status = protocol::http_status(error->status);
   }
   http::response<ResponseBody> response{static_cast<http::status>(status), version};
   response.set(http::field::content_type, kContentType);
-  response.body() = protocol::encode_reply(reply);
+  protocol::encode_reply(reply, memory);
+  response.body() = std::move(memory);
   response.keep_alive(keep_alive);
   response.prepare_payload();
   return response;
@@ -172,7 +174,7 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
                            const service::Limits&) {
   auto& stream = connection.stream();
   beast::flat_buffer buffer;
-  // The last request body's memory, which the next body is received into (see
+  // The last reply's memory, which the next request body is received into (see
   // FrameParser::recycle for why and how much is kept).
   Bytes spare;
   for (;;) {
@@ -221,19 +223,24 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
     } else {
       reply = connection.handle(handler, decoded);
     }
-    // The request body may be large: kept within bounds for the next request, else freed before
-    // the reply is built.
-    request.body().clear();
+    // One buffer per connection carries a request body in and its reply out (as in the TCP
+    // door), up to the parser's bound; a larger body is freed before the reply is built.
+    Bytes memory;
     if (request.body().capacity() <= protocol::FrameParser::kMaxSpareBytes)
-      spare.swap(request.body());
+      memory.swap(request.body());
     Bytes().swap(request.body());
 
     // No route answers HEAD, and its error reply carries a body the client will not read: close.
     const bool keep_alive =
         request.keep_alive() && request.method() != http::verb::head && !connection.stopping();
-    auto response = make_response(reply, request.version(), keep_alive);
+    auto response = make_response(reply, request.version(), keep_alive, std::move(memory));
     reply = protocol::Empty{};
-    if (co_await write_response(connection, response))
+    const beast::error_code failed = co_await write_response(connection, response);
+    if (response.body().capacity() <= protocol::FrameParser::kMaxSpareBytes) {
+      spare.swap(response.body());
+      spare.clear();
+    }
+    if (failed)
       co_return;
     if (!keep_alive)
       co_return;

@@ -94,11 +94,16 @@ awaitable<void> serve_frames(service::Connection& connection, service::Service& 
     bool replied = false;
     while (auto frame = parser.next()) {
       Answer result = answer(*frame, greeted, connection, handler);
-      parser.recycle(std::move(frame->payload));
       greeted = greeted || std::holds_alternative<protocol::Empty>(result.reply);
-      const Bytes encoded = protocol::encode_reply_frame(result.reply);
+      // One buffer per connection carries a request in and its reply out: a large request's
+      // memory holds the next large reply, and the reply's the next request.
+      Bytes encoded = std::move(frame->payload);
+      frame.reset();
+      protocol::encode_reply_frame(result.reply, encoded);
       result.reply = protocol::Empty{};
-      if (co_await write_all(connection, encoded))
+      const beast::error_code failed = co_await write_all(connection, encoded);
+      parser.recycle(std::move(encoded));
+      if (failed)
         co_return;
       if (!result.keep_open || connection.stopping())
         co_return;

@@ -62,7 +62,9 @@ struct Options {
   std::string bind = "127.0.0.1";
   int port = 0;
   std::vector<std::string> tls_names;
-  int threads = 2;
+  // Two event loops per core, at least four: a loop's connections wait while it is blocked in
+  // the store (a read from disk, a sync), so more loops than cores keep the cores busy.
+  int threads = static_cast<int>(std::clamp(2 * std::thread::hardware_concurrency(), 4u, 64u));
   int max_connections = 1024;
   int max_user_connections = 64;
   int max_unauthenticated = 256;
@@ -336,6 +338,9 @@ class EventLoops {
     for (int i = 0; i < std::max(threads, 1); ++i) {
       loops_.push_back(std::make_unique<asio::io_context>(1));
       work_.push_back(asio::make_work_guard(*loops_.back()));
+      // A timer makes the loop open its descriptors (epoll, its wake-up and timer fds) now, so
+      // the server holds as many from the start as after its first connections.
+      reactors_.emplace_back(*loops_.back());
     }
   }
   asio::io_context& first() { return *loops_.front(); }
@@ -369,6 +374,7 @@ class EventLoops {
  private:
   std::vector<std::unique_ptr<asio::io_context>> loops_;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::vector<asio::steady_timer> reactors_;
   std::atomic<std::size_t> next_{0};
 };
 
@@ -770,7 +776,7 @@ int server_main(int argc, char** argv, const Door& door) {
                  "Extra DNS name or IP address for the certificate (repeatable)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app.add_option("--threads", options.threads, "Worker threads")
+  app.add_option("--threads", options.threads, "Worker threads, one event loop each")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_option("--max-connections", options.max_connections,

@@ -3,9 +3,10 @@
 //
 // Command line: --data DIR (default <SPLITFS_DEFAULT_DATA_ROOT>/<door>), --bind ADDR (default
 // 127.0.0.1), --port N (0 picks a free port), --tls-name NAME (repeatable: extra certificate
-// names), --threads N (default 2; one event loop each), --max-connections N (default 1024),
-// --max-user-connections N (default 64), --max-unauthenticated N (default 256). Operator commands,
-// which work on DIR while the server runs (they never touch the store):
+// names), --threads N (one event loop each; default twice the cores, at least 4),
+// --max-connections N (default 1024), --max-user-connections N (default 64),
+// --max-unauthenticated N (default 256). Operator commands, which work on DIR while the server
+// runs (they never touch the store):
 //   users add NAME SHA256:<hex> [--quota SIZE]   enrol a client certificate as user NAME
 //   users list                                   the enrolled users, quotas and fingerprints
 //   users revoke NAME [SHA256:<hex>]             revoke a user (or one of its certificates)

@@ -533,6 +533,30 @@ TEST_CASE("large batches encode with a single allocation") {
   CHECK(frame.size() == payload_size + kFrameHeaderBytes);
 }
 
+TEST_CASE("a reply encodes into the memory it is given, when it has the room") {
+  Shares shares;
+  for (std::uint8_t i = 0; i < 3; ++i)
+    shares.blobs.push_back(make_bytes(1u << 20, i));
+  const Reply reply{shares};
+  const Bytes expected_frame = encode_reply_frame(reply);
+  const Bytes expected_payload = encode_reply(reply);
+
+  Bytes memory(8u << 20, 0xee);  // what a request left behind
+  const std::uint8_t* at = memory.data();
+  CHECK(largest_allocation_during([&] { encode_reply_frame(reply, memory); }) < kSmallAllocation);
+  CHECK(memory == expected_frame);
+  CHECK(memory.data() == at);
+  CHECK(largest_allocation_during([&] { encode_reply(reply, memory); }) < kSmallAllocation);
+  CHECK(memory == expected_payload);
+  CHECK(memory.data() == at);
+
+  // Too little room: one allocation of the reply's size.
+  Bytes small(100, 0xee);
+  CHECK(largest_allocation_during([&] { encode_reply_frame(reply, small); }) ==
+        expected_frame.size());
+  CHECK(small == expected_frame);
+}
+
 TEST_CASE("status helpers") {
   CHECK(status_of(Empty{}) == Status::ok);
   CHECK(status_of(FileInfo{}) == Status::ok);
