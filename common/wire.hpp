@@ -19,12 +19,23 @@
 
 namespace splitfs::wire {
 
+// A run of bytes a gathering writer left where it lies: it belongs at offset `at` of the writer's
+// output (before the byte there).
+struct Reference {
+  std::size_t at = 0;
+  ByteView bytes;
+};
+
 class Writer {
  public:
   // Writes nothing; size() tells how many bytes the same calls would append.
   Writer() = default;
   // Appends to `out`.
   explicit Writer(Bytes& out) : out_(&out) {}
+  // Appends to `out`, but a run of at least kMinReferenceBytes is only referred to in `references`
+  // (which must then outlive the caller's use of it): for a gathering write of large blobs.
+  Writer(Bytes& out, std::vector<Reference>& references) : out_(&out), references_(&references) {}
+  static constexpr std::size_t kMinReferenceBytes = 64u << 10;
 
   void u8(std::uint8_t v) { put_be<1>(v); }
   void u32(std::uint32_t v) { put_be<4>(v); }
@@ -56,7 +67,9 @@ class Writer {
  private:
   void put(const std::uint8_t* data, std::size_t n) {
     size_ += n;
-    if (out_)
+    if (references_ && n >= kMinReferenceBytes)
+      references_->push_back({out_->size(), ByteView(data, n)});
+    else if (out_)
       out_->insert(out_->end(), data, data + n);
   }
   // Fixed-size fields grow the buffer and fill it in place: a range insert of a few bytes trips a
@@ -72,6 +85,7 @@ class Writer {
       (*out_)[at + i] = static_cast<std::uint8_t>(v >> (8 * (N - 1 - i)));
   }
   Bytes* out_ = nullptr;
+  std::vector<Reference>* references_ = nullptr;
   std::size_t size_ = 0;
 };
 

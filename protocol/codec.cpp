@@ -438,6 +438,32 @@ Bytes encode_request_frame(const Request& request) {
   return encode(request, static_cast<std::uint8_t>(op_of(request)));
 }
 
+GatheredFrame gather_request_frame(const Request& request) {
+  wire::Writer counter;
+  write_variant(counter, request);
+  GatheredFrame out;
+  wire::Writer w(out.fields, out.references);
+  w.length(counter.size() + 1);
+  w.u8(static_cast<std::uint8_t>(op_of(request)));
+  write_variant(w, request);
+  return out;
+}
+
+std::vector<ByteView> GatheredFrame::pieces() const {
+  std::vector<ByteView> out;
+  out.reserve((2 * references.size()) + 1);
+  std::size_t from = 0;
+  for (const wire::Reference& reference : references) {
+    if (reference.at > from)
+      out.push_back(ByteView(fields).subspan(from, reference.at - from));
+    out.push_back(reference.bytes);
+    from = reference.at;
+  }
+  if (from < fields.size())
+    out.push_back(ByteView(fields).subspan(from));
+  return out;
+}
+
 Bytes encode_reply_frame(const Reply& reply) {
   return encode(reply, static_cast<std::uint8_t>(status_of(reply)));
 }

@@ -22,7 +22,9 @@
 #include <optional>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
+#include "common/wire.hpp"
 #include "protocol/messages.hpp"
 
 namespace splitfs::protocol {
@@ -61,6 +63,16 @@ Status status_for(std::error_code decode_error);
 // TCP frames.
 inline constexpr std::size_t kFrameHeaderBytes = 5;
 Bytes encode_request_frame(const Request& request);
+// A request frame for a gathering write: its fields copied into `fields`, its large blobs (from
+// wire::Writer::kMinReferenceBytes up) referred to where they lie in the request, which must
+// outlive it unchanged. pieces() are the frame's bytes in order, encode_request_frame()'s bytes:
+// a batch of shares goes out without being copied into a frame first.
+struct GatheredFrame {
+  Bytes fields;
+  std::vector<wire::Reference> references;
+  std::vector<ByteView> pieces() const;
+};
+GatheredFrame gather_request_frame(const Request& request);
 Bytes encode_reply_frame(const Reply& reply);  // status taken from the reply (ok unless ErrorReply)
 void encode_reply_frame(const Reply& reply, Bytes& out);  // into `out`, as encode_reply(reply, out)
 

@@ -157,12 +157,17 @@ class TlsChannel {
   }
 
   // Writes all of `data`; fails when no byte could be written for `idle`.
-  void write(ByteView data, std::chrono::milliseconds idle) {
+  // Writes the pieces in order, as one message.
+  void write(std::span<const ByteView> pieces, std::chrono::milliseconds idle) {
     auto stream = stream_;
     auto pending = std::make_shared<Pending>();
     last_progress_ = Clock::now();
+    std::vector<asio::const_buffer> buffers;
+    buffers.reserve(pieces.size());
+    for (const ByteView piece : pieces)
+      buffers.emplace_back(piece.data(), piece.size());
     asio::async_write(
-        *stream, asio::buffer(data.data(), data.size()),
+        *stream, buffers,
         [this](const error_code& ec, std::size_t) -> std::size_t {
           last_progress_ = Clock::now();
           return ec ? 0 : kReadChunk;
@@ -336,7 +341,9 @@ class TcpTransport final : public Transport {
   }
 
   protocol::Reply call(const protocol::Request& request) override {
-    const Bytes frame = protocol::encode_request_frame(request);
+    // Shares go from the request to TLS as they lie, not copied into a frame first.
+    const protocol::GatheredFrame gathered = protocol::gather_request_frame(request);
+    const std::vector<ByteView> frame = gathered.pieces();
     const protocol::Op op = protocol::op_of(request);
     bool reused = channel_.is_open();
     if (reused && channel_.peer_closed()) {
@@ -374,8 +381,8 @@ class TcpTransport final : public Transport {
     std::size_t received = 0;
     protocol::Reply reply;
     try {
-      reply = exchange(protocol::Op::hello, protocol::encode_request_frame(protocol::Hello{}),
-                       received);
+      const Bytes hello = protocol::encode_request_frame(protocol::Hello{});
+      reply = exchange(protocol::Op::hello, std::array{ByteView(hello)}, received);
     } catch (...) {
       channel_.close();
       throw;
@@ -394,7 +401,8 @@ class TcpTransport final : public Transport {
 
   // Sends one request frame and reads exactly one reply frame. `received` counts reply bytes, so
   // the caller knows whether the server had started answering when a failure hit.
-  protocol::Reply exchange(protocol::Op op, const Bytes& frame, std::size_t& received) {
+  protocol::Reply exchange(protocol::Op op, std::span<const ByteView> frame,
+                           std::size_t& received) {
     channel_.write(frame, timeouts_.idle);
     protocol::FrameParser parser;
     for (;;) {

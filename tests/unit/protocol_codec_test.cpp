@@ -637,6 +637,31 @@ TEST_CASE("frames decode back to requests and replies") {
   }
 }
 
+TEST_CASE("a gathered request frame is the encoded frame, its large blobs left in place") {
+  std::vector<Request> requests = sample_requests();
+  PutShares large;
+  for (std::uint8_t i = 0; i < 3; ++i)
+    large.shares.push_back({make_id(i), make_bytes(200000, i)});
+  large.shares.push_back({make_id(9), make_bytes(100, 9)});  // small: copied with the fields
+  requests.emplace_back(large);
+  for (const Request& request : requests) {
+    CAPTURE(request.index());
+    const GatheredFrame gathered = gather_request_frame(request);
+    Bytes joined;
+    for (const ByteView piece : gathered.pieces())
+      joined.insert(joined.end(), piece.begin(), piece.end());
+    CHECK(joined == encode_request_frame(request));
+  }
+
+  const Request& sent = requests.back();
+  const GatheredFrame gathered = gather_request_frame(sent);
+  const auto& shares = std::get<PutShares>(sent).shares;
+  REQUIRE(gathered.references.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i)
+    CHECK(gathered.references[i].bytes.data() == shares[i].data.data());
+  CHECK(gathered.fields.size() < 1024);
+}
+
 TEST_CASE("reply frames must agree with their error payload") {
   Frame frame;
   frame.kind = static_cast<std::uint8_t>(Status::not_found);
