@@ -438,10 +438,10 @@ Bytes encode_request_frame(const Request& request) {
   return encode(request, static_cast<std::uint8_t>(op_of(request)));
 }
 
-GatheredFrame gather_request_frame(const Request& request) {
+Gathered gather_request_frame(const Request& request) {
   wire::Writer counter;
   write_variant(counter, request);
-  GatheredFrame out;
+  Gathered out;
   wire::Writer w(out.fields, out.references);
   w.length(counter.size() + 1);
   w.u8(static_cast<std::uint8_t>(op_of(request)));
@@ -449,7 +449,14 @@ GatheredFrame gather_request_frame(const Request& request) {
   return out;
 }
 
-std::vector<ByteView> GatheredFrame::pieces() const {
+Gathered gather_request(const Request& request) {
+  Gathered out;
+  wire::Writer w(out.fields, out.references);
+  write_variant(w, request);
+  return out;
+}
+
+std::vector<ByteView> Gathered::pieces() const {
   std::vector<ByteView> out;
   out.reserve((2 * references.size()) + 1);
   std::size_t from = 0;

@@ -63,16 +63,17 @@ Status status_for(std::error_code decode_error);
 // TCP frames.
 inline constexpr std::size_t kFrameHeaderBytes = 5;
 Bytes encode_request_frame(const Request& request);
-// A request frame for a gathering write: its fields copied into `fields`, its large blobs (from
+// A request encoded for a gathering write: its fields copied into `fields`, its large blobs (from
 // wire::Writer::kMinReferenceBytes up) referred to where they lie in the request, which must
-// outlive it unchanged. pieces() are the frame's bytes in order, encode_request_frame()'s bytes:
-// a batch of shares goes out without being copied into a frame first.
-struct GatheredFrame {
+// outlive it unchanged. pieces() are the encoding's bytes in order: a batch of shares goes out
+// without being copied into one buffer first.
+struct Gathered {
   Bytes fields;
   std::vector<wire::Reference> references;
   std::vector<ByteView> pieces() const;
 };
-GatheredFrame gather_request_frame(const Request& request);
+Gathered gather_request(const Request& request);        // encode_request()'s bytes
+Gathered gather_request_frame(const Request& request);  // encode_request_frame()'s bytes
 Bytes encode_reply_frame(const Reply& reply);  // status taken from the reply (ok unless ErrorReply)
 void encode_reply_frame(const Reply& reply, Bytes& out);  // into `out`, as encode_reply(reply, out)
 
@@ -156,6 +157,13 @@ struct HttpRequest {
   Bytes body;
 };
 HttpRequest to_http(const Request& request);
+// The same with the body gathered (encode_request()'s bytes), if the request has one.
+struct GatheredHttpRequest {
+  std::string_view method;
+  std::string target;
+  std::optional<Gathered> body;
+};
+GatheredHttpRequest gather_http(const Request& request);
 std::error_code decode_http_request(std::string_view method, std::string_view target, ByteView body,
                                     Request& out);
 unsigned http_status(Status status);

@@ -85,16 +85,13 @@ std::error_code decode_file_route(std::string_view method, std::string_view rest
   }
 }
 
-}  // namespace
+struct Route {
+  std::string_view method;
+  std::string target;
+  bool has_body = false;
+};
 
-HttpRequest to_http(const Request& request) {
-  // Method and target by op; the body is encoded from `request` itself so a large batch is not
-  // copied on its way into the body.
-  struct Route {
-    std::string_view method;
-    std::string target;
-    bool has_body = false;
-  };
+Route route_of(const Request& request) {
   struct Visitor {
     Route operator()(const Hello&) const { return {kGet, "/v1/hello", true}; }
     Route operator()(const HasShares&) const { return {kPost, "/v1/shares/has", true}; }
@@ -108,10 +105,24 @@ HttpRequest to_http(const Request& request) {
     Route operator()(const GetStats&) const { return {kGet, "/v1/stats"}; }
     Route operator()(const CommitBatch&) const { return {kPost, "/v1/commits", true}; }
   };
-  Route route = std::visit(Visitor{}, request);
+  return std::visit(Visitor{}, request);
+}
+
+}  // namespace
+
+HttpRequest to_http(const Request& request) {
+  Route route = route_of(request);
   HttpRequest http{route.method, std::move(route.target), {}};
   if (route.has_body)
     http.body = encode_request(request);
+  return http;
+}
+
+GatheredHttpRequest gather_http(const Request& request) {
+  Route route = route_of(request);
+  GatheredHttpRequest http{route.method, std::move(route.target), std::nullopt};
+  if (route.has_body)
+    http.body = gather_request(request);
   return http;
 }
 

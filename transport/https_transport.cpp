@@ -4,13 +4,16 @@
 // is installed on curl's SSL context, like the pin.
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <splitfs/errors.hpp>
 #include <string>
+#include <vector>
 
 #include "protocol/codec.hpp"
 #include "tls/identity.hpp"
@@ -86,18 +89,31 @@ class HttpsTransport final : public Transport {
   }
 
   protocol::Reply call(const protocol::Request& request) override {
-    const protocol::HttpRequest http = protocol::to_http(request);
+    // The body's shares are read from the request as they lie (on_read), not copied into a body.
+    const protocol::GatheredHttpRequest http = protocol::gather_http(request);
     const std::string url = "https://" + address_ + http.target;
     CURL* curl = curl_.get();
     set(CURLOPT_URL, url.c_str());
     const std::string method(http.method);
-    const bool with_body = method == "POST" || method == "PUT" || !http.body.empty();
+    upload_ = {};
+    const bool with_body = method == "POST" || method == "PUT" || http.body;
     if (with_body) {
+      if (http.body)
+        upload_.pieces = http.body->pieces();
+      curl_off_t size = 0;
+      for (const ByteView piece : upload_.pieces)
+        size += static_cast<curl_off_t>(piece.size());
       set(CURLOPT_POST, 1L);
-      set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(http.body.size()));
-      // Not copied: the body outlives curl_easy_perform below.
-      set(CURLOPT_POSTFIELDS, http.body.empty() ? static_cast<const void*>("")
-                                                : static_cast<const void*>(http.body.data()));
+      set(CURLOPT_POSTFIELDSIZE_LARGE, size);
+      // A body in one piece is handed over whole (curl then sends a small one with the header);
+      // one in several pieces is read by on_read. Either way it outlives curl_easy_perform below.
+      if (upload_.pieces.size() <= 1) {
+        set(CURLOPT_POSTFIELDS, upload_.pieces.empty()
+                                    ? static_cast<const void*>("")
+                                    : static_cast<const void*>(upload_.pieces[0].data()));
+      } else {
+        set(CURLOPT_POSTFIELDS, static_cast<const void*>(nullptr));
+      }
     } else {
       set(CURLOPT_HTTPGET, 1L);
     }
@@ -118,6 +134,7 @@ class HttpsTransport final : public Transport {
     error_[0] = '\0';
     const CURLcode code = curl_easy_perform(curl);
     body_ = nullptr;
+    upload_ = {};
     if (code != CURLE_OK) {
       fail(code);
     }
@@ -176,6 +193,10 @@ class HttpsTransport final : public Transport {
     set(CURLOPT_XFERINFOFUNCTION, &HttpsTransport::on_progress);
     set(CURLOPT_XFERINFODATA, static_cast<void*>(this));
     set(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(protocol::kMaxMessageBytes));
+    set(CURLOPT_READFUNCTION, &HttpsTransport::on_read);
+    set(CURLOPT_READDATA, static_cast<void*>(this));
+    set(CURLOPT_SEEKFUNCTION, &HttpsTransport::on_seek);
+    set(CURLOPT_SEEKDATA, static_cast<void*>(this));
     set(CURLOPT_WRITEFUNCTION, &HttpsTransport::on_write);
     set(CURLOPT_WRITEDATA, static_cast<void*>(this));
   }
@@ -192,6 +213,44 @@ class HttpsTransport final : public Transport {
       self->certificate_problem_ = e.what();
       return CURLE_SSL_CERTPROBLEM;
     }
+  }
+
+  // The request body, from the pieces at the upload's position.
+  static std::size_t on_read(char* data, std::size_t size, std::size_t count, void* self_ptr) {
+    Upload& upload = static_cast<HttpsTransport*>(self_ptr)->upload_;
+    const std::size_t room = size * count;
+    std::size_t n = 0;
+    while (n < room && upload.piece < upload.pieces.size()) {
+      const ByteView piece = upload.pieces[upload.piece].subspan(upload.offset);
+      const std::size_t take = std::min(room - n, piece.size());
+      std::memcpy(data + n, piece.data(), take);
+      n += take;
+      upload.offset += take;
+      if (upload.offset == upload.pieces[upload.piece].size()) {
+        ++upload.piece;
+        upload.offset = 0;
+      }
+    }
+    return n;
+  }
+
+  // curl rewinds the body when it sends the request again (on a fresh connection after a kept one
+  // had closed).
+  static int on_seek(void* self_ptr, curl_off_t offset, int origin) {
+    Upload& upload = static_cast<HttpsTransport*>(self_ptr)->upload_;
+    if (origin != SEEK_SET || offset < 0)
+      return CURL_SEEKFUNC_CANTSEEK;
+    auto rest = static_cast<std::size_t>(offset);
+    upload.piece = 0;
+    upload.offset = 0;
+    while (upload.piece < upload.pieces.size() && rest >= upload.pieces[upload.piece].size()) {
+      rest -= upload.pieces[upload.piece].size();
+      ++upload.piece;
+    }
+    if (rest > 0 && upload.piece == upload.pieces.size())
+      return CURL_SEEKFUNC_FAIL;
+    upload.offset = rest;
+    return CURL_SEEKFUNC_OK;
   }
 
   static std::size_t on_write(char* data, std::size_t size, std::size_t count, void* self_ptr) {
@@ -303,6 +362,12 @@ class HttpsTransport final : public Transport {
   CurlHandle curl_;
   char error_[CURL_ERROR_SIZE] = {};
   // State of the transfer in progress, read and written by the callbacks.
+  struct Upload {
+    std::vector<ByteView> pieces;  // the request body
+    std::size_t piece = 0;         // where the next read starts
+    std::size_t offset = 0;
+  };
+  Upload upload_;
   Bytes* body_ = nullptr;
   bool too_large_ = false;
   bool stalled_ = false;

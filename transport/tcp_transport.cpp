@@ -342,7 +342,7 @@ class TcpTransport final : public Transport {
 
   protocol::Reply call(const protocol::Request& request) override {
     // Shares go from the request to TLS as they lie, not copied into a frame first.
-    const protocol::GatheredFrame gathered = protocol::gather_request_frame(request);
+    const protocol::Gathered gathered = protocol::gather_request_frame(request);
     const std::vector<ByteView> frame = gathered.pieces();
     const protocol::Op op = protocol::op_of(request);
     bool reused = channel_.is_open();

@@ -302,6 +302,16 @@ TEST_CASE("a server restarted between calls is reconnected transparently", "[tra
     CHECK(expect<protocol::Presence>(client->call(protocol::HasShares{ids_of(shares)})).present ==
           std::vector<bool>{true});
   }
+
+  // A large request first on the dropped connection: its body, sent in pieces, is sent again
+  // whole on the fresh one.
+  server.restart();
+  const auto more = make_shares(random, {256u << 10, 300u << 10});
+  expect<protocol::Empty>(client->call(protocol::PutShares{more}));
+  const auto got = expect<protocol::Shares>(client->call(protocol::GetShares{ids_of(more)}));
+  REQUIRE(got.blobs.size() == more.size());
+  for (std::size_t i = 0; i < more.size(); ++i)
+    CHECK(got.blobs[i] == more[i].data);
 }
 
 TEST_CASE("requests and replies close to the batch bound pass", "[transport]") {

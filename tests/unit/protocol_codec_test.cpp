@@ -646,7 +646,7 @@ TEST_CASE("a gathered request frame is the encoded frame, its large blobs left i
   requests.emplace_back(large);
   for (const Request& request : requests) {
     CAPTURE(request.index());
-    const GatheredFrame gathered = gather_request_frame(request);
+    const Gathered gathered = gather_request_frame(request);
     Bytes joined;
     for (const ByteView piece : gathered.pieces())
       joined.insert(joined.end(), piece.begin(), piece.end());
@@ -654,7 +654,7 @@ TEST_CASE("a gathered request frame is the encoded frame, its large blobs left i
   }
 
   const Request& sent = requests.back();
-  const GatheredFrame gathered = gather_request_frame(sent);
+  const Gathered gathered = gather_request_frame(sent);
   const auto& shares = std::get<PutShares>(sent).shares;
   REQUIRE(gathered.references.size() == 3);
   for (std::size_t i = 0; i < 3; ++i)
