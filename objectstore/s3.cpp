@@ -16,6 +16,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "common/pieces.hpp"
+
 namespace splitfs::objectstore {
 
 namespace {
@@ -23,10 +25,10 @@ namespace {
 // Connections kept open for the next requests.
 constexpr std::size_t kMaxIdleHandles = 32;
 // A failed answer's body is read for its error code up to this size.
-constexpr std::size_t kMaxErrorBody = 64 * 1024;
+constexpr std::size_t kMaxErrorBody = 64u << 10;
 // List and multipart answers are small XML documents.
 constexpr std::size_t kMaxXmlBody = 8u << 20;
-constexpr long kLowSpeedBytes = 16 * 1024;
+constexpr long kLowSpeedBytes = 16L << 10;
 constexpr int kMaxParts = 10000;
 constexpr const char* kUnsignedPayload = "UNSIGNED-PAYLOAD";
 
@@ -317,7 +319,7 @@ Credentials load_credentials(const std::filesystem::path& file) {
     if ((st.st_mode & 077) != 0)
       throw std::runtime_error("the S3 credentials file " + path.string() +
                                " must not be readable by others (chmod 600)");
-    if (st.st_size > 64 * 1024)
+    if (st.st_size > (64L << 10))
       throw std::runtime_error("the S3 credentials file " + path.string() + " is too large");
     std::ifstream in(path);
     std::stringstream text;
@@ -392,8 +394,7 @@ struct Client::Request {
   std::string etag;
   bool answer_too_large = false;
   // Upload position, for curl's read and seek callbacks.
-  std::size_t part = 0;
-  std::size_t offset = 0;
+  PieceReader upload;
 };
 
 struct Client::Pool {
@@ -404,40 +405,15 @@ struct Client::Pool {
 namespace {
 
 std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* user) {
-  auto& r = *static_cast<Client::Request*>(user);
-  std::size_t room = size * count;
-  std::size_t written = 0;
-  while (room > 0 && r.part < r.body.size()) {
-    const ByteView part = r.body[r.part];
-    const std::size_t n = std::min(room, part.size() - r.offset);
-    if (n > 0)  // an empty part may have no storage at all
-      std::memcpy(buffer + written, part.data() + r.offset, n);
-    written += n;
-    room -= n;
-    r.offset += n;
-    if (r.offset == part.size()) {
-      ++r.part;
-      r.offset = 0;
-    }
-  }
-  return written;
+  return static_cast<Client::Request*>(user)->upload.read(reinterpret_cast<std::uint8_t*>(buffer),
+                                                          size * count);
 }
 
 int seek_body(void* user, curl_off_t offset, int origin) {
-  auto& r = *static_cast<Client::Request*>(user);
   if (origin != SEEK_SET || offset < 0)
     return CURL_SEEKFUNC_CANTSEEK;
-  auto left = static_cast<std::uint64_t>(offset);
-  r.part = 0;
-  r.offset = 0;
-  while (r.part < r.body.size() && left >= r.body[r.part].size()) {
-    left -= r.body[r.part].size();
-    ++r.part;
-  }
-  if (r.part == r.body.size() && left > 0)
-    return CURL_SEEKFUNC_FAIL;
-  r.offset = static_cast<std::size_t>(left);
-  return CURL_SEEKFUNC_OK;
+  auto& r = *static_cast<Client::Request*>(user);
+  return r.upload.seek(static_cast<std::uint64_t>(offset)) ? CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL;
 }
 
 std::size_t write_answer(char* data, std::size_t size, std::size_t count, void* user) {
@@ -543,8 +519,7 @@ std::error_code Client::perform(Request& r) {
     r.answer.clear();
     r.etag.clear();
     r.answer_too_large = false;
-    r.part = 0;
-    r.offset = 0;
+    r.upload = PieceReader(r.body);
     char error[CURL_ERROR_SIZE] = {};
     // Every header set here is signed by curl, so none may be one that curl then drops (such as an
     // empty "Expect:").
@@ -620,10 +595,15 @@ std::error_code Client::perform(Request& r) {
       }
       const std::string detail = error[0] ? error : curl_easy_strerror(code);
       if (!transient(code)) {
-        log_failure(what + ": " + detail);
+        log_failure(std::string(what).append(": ").append(detail));
         return code == CURLE_PEER_FAILED_VERIFICATION ? Errc::denied : Errc::failed;
       }
-      log_failure(what + ": " + detail + " (attempt " + std::to_string(attempt) + ")");
+      log_failure(std::string(what)
+                      .append(": ")
+                      .append(detail)
+                      .append(" (attempt ")
+                      .append(std::to_string(attempt))
+                      .append(")"));
       result = Errc::unavailable;
       continue;
     }
@@ -631,14 +611,24 @@ std::error_code Client::perform(Request& r) {
       return {};
     const std::string s3_code = error_code_of(r.answer);
     if (r.status >= 500 || r.status == 429) {
-      log_failure(what + ": HTTP " + std::to_string(r.status) + " " + s3_code + " (attempt " +
-                  std::to_string(attempt) + ")");
+      log_failure(std::string(what)
+                      .append(": HTTP ")
+                      .append(std::to_string(r.status))
+                      .append(" ")
+                      .append(s3_code)
+                      .append(" (attempt ")
+                      .append(std::to_string(attempt))
+                      .append(")"));
       result = Errc::unavailable;
       continue;
     }
     if (r.status == 404)
       return Errc::not_found;
-    log_failure(what + ": HTTP " + std::to_string(r.status) + " " + s3_code);
+    log_failure(std::string(what)
+                    .append(": HTTP ")
+                    .append(std::to_string(r.status))
+                    .append(" ")
+                    .append(s3_code));
     return r.status == 403 ? Errc::denied : Errc::failed;
   }
   return result;

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/pieces.hpp"
 #include "protocol/codec.hpp"
 #include "tls/identity.hpp"
 #include "transport/errors.hpp"
@@ -95,22 +96,19 @@ class HttpsTransport final : public Transport {
     CURL* curl = curl_.get();
     set(CURLOPT_URL, url.c_str());
     const std::string method(http.method);
-    upload_ = {};
+    pieces_.clear();
     const bool with_body = method == "POST" || method == "PUT" || http.body;
     if (with_body) {
       if (http.body)
-        upload_.pieces = http.body->pieces();
-      curl_off_t size = 0;
-      for (const ByteView piece : upload_.pieces)
-        size += static_cast<curl_off_t>(piece.size());
+        pieces_ = http.body->pieces();
+      upload_ = PieceReader(pieces_);
       set(CURLOPT_POST, 1L);
-      set(CURLOPT_POSTFIELDSIZE_LARGE, size);
+      set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(upload_.size()));
       // A body in one piece is handed over whole (curl then sends a small one with the header);
       // one in several pieces is read by on_read. Either way it outlives curl_easy_perform below.
-      if (upload_.pieces.size() <= 1) {
-        set(CURLOPT_POSTFIELDS, upload_.pieces.empty()
-                                    ? static_cast<const void*>("")
-                                    : static_cast<const void*>(upload_.pieces[0].data()));
+      if (pieces_.size() <= 1) {
+        set(CURLOPT_POSTFIELDS, pieces_.empty() ? static_cast<const void*>("")
+                                                : static_cast<const void*>(pieces_[0].data()));
       } else {
         set(CURLOPT_POSTFIELDS, static_cast<const void*>(nullptr));
       }
@@ -135,6 +133,7 @@ class HttpsTransport final : public Transport {
     const CURLcode code = curl_easy_perform(curl);
     body_ = nullptr;
     upload_ = {};
+    pieces_.clear();
     if (code != CURLE_OK) {
       fail(code);
     }
@@ -217,40 +216,18 @@ class HttpsTransport final : public Transport {
 
   // The request body, from the pieces at the upload's position.
   static std::size_t on_read(char* data, std::size_t size, std::size_t count, void* self_ptr) {
-    Upload& upload = static_cast<HttpsTransport*>(self_ptr)->upload_;
-    const std::size_t room = size * count;
-    std::size_t n = 0;
-    while (n < room && upload.piece < upload.pieces.size()) {
-      const ByteView piece = upload.pieces[upload.piece].subspan(upload.offset);
-      const std::size_t take = std::min(room - n, piece.size());
-      std::memcpy(data + n, piece.data(), take);
-      n += take;
-      upload.offset += take;
-      if (upload.offset == upload.pieces[upload.piece].size()) {
-        ++upload.piece;
-        upload.offset = 0;
-      }
-    }
-    return n;
+    return static_cast<HttpsTransport*>(self_ptr)->upload_.read(
+        reinterpret_cast<std::uint8_t*>(data), size * count);
   }
 
   // curl rewinds the body when it sends the request again (on a fresh connection after a kept one
   // had closed).
   static int on_seek(void* self_ptr, curl_off_t offset, int origin) {
-    Upload& upload = static_cast<HttpsTransport*>(self_ptr)->upload_;
     if (origin != SEEK_SET || offset < 0)
       return CURL_SEEKFUNC_CANTSEEK;
-    auto rest = static_cast<std::size_t>(offset);
-    upload.piece = 0;
-    upload.offset = 0;
-    while (upload.piece < upload.pieces.size() && rest >= upload.pieces[upload.piece].size()) {
-      rest -= upload.pieces[upload.piece].size();
-      ++upload.piece;
-    }
-    if (rest > 0 && upload.piece == upload.pieces.size())
-      return CURL_SEEKFUNC_FAIL;
-    upload.offset = rest;
-    return CURL_SEEKFUNC_OK;
+    return static_cast<HttpsTransport*>(self_ptr)->upload_.seek(static_cast<std::uint64_t>(offset))
+               ? CURL_SEEKFUNC_OK
+               : CURL_SEEKFUNC_FAIL;
   }
 
   static std::size_t on_write(char* data, std::size_t size, std::size_t count, void* self_ptr) {
@@ -362,12 +339,8 @@ class HttpsTransport final : public Transport {
   CurlHandle curl_;
   char error_[CURL_ERROR_SIZE] = {};
   // State of the transfer in progress, read and written by the callbacks.
-  struct Upload {
-    std::vector<ByteView> pieces;  // the request body
-    std::size_t piece = 0;         // where the next read starts
-    std::size_t offset = 0;
-  };
-  Upload upload_;
+  std::vector<ByteView> pieces_;  // the request body
+  PieceReader upload_;            // where in it curl reads next
   Bytes* body_ = nullptr;
   bool too_large_ = false;
   bool stalled_ = false;
