@@ -153,22 +153,35 @@ void write_variant(wire::Writer& w, const Variant& message) {
   std::visit([&w](const auto& m) { write(w, m); }, message);
 }
 
-// Encodes `message` after an optional frame header carrying `kind` into `out` (replacing what it
-// held), with at most one allocation: none when `out` already has the room.
+// The size of `message`'s encoding, counted without writing it.
 template <class Variant>
-void encode(const Variant& message, std::optional<std::uint8_t> frame_kind, Bytes& out) {
+std::size_t payload_size(const Variant& message) {
   wire::Writer counter;
   write_variant(counter, message);
-  const std::size_t payload = counter.size();
-  const std::size_t header = frame_kind ? kFrameHeaderBytes : 0;
-  out.clear();
-  out.reserve(header + payload);
-  wire::Writer w(out);
+  return counter.size();
+}
+
+// Writes `message` (of `payload` bytes) after an optional frame header carrying `kind`.
+template <class Variant>
+void write_message(wire::Writer& w, const Variant& message, std::size_t payload,
+                   std::optional<std::uint8_t> frame_kind) {
   if (frame_kind) {
     w.length(payload + 1);
     w.u8(*frame_kind);
   }
   write_variant(w, message);
+}
+
+// Encodes `message` after an optional frame header carrying `kind` into `out` (replacing what it
+// held), with at most one allocation: none when `out` already has the room.
+template <class Variant>
+void encode(const Variant& message, std::optional<std::uint8_t> frame_kind, Bytes& out) {
+  const std::size_t payload = payload_size(message);
+  const std::size_t header = frame_kind ? kFrameHeaderBytes : 0;
+  out.clear();
+  out.reserve(header + payload);
+  wire::Writer w(out);
+  write_message(w, message, payload, frame_kind);
   assert(w.size() == header + payload);
 }
 
@@ -438,22 +451,24 @@ Bytes encode_request_frame(const Request& request) {
   return encode(request, static_cast<std::uint8_t>(op_of(request)));
 }
 
-Gathered gather_request_frame(const Request& request) {
-  wire::Writer counter;
-  write_variant(counter, request);
+namespace {
+
+// encode() for a gathering write (Gathered): only a frame header needs the size counted first.
+Gathered gather(const Request& request, std::optional<std::uint8_t> frame_kind) {
   Gathered out;
   wire::Writer w(out.fields, out.references);
-  w.length(counter.size() + 1);
-  w.u8(static_cast<std::uint8_t>(op_of(request)));
-  write_variant(w, request);
+  write_message(w, request, frame_kind ? payload_size(request) : 0, frame_kind);
   return out;
 }
 
+}  // namespace
+
 Gathered gather_request(const Request& request) {
-  Gathered out;
-  wire::Writer w(out.fields, out.references);
-  write_variant(w, request);
-  return out;
+  return gather(request, std::nullopt);
+}
+
+Gathered gather_request_frame(const Request& request) {
+  return gather(request, static_cast<std::uint8_t>(op_of(request)));
 }
 
 std::vector<ByteView> Gathered::pieces() const {

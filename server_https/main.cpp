@@ -223,17 +223,12 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
     } else {
       reply = connection.handle(handler, decoded);
     }
-    // One buffer per connection carries a request body in and its reply out (as in the TCP
-    // door), up to the parser's bound; a larger body is freed before the reply is built.
-    Bytes memory;
-    if (request.body().capacity() <= protocol::FrameParser::kMaxSpareBytes)
-      memory.swap(request.body());
-    Bytes().swap(request.body());
-
     // No route answers HEAD, and its error reply carries a body the client will not read: close.
     const bool keep_alive =
         request.keep_alive() && request.method() != http::verb::head && !connection.stopping();
-    auto response = make_response(reply, request.version(), keep_alive, std::move(memory));
+    // One buffer per connection carries a request body in and its reply out, as in the TCP door,
+    // and is kept for the next request within the parser's bound.
+    auto response = make_response(reply, request.version(), keep_alive, std::move(request.body()));
     reply = protocol::Empty{};
     const beast::error_code failed = co_await write_response(connection, response);
     if (response.body().capacity() <= protocol::FrameParser::kMaxSpareBytes) {

@@ -4,7 +4,6 @@
 // is installed on curl's SSL context, like the pin.
 #include <curl/curl.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>

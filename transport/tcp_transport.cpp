@@ -3,6 +3,7 @@
 // silent or half-dead server costs at most the configured timeouts, never a hang.
 #include <poll.h>
 
+#include <array>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -156,8 +157,7 @@ class TlsChannel {
     return ::poll(&fd, 1, 0) != 0;
   }
 
-  // Writes all of `data`; fails when no byte could be written for `idle`.
-  // Writes the pieces in order, as one message.
+  // Writes the pieces in order, as one message; fails when no byte could be written for `idle`.
   void write(std::span<const ByteView> pieces, std::chrono::milliseconds idle) {
     auto stream = stream_;
     auto pending = std::make_shared<Pending>();

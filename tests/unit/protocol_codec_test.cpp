@@ -637,7 +637,7 @@ TEST_CASE("frames decode back to requests and replies") {
   }
 }
 
-TEST_CASE("a gathered request frame is the encoded frame, its large blobs left in place") {
+TEST_CASE("a gathered request is the encoded one, its large blobs left in place") {
   std::vector<Request> requests = sample_requests();
   PutShares large;
   for (std::uint8_t i = 0; i < 3; ++i)
@@ -651,6 +651,11 @@ TEST_CASE("a gathered request frame is the encoded frame, its large blobs left i
     for (const ByteView piece : gathered.pieces())
       joined.insert(joined.end(), piece.begin(), piece.end());
     CHECK(joined == encode_request_frame(request));
+    const Gathered gathered_body = gather_request(request);
+    Bytes body;
+    for (const ByteView piece : gathered_body.pieces())
+      body.insert(body.end(), piece.begin(), piece.end());
+    CHECK(body == encode_request(request));
   }
 
   const Request& sent = requests.back();
