@@ -57,9 +57,11 @@ constexpr std::size_t kBatchFileBytes = 8u << 20;
 // and each put costs the server one fsync, so fewer and larger ones pay (a server's reply stays
 // within protocol::kMaxBatchBytes).
 constexpr std::size_t kTransferBatchBytes = 16u << 20;
+// A fetch's output starts its way to disk every this many bytes written.
+constexpr std::uint64_t kWriteBehindBytes = 16u << 20;
 // Batches of a whole-file store or fetch in flight at once, each on its own connection to each
 // server: a server's fsync of one batch then overlaps the transfer of the next.
-constexpr std::size_t kLanes = 2;
+constexpr std::size_t kLanes = 2;  // lane() has two connections to each server
 constexpr std::uint64_t kMinBatchesForLanes = 4;
 // Files at least this large are scanned beside their upload rather than before it.
 constexpr std::uint64_t kScanFirstBytes = kTransferBatchBytes;
@@ -134,10 +136,19 @@ class PendingOutput {
       throw LocalIoError("cannot write " + dest_.string() + ": " + errno_text());
     }
     existing_ = bytes;
+    end_ = flushed_ = bytes;
   }
   void write(ByteView bytes) {
     if (!write_fully(fd_, bytes.data(), bytes.size())) {
       throw LocalIoError("cannot write " + dest_.string() + ": " + errno_text());
+    }
+    end_ += bytes.size();
+    // The disk writes start behind the fetch instead of all at once in commit()'s fsync, which
+    // then waits for the last few MiB only. A hint: commit() still makes every byte durable.
+    if (end_ - flushed_ >= kWriteBehindBytes) {
+      ::sync_file_range(fd_, static_cast<off_t>(flushed_), static_cast<off_t>(end_ - flushed_),
+                        SYNC_FILE_RANGE_WRITE);
+      flushed_ = end_;
     }
   }
   void commit() {
@@ -161,6 +172,8 @@ class PendingOutput {
   int fd_ = -1;
   bool resumable_ = false;
   std::uint64_t existing_ = 0;
+  std::uint64_t end_ = 0;      // where the next write() goes
+  std::uint64_t flushed_ = 0;  // bytes before it whose disk writes were started
   bool committed_ = false;
   bool kept_ = false;
 };
