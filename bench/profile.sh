@@ -61,24 +61,28 @@ profile() {
   # The mount's threads carry names of their own (sfs-readahead, sfs-upload, ...).
   perf report -i "$data" --stdio --sort comm 2>/dev/null | grep -v '^#' | grep -v '^$' |
     sed 's/  */ /g' | head -12
-  # Ours: the mount process (all its threads) while one runs, else the splitfs command.
-  local mount_pid
-  mount_pid=$(awk '/^pid: / { print $2 }' "$mnt/.splitfs/stats" 2>/dev/null || true)
-  local ours=(--comm splitfs)
-  if [ -n "$mount_pid" ]; then ours=(--pid "$mount_pid"); fi
+  # Entries per process come from a report sorted by comm first: filtering a report sorted by
+  # symbol alone (--comm, --pid) counts each symbol's samples of every process under the process
+  # that hit it first.
+  perf report -i "$data" --stdio --sort comm,dso,sym -g none 2>/dev/null | grep -v '^#' |
+    grep -v '^$' >"$data.by-comm"
+  # Ours: the mount's threads (splitfs, sfs-readahead, sfs-stage, ...) or the splitfs command.
+  local mine='($2 == who || (who == "ours" && ($2 == "splitfs" || $2 ~ /^sfs-/)))'
   for who in ours splitfs-https-s splitfs-tcp-ser; do
-    local filter=(--comm "$who")
-    if [ "$who" = ours ]; then filter=("${ours[@]}"); fi
     echo "-- $who: top entries"
-    perf report -i "$data" --stdio "${filter[@]}" --sort dso,sym 2>/dev/null |
-      grep -v '^#' | grep -v '^$' | sed 's/  */ /g; s/ - *- *$//' | head -12
-    perf report -i "$data" --stdio "${filter[@]}" --dso libcrypto.so.3 --sort sym 2>/dev/null |
-      awk -v aes="$work/aes.pages" -v sha="$work/sha.pages" '
-        BEGIN { while ((getline l < aes) > 0) a[l] = 1; while ((getline l < sha) > 0) s[l] = 1 }
-        $3 ~ /^0x/ { p = $1; sub("%", "", p); k = substr($3, 1, length($3) - 4)
-                     if (k in a) ta += p; else if (k in s) ts += p; else to += p }
-        END { if (ta + ts + to > 0)
-                printf "   libcrypto: AES-GCM %.2f%%, SHA-256 %.2f%%, other %.2f%%\n", ta, ts, to }'
+    awk -v who="$who" "$mine"' {
+        p = $1; sub("%", "", p); k = $3; for (i = 4; i <= NF; i++) k = k " " $i
+        sum[substr(k, 1, 160)] += p }
+      END { for (k in sum) printf "%.2f%% %s\n", sum[k], k }' "$data.by-comm" |
+      sort -rn | head -12
+    awk -v who="$who" -v aes="$work/aes.pages" -v sha="$work/sha.pages" '
+      BEGIN { while ((getline l < aes) > 0) a[l] = 1; while ((getline l < sha) > 0) s[l] = 1 }
+      '"$mine"' && $3 == "libcrypto.so.3" && $5 ~ /^0x/ {
+        p = $1; sub("%", "", p); k = substr($5, 1, length($5) - 4)
+        if (k in a) ta += p; else if (k in s) ts += p; else to += p }
+      END { if (ta + ts + to > 0)
+              printf "   libcrypto: AES-GCM %.2f%%, SHA-256 %.2f%%, other %.2f%%\n", ta, ts, to }' \
+      "$data.by-comm"
   done
 }
 
