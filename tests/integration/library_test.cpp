@@ -37,11 +37,7 @@ struct Fixture {
   fs::path home = work / "client";
 
   Fixture() {
-    splitfs::InitOptions options;
-    options.https = servers.https.address();
-    options.tcp = servers.tcp.address();
-    options.https_fingerprint = servers.https.fingerprint();
-    options.tcp_fingerprint = servers.tcp.fingerprint();
+    splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
     splitfs::init(home, options);
   }
   splitfs::Client client() const { return splitfs::Client(home); }

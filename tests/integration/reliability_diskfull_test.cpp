@@ -135,11 +135,7 @@ TEST_CASE("a server whose disk fills up refuses clearly, keeps everything, recov
   }
   ServerProcess https("splitfs-https-server", root / "https", {"--compact-interval", "0"});
   ServerProcess tcp("splitfs-tcp-server", root / "disk" / "tcp", {"--compact-interval", "0"});
-  splitfs::InitOptions options;
-  options.https = https.address();
-  options.tcp = tcp.address();
-  options.https_fingerprint = https.fingerprint();
-  options.tcp_fingerprint = tcp.fingerprint();
+  splitfs::InitOptions options = splitfs::testing::pinned_options(https, tcp);
   splitfs::init(root / "client", options);
   splitfs::Client client(root / "client");
   fs::create_directories(root / "out");

@@ -144,11 +144,7 @@ struct Proxied {
 
  private:
   void point_direct_home() {
-    splitfs::InitOptions options;
-    options.https = servers.https.address();
-    options.tcp = servers.tcp.address();
-    options.https_fingerprint = servers.https.fingerprint();
-    options.tcp_fingerprint = servers.tcp.fingerprint();
+    splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
     options.force = true;
     splitfs::init(direct, options);
   }

@@ -245,11 +245,7 @@ TEST_CASE("thousands of polite and abrupt connections leak no descriptors and no
 
   // Both still serve.
   TempDir work("splitfs-hygiene");
-  splitfs::InitOptions options;
-  options.https = servers.https.address();
-  options.tcp = servers.tcp.address();
-  options.https_fingerprint = servers.https.fingerprint();
-  options.tcp_fingerprint = servers.tcp.fingerprint();
+  splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
   splitfs::init(work / "client", options);
   const std::string data = content(seed, 3 * kMiB + 1);
   write_file(work / "file.bin", data);

@@ -147,11 +147,7 @@ TEST_CASE("16 clients at once, 500 operations from 0 to 16 MiB: every byte right
   const std::uint64_t seed = seed_for("load");
   TestServers servers;
   TempDir work("splitfs-load");
-  splitfs::InitOptions options;
-  options.https = servers.https.address();
-  options.tcp = servers.tcp.address();
-  options.https_fingerprint = servers.https.fingerprint();
-  options.tcp_fingerprint = servers.tcp.fingerprint();
+  splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
   splitfs::init(work / "client", options);
   {
     // The servers' start: after one small store, so their lazily made state counts as start.

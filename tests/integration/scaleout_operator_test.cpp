@@ -55,11 +55,7 @@ std::vector<std::string> with(std::vector<std::string> args, const std::vector<s
 
 fs::path init_home(const fs::path& home, const ServerProcess& https, const ServerProcess& tcp,
                    bool keep_key = false) {
-  splitfs::InitOptions options;
-  options.https = https.address();
-  options.tcp = tcp.address();
-  options.https_fingerprint = https.fingerprint();
-  options.tcp_fingerprint = tcp.fingerprint();
+  splitfs::InitOptions options = splitfs::testing::pinned_options(https, tcp);
   options.force = keep_key;
   splitfs::init(home, options);
   return home;

@@ -30,11 +30,7 @@ struct Fixture {
   fs::path quarantine = home / "quarantine";
 
   explicit Fixture(const std::string& policy = "") {
-    splitfs::InitOptions options;
-    options.https = servers.https.address();
-    options.tcp = servers.tcp.address();
-    options.https_fingerprint = servers.https.fingerprint();
-    options.tcp_fingerprint = servers.tcp.fingerprint();
+    splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
     splitfs::init(home, options);
     samples::write_marker_rule(work / "rules");
     samples::write_clamav_database(work / "clamav");

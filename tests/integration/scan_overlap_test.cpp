@@ -25,11 +25,7 @@ struct Fixture {
   fs::path home = work / "client";
 
   Fixture() {
-    splitfs::InitOptions options;
-    options.https = servers.https.address();
-    options.tcp = servers.tcp.address();
-    options.https_fingerprint = servers.https.fingerprint();
-    options.tcp_fingerprint = servers.tcp.fingerprint();
+    splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
     splitfs::init(home, options);
     samples::write_marker_rule(work / "rules");
     std::ofstream(home / "config.toml", std::ios::app)

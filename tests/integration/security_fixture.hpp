@@ -95,11 +95,7 @@ struct Identity {
 // A client home pinned to the servers, with its own identity (not enrolled by this).
 struct Home {
   Home(testing::TestServers& servers, const std::string& label) : dir("splitfs-home-" + label) {
-    InitOptions options;
-    options.https = servers.https.address();
-    options.tcp = servers.tcp.address();
-    options.https_fingerprint = servers.https.fingerprint();
-    options.tcp_fingerprint = servers.tcp.fingerprint();
+    InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
     fingerprint = init(path(), options).client_fingerprint;
   }
   fs::path path() const { return dir / "client"; }

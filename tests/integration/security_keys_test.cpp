@@ -76,11 +76,7 @@ TEST_CASE("security: a sealed key opens with its passphrase only, and resists ta
 TEST_CASE("security: a passphrase-protected key works from SPLITFS_PASSPHRASE, not without it") {
   SecureServers s;
   TempDir dir("splitfs-keys");
-  InitOptions options;
-  options.https = s.servers.https.address();
-  options.tcp = s.servers.tcp.address();
-  options.https_fingerprint = s.servers.https.fingerprint();
-  options.tcp_fingerprint = s.servers.tcp.fingerprint();
+  InitOptions options = splitfs::testing::pinned_options(s.servers.https, s.servers.tcp);
   options.key_passphrase = kPassphrase;
   const fs::path home = dir / "client";
   const InitResult result = init(home, options);

@@ -191,11 +191,7 @@ struct Fixture {
 
   Fixture() { init(false); }
   void init(bool force) {
-    splitfs::InitOptions options;
-    options.https = servers.https.address();
-    options.tcp = servers.tcp.address();
-    options.https_fingerprint = servers.https.fingerprint();
-    options.tcp_fingerprint = servers.tcp.fingerprint();
+    splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
     options.force = force;
     splitfs::init(home, options);
   }

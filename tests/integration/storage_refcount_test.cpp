@@ -42,11 +42,7 @@ TEST_CASE("refcounts stay right under concurrent overlapping stores, deletes and
   TestServers servers({"--compact-interval", "1", "--garbage-grace", "3"});
   TempDir work("splitfs-refcount");
   const fs::path home = work / "client";
-  splitfs::InitOptions options;
-  options.https = servers.https.address();
-  options.tcp = servers.tcp.address();
-  options.https_fingerprint = servers.https.fingerprint();
-  options.tcp_fingerprint = servers.tcp.fingerprint();
+  splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
   splitfs::init(home, options);
   const std::size_t segment = splitfs::Client(home).segment_bytes();
 

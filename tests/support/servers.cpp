@@ -348,6 +348,15 @@ void ServerProcess::restart() {
     throw std::runtime_error(binary_ + " did not restart");
 }
 
+InitOptions pinned_options(const ServerProcess& https, const ServerProcess& tcp) {
+  InitOptions options;
+  options.https = https.address();
+  options.tcp = tcp.address();
+  options.https_fingerprint = https.fingerprint();
+  options.tcp_fingerprint = tcp.fingerprint();
+  return options;
+}
+
 TestServers::TestServers(const std::vector<std::string>& extra_args, Enrol enrol)
     : root("splitfs-servers"),
       https("splitfs-https-server", root / "https", extra_args, enrol),

@@ -16,6 +16,7 @@
 #include <csignal>
 #include <cstdint>
 #include <filesystem>
+#include <splitfs/client.hpp>
 #include <string>
 #include <vector>
 
@@ -113,6 +114,9 @@ std::vector<std::string> shared_store_args(const Engines& engines);
 // True when $SPLITFS_TEST_BACKEND is "s3": every server a test starts without --backend of its
 // own keeps its store on the engines, each in a fresh bucket and schema.
 bool s3_backend_requested();
+
+// What `splitfs init` is told for a client of these two servers, each pinned by its fingerprint.
+InitOptions pinned_options(const ServerProcess& https, const ServerProcess& tcp);
 
 // An HTTPS and a TCP server side by side in one scratch folder (root/https and root/tcp).
 struct TestServers {
