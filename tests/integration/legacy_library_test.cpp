@@ -13,10 +13,8 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <csignal>
-#include <cstring>
 #include <map>
 #include <optional>
-#include <random>
 #include <regex>
 #include <set>
 #include <span>
@@ -27,6 +25,7 @@
 #include "core/crypto.hpp"
 #include "core/stripe.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/random_bytes.hpp"
 #include "tests/support/servers.hpp"
 #include "transport/legacy_transport.hpp"
 
@@ -34,6 +33,7 @@ namespace fs = std::filesystem;
 namespace legacy = splitfs::transport::legacy;
 using splitfs::Bytes;
 using splitfs::Id;
+using splitfs::testing::random_string;
 using splitfs::testing::read_file;
 using splitfs::testing::TempDir;
 using splitfs::testing::write_file;
@@ -123,16 +123,6 @@ class Double {
   int stdout_fd_ = -1;
   std::string address_;
 };
-
-std::string random_text(std::size_t n, std::uint32_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (std::size_t i = 0; i < n; i += 8) {
-    const std::uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, std::min<std::size_t>(8, n - i));
-  }
-  return out;
-}
 
 // An object as kept in a double's folder, reassembled from its pieces and checked.
 std::optional<Bytes> stored_object(const fs::path& dir, const std::string& object) {
@@ -267,7 +257,7 @@ TEST_CASE("legacy: edge sizes round trip, odd chunks on HTTP and even chunks on 
   std::vector<std::string> contents;
   for (const std::size_t size : sizes) {
     const std::string name = "edge/size-" + std::to_string(size) + ".bin";
-    contents.push_back(random_text(size, static_cast<std::uint32_t>(size)));
+    contents.push_back(random_string(size, static_cast<std::uint32_t>(size)));
     f.put(name, contents.back());
     const auto shares = expected_shares(keys, contents.back(), segment_bytes);
     for (std::size_t j = 0; j < 2; ++j)
@@ -366,8 +356,8 @@ TEST_CASE("legacy: overwrite, remove and store again", "[legacy]") {
 TEST_CASE("legacy: objects for the mount work on the original servers", "[legacy]") {
   Fixture f;
   auto client = f.client();
-  const std::string a = random_text(client.segment_bytes(), 1);
-  const std::string b = random_text(5000, 2);
+  const std::string a = random_string(client.segment_bytes(), 1);
+  const std::string b = random_string(5000, 2);
   const std::vector<std::span<const std::uint8_t>> segments{
       {reinterpret_cast<const std::uint8_t*>(a.data()), a.size()},
       {reinterpret_cast<const std::uint8_t*>(b.data()), b.size()}};
@@ -403,8 +393,8 @@ TEST_CASE("legacy: altered data on a server is an IntegrityError", "[legacy]") {
   Fixture f;
   const auto keys = splitfs::core::KeySet::derive(splitfs::core::load_key(f.home));
   const std::uint32_t segment_bytes = splitfs::core::load_config(f.home).segment_bytes;
-  const std::string one = random_text(300000, 7);
-  const std::string two = random_text(300000, 8);
+  const std::string one = random_string(300000, 7);
+  const std::string two = random_string(300000, 8);
   f.put("one", one);
   f.put("two", two);
   const auto shares_one = expected_shares(keys, one, segment_bytes);
@@ -458,7 +448,7 @@ TEST_CASE("legacy: altered data on a server is an IntegrityError", "[legacy]") {
 
 TEST_CASE("legacy: a stopped or silent server is ServerUnavailable within seconds", "[legacy]") {
   Fixture f;
-  f.put("file", random_text(50000, 3));
+  f.put("file", random_string(50000, 3));
   f.set_timeouts(1000, 1500);
 
   SECTION("stopped") {
@@ -486,13 +476,13 @@ TEST_CASE("legacy: a stopped or silent server is ServerUnavailable within second
 TEST_CASE("legacy: uploads the TCP server cuts are caught and sent again", "[legacy]") {
   SECTION("every third upload cut: the store still round trips") {
     Fixture f({"--cut-every", "3"});
-    const std::string data = random_text((1u << 20) + 7, 4);
+    const std::string data = random_string((1u << 20) + 7, 4);
     f.put("big", data);
     CHECK(read_file(f.client().fetch("big", f.root / "big.out")) == data);
   }
   SECTION("every upload cut: the store fails instead of reporting success") {
     Fixture f({"--cut-every", "1"});
-    CHECK_THROWS_AS(f.put("big", random_text(100000, 5)), splitfs::ServerError);
+    CHECK_THROWS_AS(f.put("big", random_string(100000, 5)), splitfs::ServerError);
     CHECK(f.client().list().empty());
   }
 }

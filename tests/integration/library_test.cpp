@@ -6,29 +6,20 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
-#include <random>
 #include <splitfs/client.hpp>
 
 #include "tests/support/files.hpp"
+#include "tests/support/random_bytes.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
+using splitfs::testing::random_string;
 using splitfs::testing::read_file;
 using splitfs::testing::TempDir;
 using splitfs::testing::TestServers;
 using splitfs::testing::write_file;
 
 namespace {
-
-std::string random_bytes(std::size_t n, std::uint32_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (std::size_t i = 0; i < n; i += 8) {
-    const std::uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, std::min<std::size_t>(8, n - i));
-  }
-  return out;
-}
 
 // A client home pinned to both test servers.
 struct Fixture {
@@ -89,7 +80,7 @@ TEST_CASE("files of every boundary size round trip byte for byte") {
   std::uint32_t seed = 1;
   for (std::size_t size : {0u, 1u, 1023u, 1024u, 1025u, 2047u, 2048u, 2049u, 1024u * 1024u + 7u}) {
     CAPTURE(size);
-    const std::string data = random_bytes(size, seed++);
+    const std::string data = random_string(size, seed++);
     const std::string name = "file-" + std::to_string(size);
     write_file(f.work / name, data);
     client.store(f.work / name, name);
@@ -103,7 +94,7 @@ TEST_CASE("files of every boundary size round trip byte for byte") {
 
 TEST_CASE("a 64 MiB file round trips and partial reads return the right bytes") {
   Fixture f;
-  const std::string data = random_bytes(64u << 20, 42);
+  const std::string data = random_string(64u << 20, 42);
   f.put("big.bin", data);
   auto client = f.client();
   fs::create_directories(f.work / "out");
@@ -120,7 +111,7 @@ TEST_CASE("a 64 MiB file round trips and partial reads return the right bytes") 
 
 TEST_CASE("a 5-chunk file leaves 3 chunks on the HTTPS server and 2 on the TCP server") {
   Fixture f;
-  f.put("five", random_bytes(4 * 1024 + 1, 5));
+  f.put("five", random_string(4 * 1024 + 1, 5));
   const auto st = f.client().stat("five");
   CHECK(st.entry.chunks == 5);
   REQUIRE(st.servers.size() == 2);
@@ -156,7 +147,7 @@ TEST_CASE("neither server's data folder holds a run of a stored text or its name
 
 TEST_CASE("a byte flipped in a pack file gives IntegrityError and no output file") {
   Fixture f;
-  f.put("victim.bin", random_bytes(300000, 7));
+  f.put("victim.bin", random_string(300000, 7));
   f.servers.tcp.stop();
   std::int64_t pos = 0;
   {
@@ -186,8 +177,8 @@ TEST_CASE("a byte flipped in a pack file gives IntegrityError and no output file
 
 TEST_CASE("shares swapped between two stored files give IntegrityError") {
   Fixture f;
-  f.put("a.bin", random_bytes(2048, 11));
-  f.put("b.bin", random_bytes(2048, 12));
+  f.put("a.bin", random_string(2048, 11));
+  f.put("b.bin", random_string(2048, 12));
   f.servers.https.stop();
   {
     Index index(f.servers.https.data_dir());
@@ -238,7 +229,7 @@ TEST_CASE("a manifest served under another file's name gives IntegrityError") {
 
 TEST_CASE("a dropped share gives IntegrityError") {
   Fixture f;
-  f.put("gap.bin", random_bytes(600000, 13));
+  f.put("gap.bin", random_string(600000, 13));
   f.servers.tcp.stop();
   {
     Index index(f.servers.tcp.data_dir());
@@ -299,7 +290,7 @@ TEST_CASE("servers that disagree on a file's version give IntegrityError") {
 
 TEST_CASE("one server down gives ServerUnavailable within seconds and no output file") {
   Fixture f;
-  f.put("doc.txt", random_bytes(5000, 3));
+  f.put("doc.txt", random_string(5000, 3));
   f.servers.tcp.stop();
   fs::create_directories(f.work / "out");
   auto client = f.client();
@@ -365,7 +356,7 @@ TEST_CASE("remove drops a file and a new store after it gets a newer version") {
 TEST_CASE("split_store and split_fetch use the default home and the current folder") {
   Fixture f;
   ::setenv("SPLITFS_HOME", f.home.c_str(), 1);
-  const std::string data = random_bytes(10000, 99);
+  const std::string data = random_string(10000, 99);
   write_file(f.work / "plain.bin", data);
   splitfs::split_store(f.work / "plain.bin");
   fs::create_directories(f.work / "cwd");

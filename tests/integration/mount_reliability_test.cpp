@@ -14,7 +14,6 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <random>
 #include <splitfs/client.hpp>
 #include <string>
 #include <thread>
@@ -22,22 +21,16 @@
 
 #include "tests/integration/mount_fixture.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/random_bytes.hpp"
 
 using splitfs::testing::Mount;
+using splitfs::testing::random_string;
 using splitfs::testing::read_file;
 using splitfs::testing::run_program;
 using splitfs::testing::write_file;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string random_bytes(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string out(n, '\0');
-  for (auto& c : out)
-    c = static_cast<char>(rng());
-  return out;
-}
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -85,7 +78,7 @@ TEST_CASE("mount reliability: 20 files closed while the TCP server is down survi
   for (int i = 0; i < 20; ++i) {
     // 0 bytes to ~600 KiB: empty, sub-chunk, several segments.
     const std::size_t size = i == 0 ? 0 : static_cast<std::size_t>(i * i * 1531 + i * 7);
-    contents.push_back(random_bytes(size, 1000 + static_cast<std::uint32_t>(i)));
+    contents.push_back(random_string(size, 1000 + static_cast<std::uint32_t>(i)));
     write_file(sources / ("f" + std::to_string(i)), contents.back());
   }
   REQUIRE(::mkdir((m / "dir").c_str(), 0755) == 0);
@@ -151,7 +144,7 @@ TEST_CASE("mount reliability: 20 files closed while the TCP server is down survi
 TEST_CASE("mount reliability: pending files are stored within seconds of the server's return",
           "[mount][reliability]") {
   Mount m;
-  const std::string before = random_bytes(300000, 7);
+  const std::string before = random_string(300000, 7);
   write_file(m / "before", before);
   // Stored before the server goes: close() only journals it, and a loaded machine may not have
   // committed it yet, which would leave it among the pending files counted below.
@@ -174,7 +167,7 @@ TEST_CASE("mount reliability: pending files are stored within seconds of the ser
 
   std::vector<std::string> contents;
   for (int i = 0; i < 10; ++i) {
-    contents.push_back(random_bytes((50000 * static_cast<std::size_t>(i)) + 3, 50u + i));
+    contents.push_back(random_string((50000 * static_cast<std::size_t>(i)) + 3, 50u + i));
     write_file(m / ("p" + std::to_string(i)), contents.back());
   }
   // A file rewritten while its first version waits: the newest version wins, nothing mixes.
@@ -229,7 +222,7 @@ TEST_CASE("mount reliability: fsync returns an error unless the data is on both 
 
 TEST_CASE("mount reliability: the write-back area is bounded", "[mount][reliability]") {
   Mount m("allow_other,writeback_size=1M");
-  const std::string chunk = random_bytes(300 << 10, 3);
+  const std::string chunk = random_string(300 << 10, 3);
   write_file(m / "stored", chunk);                    // servers up: uploaded, costs nothing locally
   REQUIRE(wait_stored(m, std::chrono::seconds(30)));  // (a small new file uploads after close)
   m.servers.tcp.kill(SIGKILL);
@@ -319,9 +312,9 @@ TEST_CASE("mount reliability: many threads and two mounts at once, no corruption
       for (int i = 0; i < kFilesPerThread && Clock::now() < deadline; ++i) {
         const auto path = own / ("t" + std::to_string(t) + "-" + std::to_string(i));
         const std::string data =
-            random_bytes((static_cast<std::size_t>((t * 37 + i * 101) % 9) * 40000) +
-                             static_cast<std::size_t>(i),
-                         static_cast<std::uint32_t>(t * 100 + i));
+            random_string((static_cast<std::size_t>((t * 37 + i * 101) % 9) * 40000) +
+                              static_cast<std::size_t>(i),
+                          static_cast<std::uint32_t>(t * 100 + i));
         bool same = false;
         try {
           write_file(path, data);
@@ -334,7 +327,7 @@ TEST_CASE("mount reliability: many threads and two mounts at once, no corruption
           failures.fetch_add(1);
         operations.fetch_add(2);
       }
-      const std::string region = random_bytes(kRegion, 9000u + static_cast<std::uint32_t>(t));
+      const std::string region = random_string(kRegion, 9000u + static_cast<std::uint32_t>(t));
       const int fd = ::open((a / "shared").c_str(), O_WRONLY);
       if (fd < 0 ||
           ::pwrite(fd, region.data(), region.size(), static_cast<off_t>(kRegion * t)) !=
@@ -361,14 +354,14 @@ TEST_CASE("mount reliability: many threads and two mounts at once, no corruption
   // Each mount sees everything, byte for byte, after a remount too.
   std::string shared;
   for (int t = 0; t < kThreads; ++t)
-    shared += random_bytes(kRegion, 9000u + static_cast<std::uint32_t>(t));
+    shared += random_string(kRegion, 9000u + static_cast<std::uint32_t>(t));
   CHECK(read_file(a / "shared") == shared);
   a.unmount();
   b.remount();
   CHECK(read_file(b / "shared") == shared);
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kFilesPerThread; ++i) {
-      const std::string data = random_bytes(
+      const std::string data = random_string(
           (static_cast<std::size_t>((t * 37 + i * 101) % 9) * 40000) + static_cast<std::size_t>(i),
           static_cast<std::uint32_t>(t * 100 + i));
       INFO("thread " << t << " file " << i);

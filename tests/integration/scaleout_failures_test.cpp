@@ -13,10 +13,12 @@
 
 #include "tests/support/fault_proxy.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/random_bytes.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::testing::FaultProxy;
+using splitfs::testing::random_string;
 using splitfs::testing::read_file;
 using splitfs::testing::ServerProcess;
 using splitfs::testing::TempDir;
@@ -31,14 +33,6 @@ std::uint16_t port_of(const std::string& url) {
   // ...://host:PORT[/...]
   const auto colon = url.rfind(':');
   return static_cast<std::uint16_t>(std::stoul(url.substr(colon + 1)));
-}
-
-std::string random_text(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (auto& c : out)
-    c = static_cast<char>(rng());
-  return out;
 }
 
 // A port nothing listens on.
@@ -69,7 +63,7 @@ TEST_CASE("object store or index down: server errors within seconds, nothing los
   splitfs::InitOptions options = splitfs::testing::pinned_options(https, tcp);
   splitfs::init(home, options);
   splitfs::Client client(home);
-  const std::string first = random_text(2 * client.segment_bytes() + 5, 1);
+  const std::string first = random_string(2 * client.segment_bytes() + 5, 1);
   write_file(root / "first", first);
   client.store(root / "first", "first");
 
@@ -84,7 +78,7 @@ TEST_CASE("object store or index down: server errors within seconds, nothing los
     CHECK(failed);
     CHECK(std::chrono::steady_clock::now() - start < kBound);
   };
-  const std::string second = random_text(client.segment_bytes() + 7, 2);
+  const std::string second = random_string(client.segment_bytes() + 7, 2);
   write_file(root / "second", second);
 
   SECTION("the object store is down") {

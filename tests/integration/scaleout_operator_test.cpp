@@ -5,7 +5,6 @@
 // serves the store, not one per process.
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <random>
 #include <splitfs/client.hpp>
 #include <splitfs/errors.hpp>
 #include <string>
@@ -14,11 +13,13 @@
 #include "objectstore/s3.hpp"
 #include "store/pack.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/random_bytes.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::testing::Enrol;
 using splitfs::testing::kTestUser;
+using splitfs::testing::random_string;
 using splitfs::testing::read_file;
 using splitfs::testing::ServerProcess;
 using splitfs::testing::shared_store_args;
@@ -28,14 +29,6 @@ using splitfs::testing::test_engines;
 using splitfs::testing::write_file;
 
 namespace {
-
-std::string random_text(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (auto& c : out)
-    c = static_cast<char>(rng());
-  return out;
-}
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -79,8 +72,8 @@ TEST_CASE("stats, check and compact work on a shared store beside its running se
   ServerProcess https("splitfs-https-server", root / "https", https_args);
   ServerProcess tcp("splitfs-tcp-server", root / "tcp", tcp_args);
   splitfs::Client client(init_home(root / "home", https, tcp));
-  const std::string kept = random_text(3 * client.segment_bytes() + 11, 1);
-  const std::string dropped = random_text(2 * std::size_t{client.segment_bytes()}, 2);
+  const std::string kept = random_string(3 * client.segment_bytes() + 11, 1);
+  const std::string dropped = random_string(2 * std::size_t{client.segment_bytes()}, 2);
   write_file(root / "kept", kept);
   write_file(root / "dropped", dropped);
   client.store(root / "kept", "kept");
@@ -157,9 +150,9 @@ TEST_CASE("a quota holds across the processes of a door: one count in the index"
   splitfs::Client one(home1);
   splitfs::Client two(home2);
 
-  const std::string small = random_text(std::size_t{20} * 1024, 1);
-  const std::string big1 = random_text(std::size_t{2400} * 1000, 2);
-  const std::string big2 = random_text(std::size_t{2400} * 1000, 3);
+  const std::string small = random_string(std::size_t{20} * 1024, 1);
+  const std::string big1 = random_string(std::size_t{2400} * 1000, 2);
+  const std::string big2 = random_string(std::size_t{2400} * 1000, 3);
   write_file(root / "small", small);
   write_file(root / "big1", big1);
   write_file(root / "big2", big2);

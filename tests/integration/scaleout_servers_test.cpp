@@ -16,9 +16,7 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <fstream>
-#include <random>
 #include <splitfs/client.hpp>
 #include <string>
 #include <thread>
@@ -27,10 +25,12 @@
 #include "common/fd.hpp"
 #include "tests/integration/mount_fixture.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/random_bytes.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
 using splitfs::testing::Enrol;
+using splitfs::testing::random_string;
 using splitfs::testing::read_file;
 using splitfs::testing::run_program;
 using splitfs::testing::ServerProcess;
@@ -40,14 +40,6 @@ using splitfs::testing::test_engines;
 using splitfs::testing::write_file;
 
 namespace {
-
-std::string random_text(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (auto& c : out)
-    c = static_cast<char>(rng());
-  return out;
-}
 
 // Two processes of one door on one data folder and one shared store.
 struct DoorPair {
@@ -236,14 +228,14 @@ TEST_CASE("two server processes per door on one store: stored through one, read 
 
   splitfs::Client a(home_a);
   splitfs::Client b(home_b);
-  const std::string content = random_text(3 * a.segment_bytes() + 123, 1);
+  const std::string content = random_string(3 * a.segment_bytes() + 123, 1);
   write_file(work / "in", content);
   a.store(work / "in", "docs/report.bin");
   b.fetch("docs/report.bin", work / "out");
   CHECK(read_file(work / "out") == content);
 
   // A new version through the second pair is what the first pair serves next.
-  const std::string second = random_text(a.segment_bytes() / 2, 2);
+  const std::string second = random_string(a.segment_bytes() / 2, 2);
   write_file(work / "in2", second);
   b.store(work / "in2", "docs/report.bin");
   a.fetch("docs/report.bin", work / "out2");
@@ -265,7 +257,7 @@ TEST_CASE("a mount writes through one process of each door, a second mount reads
   fs::copy(home_a, work / "b", fs::copy_options::recursive);
   const fs::path home_b =
       init_home(work / "b", pairs.h().second.address(), pairs.t().second.address(), pairs, true);
-  const std::string content = random_text(3u << 20, 7);
+  const std::string content = random_string(3u << 20, 7);
   {
     MountProcess a(home_a, work / "mnt-a");
     MountProcess b(home_b, work / "mnt-b");
@@ -296,7 +288,7 @@ TEST_CASE(
   std::vector<std::string> contents;
   contents.reserve(kFiles);
   for (int i = 0; i < kFiles; ++i)
-    contents.push_back(random_text(24 * segment + static_cast<std::size_t>(i), 100 + i));
+    contents.push_back(random_string(24 * segment + static_cast<std::size_t>(i), 100 + i));
 
   // A writer that keeps storing; each store that fails is tried again, as the mount's write-back
   // does, and must then succeed through the surviving processes.

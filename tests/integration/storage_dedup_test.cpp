@@ -2,28 +2,19 @@
 // content under another name, in-place edits and appends add little; text is stored compressed
 // and random data is not; deleting everything and compacting gives the space back.
 #include <catch2/catch.hpp>
-#include <cstring>
 #include <fstream>
 #include <random>
 #include <splitfs/client.hpp>
 
+#include "tests/support/random_bytes.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
+using splitfs::testing::random_string;
 using splitfs::testing::TempDir;
 using splitfs::testing::TestServers;
 
 namespace {
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (std::size_t i = 0; i < n; i += 8) {
-    const std::uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, std::min<std::size_t>(8, n - i));
-  }
-  return out;
-}
 
 // Source-like text: functions made from a few dozen line templates with varying names.
 std::string source_text(std::size_t n, std::uint64_t seed) {
@@ -104,7 +95,7 @@ TEST_CASE("a copy, in-place edits and an append add little beyond what changed",
   Fixture f;
   const std::uint32_t segment = splitfs::Client(f.home).segment_bytes();
   const std::size_t size = 32 * std::size_t{segment};  // 4 MiB in default segments
-  std::string data = random_bytes(size, 1);
+  std::string data = random_string(size, 1);
   f.store("original", data);
   const Totals first = f.totals();
   CHECK(first.files == 1);
@@ -135,7 +126,7 @@ TEST_CASE("a copy, in-place edits and an append add little beyond what changed",
   CHECK(compacted.stored == edited.stored - first.stored * 3 / 64);  // 3 of the 64 shares
 
   const std::size_t appended = 8 * std::size_t{segment};
-  data += random_bytes(appended, 2);
+  data += random_string(appended, 2);
   f.store("original", data);
   const Totals grown = f.totals();
   CHECK(ratio(grown.stored - compacted.stored, appended) <= 1.002);
@@ -164,7 +155,7 @@ TEST_CASE("text is stored compressed and random data is not", "[storage][compres
   CHECK(splitfs::Client(f.home).stat("small.cpp").segment_bytes ==
         splitfs::Client(f.home).segment_bytes());
 
-  const std::string noise = random_bytes(3 << 20, 5);
+  const std::string noise = random_string(3 << 20, 5);
   f.store("noise.bin", noise);
   const Totals all = f.totals();
   const double noise_ratio = ratio(all.unique - both.unique, all.stored - both.stored);
@@ -185,9 +176,9 @@ TEST_CASE("text is stored compressed and random data is not", "[storage][compres
 
 TEST_CASE("deleting everything and compacting gives the space back", "[storage][dedup]") {
   Fixture f;
-  f.store("a", random_bytes(3 << 20, 6));
+  f.store("a", random_string(3 << 20, 6));
   f.store("b", source_text(1 << 20, 7));
-  f.store("c", random_bytes(2 << 20, 8));
+  f.store("c", random_string(2 << 20, 8));
   const Totals peak = f.totals();
   REQUIRE(peak.disk > (5u << 20));
   std::uint64_t peak_on_disk = 0;

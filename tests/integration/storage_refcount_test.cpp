@@ -5,7 +5,6 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
-#include <cstring>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -13,9 +12,11 @@
 #include <splitfs/client.hpp>
 #include <thread>
 
+#include "tests/support/random_bytes.hpp"
 #include "tests/support/servers.hpp"
 
 namespace fs = std::filesystem;
+using splitfs::testing::random_string;
 using splitfs::testing::TempDir;
 using splitfs::testing::TestServers;
 
@@ -24,16 +25,6 @@ namespace {
 constexpr int kClients = 4;
 constexpr int kNamesPerClient = 6;
 constexpr auto kDuration = std::chrono::seconds(4);
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (std::size_t i = 0; i < n; i += 8) {
-    const std::uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, std::min<std::size_t>(8, n - i));
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -50,7 +41,7 @@ TEST_CASE("refcounts stay right under concurrent overlapping stores, deletes and
   std::vector<std::string> blocks;
   blocks.reserve(12);
   for (int b = 0; b < 12; ++b)
-    blocks.push_back(random_bytes(segment, 100 + static_cast<std::uint64_t>(b)));
+    blocks.push_back(random_string(segment, 100 + static_cast<std::uint64_t>(b)));
 
   std::mutex mutex;
   std::map<std::string, std::string> expected;  // name -> content, for names that exist

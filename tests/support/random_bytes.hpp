@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <random>
+#include <string>
 
 #include "common/bytes.hpp"
 
@@ -14,6 +15,15 @@ inline Bytes random_bytes(std::size_t n, std::uint64_t seed = 7) {
   Bytes out(n);
   for (auto& b : out)
     b = static_cast<std::uint8_t>(rng());
+  return out;
+}
+
+// The same kind of data as text, for tests that keep file contents in strings.
+inline std::string random_string(std::size_t n, std::uint64_t seed = 7) {
+  std::mt19937_64 rng(seed);
+  std::string out(n, '\0');
+  for (auto& c : out)
+    c = static_cast<char>(rng());
   return out;
 }
 
