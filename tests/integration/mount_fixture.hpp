@@ -157,7 +157,7 @@ class Mount {
 
   static std::filesystem::path next_mountpoint(const std::filesystem::path& dir) {
     for (int n = 1;; ++n) {
-      const auto path = dir / (n == 1 ? std::string("mnt") : "mnt" + std::to_string(n));
+      auto path = dir / (n == 1 ? std::string("mnt") : "mnt" + std::to_string(n));
       if (!std::filesystem::exists(path))
         return path;
     }

@@ -142,7 +142,7 @@ inline protocol::ErrorReply expect_error(const protocol::Reply& reply, protocol:
 inline Id make_id(std::uint8_t seed) {
   Id id{};
   for (std::size_t i = 0; i < id.size(); ++i)
-    id[i] = static_cast<std::uint8_t>(seed * 37 + i);
+    id[i] = static_cast<std::uint8_t>((std::size_t{seed} * 37) + i);
   return id;
 }
 
@@ -194,7 +194,7 @@ class RawTls {
 
   // The next reply frame; nullopt once the server closed the connection (or on a bad frame).
   std::optional<protocol::Frame> read_frame() {
-    std::vector<std::uint8_t> chunk(64 * 1024);
+    std::vector<std::uint8_t> chunk(std::size_t{64} << 10);
     for (;;) {
       if (auto frame = parser_.next())
         return frame;

@@ -273,7 +273,7 @@ TEST_CASE(
   CHECK(wb.local_bytes() == (keep ? 1 : 2) * kBlock);
   CHECK(read_through(wb, m, 0, data.size()) == data);
   // Written again, a released segment is held again.
-  write(wb, m, 5 * kSegment, Bytes(kSegment, 9));
+  write(wb, m, std::uint64_t{5} * kSegment, Bytes(kSegment, 9));
   CHECK(wb.holds(5));
   check_commit(wb, m);
   wb.reset(m.content.size());
