@@ -4,9 +4,9 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
 JOBS ?= $(shell nproc)
-# Tests at twice as many at once as there are cores: a test mostly waits (for servers, mounts,
+# Tests at twice as many at once as build jobs: a test mostly waits (for servers, mounts,
 # timeouts), so at one per core the machine idled a third of the suite.
-TEST_JOBS ?= $(shell echo $$(( $$(nproc) * 2 )))
+TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 2 )))
 # Compile results are shared by every clone of the tree, wherever it is checked out.
 export CCACHE_BASEDIR := $(CURDIR)
 CMAKE_FLAGS = -G Ninja -DCMAKE_BUILD_TYPE=Release
