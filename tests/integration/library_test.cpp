@@ -27,10 +27,7 @@ struct Fixture {
   TempDir work{"splitfs-lib"};
   fs::path home = work / "client";
 
-  Fixture() {
-    splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
-    splitfs::init(home, options);
-  }
+  Fixture() { splitfs::init(home, splitfs::testing::pinned_options(servers.https, servers.tcp)); }
   splitfs::Client client() const { return splitfs::Client(home); }
 
   fs::path put(const std::string& name, const std::string& data) {

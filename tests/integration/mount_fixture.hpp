@@ -52,8 +52,7 @@ struct Store {
     std::filesystem::permissions(dir.path(), std::filesystem::perms::owner_all |
                                                  std::filesystem::perms::group_exec |
                                                  std::filesystem::perms::others_exec);
-    InitOptions options = pinned_options(servers.https, servers.tcp);
-    init(home, options);
+    init(home, pinned_options(servers.https, servers.tcp));
   }
   TestServers servers;
   TempDir dir{"splitfs-mount"};

@@ -55,8 +55,7 @@ TEST_CASE("two writers racing on one key: one winner per round, readers never se
   TestServers servers;
   TempDir work{"splitfs-race"};
   const fs::path home = work / "a";
-  splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
-  splitfs::init(home, options);
+  splitfs::init(home, splitfs::testing::pinned_options(servers.https, servers.tcp));
   // The same keys and identity in homes of their own, as on three machines: each keeps its own
   // record of the versions it has seen.
   for (const char* other : {"b", "reader", "watcher"})

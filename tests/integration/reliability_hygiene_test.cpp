@@ -245,8 +245,7 @@ TEST_CASE("thousands of polite and abrupt connections leak no descriptors and no
 
   // Both still serve.
   TempDir work("splitfs-hygiene");
-  splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
-  splitfs::init(work / "client", options);
+  splitfs::init(work / "client", splitfs::testing::pinned_options(servers.https, servers.tcp));
   const std::string data = content(seed, 3 * kMiB + 1);
   write_file(work / "file.bin", data);
   splitfs::Client client(work / "client");

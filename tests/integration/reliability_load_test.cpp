@@ -147,8 +147,7 @@ TEST_CASE("16 clients at once, 500 operations from 0 to 16 MiB: every byte right
   const std::uint64_t seed = seed_for("load");
   TestServers servers;
   TempDir work("splitfs-load");
-  splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
-  splitfs::init(work / "client", options);
+  splitfs::init(work / "client", splitfs::testing::pinned_options(servers.https, servers.tcp));
   {
     // The servers' start: after one small store, so their lazily made state counts as start.
     write_file(work / "warm", content(seed, 100'000));

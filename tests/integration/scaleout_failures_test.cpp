@@ -60,8 +60,7 @@ TEST_CASE("object store or index down: server errors within seconds, nothing los
   ServerProcess https("splitfs-https-server", root / "https", args(tag + "h"));
   ServerProcess tcp("splitfs-tcp-server", root / "tcp", args(tag + "t"));
   const fs::path home = root / "client";
-  splitfs::InitOptions options = splitfs::testing::pinned_options(https, tcp);
-  splitfs::init(home, options);
+  splitfs::init(home, splitfs::testing::pinned_options(https, tcp));
   splitfs::Client client(home);
   const std::string first = random_string(2 * client.segment_bytes() + 5, 1);
   write_file(root / "first", first);

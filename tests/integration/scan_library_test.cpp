@@ -30,8 +30,7 @@ struct Fixture {
   fs::path quarantine = home / "quarantine";
 
   explicit Fixture(const std::string& policy = "") {
-    splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
-    splitfs::init(home, options);
+    splitfs::init(home, splitfs::testing::pinned_options(servers.https, servers.tcp));
     samples::write_marker_rule(work / "rules");
     samples::write_clamav_database(work / "clamav");
     std::ofstream(home / "config.toml", std::ios::app)

@@ -25,8 +25,7 @@ struct Fixture {
   fs::path home = work / "client";
 
   Fixture() {
-    splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
-    splitfs::init(home, options);
+    splitfs::init(home, splitfs::testing::pinned_options(servers.https, servers.tcp));
     samples::write_marker_rule(work / "rules");
     std::ofstream(home / "config.toml", std::ios::app)
         << "\n[scan]\nyara_rules = [\"" << (work / "rules").string() << "\"]\n";

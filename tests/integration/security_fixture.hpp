@@ -95,8 +95,8 @@ struct Identity {
 // A client home pinned to the servers, with its own identity (not enrolled by this).
 struct Home {
   Home(testing::TestServers& servers, const std::string& label) : dir("splitfs-home-" + label) {
-    InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
-    fingerprint = init(path(), options).client_fingerprint;
+    fingerprint = init(path(), splitfs::testing::pinned_options(servers.https, servers.tcp))
+                      .client_fingerprint;
   }
   fs::path path() const { return dir / "client"; }
   Client client() const { return Client(path()); }

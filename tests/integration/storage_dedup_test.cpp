@@ -51,10 +51,7 @@ struct Fixture {
   TempDir work{"splitfs-dedup"};
   fs::path home = work / "client";
 
-  Fixture() {
-    splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
-    splitfs::init(home, options);
-  }
+  Fixture() { splitfs::init(home, splitfs::testing::pinned_options(servers.https, servers.tcp)); }
   void store(const std::string& name, const std::string& data) {
     const fs::path path = work / "input";
     std::ofstream(path, std::ios::binary | std::ios::trunc)

@@ -33,8 +33,7 @@ TEST_CASE("refcounts stay right under concurrent overlapping stores, deletes and
   TestServers servers({"--compact-interval", "1", "--garbage-grace", "3"});
   TempDir work("splitfs-refcount");
   const fs::path home = work / "client";
-  splitfs::InitOptions options = splitfs::testing::pinned_options(servers.https, servers.tcp);
-  splitfs::init(home, options);
+  splitfs::init(home, splitfs::testing::pinned_options(servers.https, servers.tcp));
   const std::size_t segment = splitfs::Client(home).segment_bytes();
 
   // Segment-sized blocks the files are made of, so files share whole segments.

@@ -18,13 +18,10 @@ inline Bytes random_bytes(std::size_t n, std::uint64_t seed = 7) {
   return out;
 }
 
-// The same kind of data as text, for tests that keep file contents in strings.
+// The same bytes as text, for tests that keep file contents in strings.
 inline std::string random_string(std::size_t n, std::uint64_t seed = 7) {
-  std::mt19937_64 rng(seed);
-  std::string out(n, '\0');
-  for (auto& c : out)
-    c = static_cast<char>(rng());
-  return out;
+  const Bytes bytes = random_bytes(n, seed);
+  return {bytes.begin(), bytes.end()};
 }
 
 }  // namespace splitfs::testing
