@@ -20,16 +20,12 @@
 #include <variant>
 #include <vector>
 
-#include <boost/asio/buffer.hpp>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/asio/write.hpp>
+#include <boost/asio/error.hpp>
 #include <catch2/catch.hpp>
 
 #include "protocol/codec.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/raw_tls.hpp"
 #include "tests/support/servers.hpp"
 #include "tls/identity.hpp"
 #include "transport/transport.hpp"
@@ -40,6 +36,7 @@ namespace asio = boost::asio;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using testing::CommandResult;
+using testing::RawTls;
 using testing::read_file;
 using testing::ServerProcess;
 using testing::TempDir;
@@ -168,126 +165,6 @@ inline std::vector<protocol::Request> every_request() {
           protocol::CommitBatch{{protocol::Commit{
               make_id(2), 1, {{make_id(1), 1}}, pattern(10, 2), pattern(20, 3)}}}};
 }
-
-// A blocking TLS client over Asio with a deadline on every operation, presenting `identity` (or
-// no certificate) and pinning the server. Speaks frames or raw bytes.
-class RawTls {
- public:
-  static constexpr auto kDeadline = std::chrono::seconds(15);
-
-  RawTls(const ServerProcess& server, const tls::Identity* identity)
-      : ssl_(context(pin_, server.fingerprint(), identity)),
-        stream_(io_, ssl_),
-        endpoint_(asio::ip::make_address(server.host()), server.port()) {}
-
-  boost::system::error_code connect() {
-    auto ec = run([&](auto handler) { stream_.lowest_layer().async_connect(endpoint_, handler); });
-    if (ec)
-      return ec;
-    return run(
-        [&](auto handler) { stream_.async_handshake(asio::ssl::stream_base::client, handler); });
-  }
-  boost::system::error_code send(ByteView bytes) {
-    return run([&](auto handler) { asio::async_write(stream_, asio::buffer(bytes), handler); });
-  }
-  boost::system::error_code send(const std::string& text) { return send(as_bytes(text)); }
-
-  // The next reply frame; nullopt once the server closed the connection (or on a bad frame).
-  std::optional<protocol::Frame> read_frame() {
-    std::vector<std::uint8_t> chunk(std::size_t{64} << 10);
-    for (;;) {
-      if (auto frame = parser_.next())
-        return frame;
-      std::size_t received = 0;
-      auto ec = run([&](auto handler) { stream_.async_read_some(asio::buffer(chunk), handler); },
-                    &received);
-      if (ec) {
-        last_error_ = ec;
-        return std::nullopt;
-      }
-      if (parser_.feed(ByteView(chunk.data(), received)))
-        return std::nullopt;
-    }
-  }
-  // The reply to `op`, or nullopt if the connection ended first.
-  std::optional<protocol::Reply> read_reply(protocol::Op op) {
-    auto frame = read_frame();
-    if (!frame)
-      return std::nullopt;
-    protocol::Reply reply;
-    REQUIRE_FALSE(protocol::decode_reply_frame(op, *frame, reply));
-    return reply;
-  }
-  std::optional<protocol::Reply> call(const protocol::Request& request) {
-    if (send(protocol::encode_request_frame(request)))
-      return std::nullopt;
-    return read_reply(protocol::op_of(request));
-  }
-  // Everything the server sends until it closes the connection (or the deadline).
-  std::string read_all() {
-    std::string text;
-    std::vector<char> chunk(4096);
-    for (;;) {
-      std::size_t received = 0;
-      auto ec = run([&](auto handler) { stream_.async_read_some(asio::buffer(chunk), handler); },
-                    &received);
-      text.append(chunk.data(), received);
-      if (ec) {
-        last_error_ = ec;
-        return text;
-      }
-    }
-  }
-  // True when the server ends the connection (a TLS close, an alert or a reset; not a timeout).
-  bool closed_by_server() {
-    auto frame = read_frame();
-    return !frame && last_error_ != asio::error::timed_out;
-  }
-  const boost::system::error_code& last_error() const { return last_error_; }
-
- private:
-  template <typename Start>
-  boost::system::error_code run(Start&& start, std::size_t* bytes = nullptr) {
-    bool done = false;
-    boost::system::error_code result;
-    start([&](boost::system::error_code ec, auto... rest) {
-      done = true;
-      result = ec;
-      if constexpr (sizeof...(rest) == 1) {
-        if (bytes)
-          *bytes = (rest, ...);
-      }
-    });
-    io_.restart();
-    io_.run_for(kDeadline);
-    if (!done) {
-      boost::system::error_code ignored;
-      stream_.lowest_layer().close(ignored);
-      io_.restart();
-      io_.run_for(std::chrono::seconds(1));
-      return asio::error::timed_out;
-    }
-    return result;
-  }
-
-  static asio::ssl::context context(tls::Pin& pin, const std::string& fingerprint,
-                                    const tls::Identity* identity) {
-    asio::ssl::context ctx(asio::ssl::context::tls_client);
-    pin.expected = fingerprint;
-    tls::pin_server_certificate(ctx.native_handle(), &pin);
-    if (identity != nullptr)
-      tls::present_client_certificate(ctx.native_handle(), identity->cert_file, identity->key_file);
-    return ctx;
-  }
-
-  asio::io_context io_;
-  tls::Pin pin_;
-  asio::ssl::context ssl_;
-  asio::ssl::stream<asio::ip::tcp::socket> stream_;
-  asio::ip::tcp::endpoint endpoint_;
-  protocol::FrameParser parser_;
-  boost::system::error_code last_error_;
-};
 
 // A plain TCP connection (no TLS), for junk before TLS and idle connections.
 class PlainSocket {

@@ -12,28 +12,20 @@
 #include <vector>
 
 #include <curl/curl.h>
-#include <boost/asio/buffer.hpp>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/asio/write.hpp>
 #include <catch2/catch.hpp>
 
 #include "protocol/codec.hpp"
+#include "tests/support/raw_tls.hpp"
 #include "tests/support/servers.hpp"
 #include "tls/identity.hpp"
 
-namespace asio = boost::asio;
-using asio::ip::tcp;
 using namespace splitfs;
 using protocol::Status;
+using splitfs::testing::RawTls;
 using splitfs::testing::ServerProcess;
 using splitfs::testing::TestServers;
 
 namespace {
-
-constexpr auto kIoDeadline = std::chrono::seconds(15);
 
 Id make_id(std::uint8_t seed) {
   Id id{};
@@ -63,122 +55,17 @@ protocol::ErrorReply expect_error(const protocol::Reply& reply) {
   return std::get<protocol::ErrorReply>(reply);
 }
 
-// A blocking TLS client over Asio with a deadline on every operation; speaks frames or raw bytes.
-class TlsClient {
- public:
-  TlsClient(const ServerProcess& server, std::string expected_fingerprint)
-      : pin_{std::move(expected_fingerprint), {}},
-        ssl_(pinned_context(pin_)),
-        stream_(io_, ssl_),
-        endpoint_(asio::ip::make_address(server.host()), server.port()) {}
-  explicit TlsClient(const ServerProcess& server) : TlsClient(server, server.fingerprint()) {}
+// A raw connection's reply, which must have come before the connection ended.
+template <typename T>
+T expect(const std::optional<protocol::Reply>& reply) {
+  REQUIRE(reply);
+  return expect<T>(*reply);
+}
 
-  boost::system::error_code connect() {
-    auto ec = run([&](auto handler) { stream_.lowest_layer().async_connect(endpoint_, handler); });
-    if (ec)
-      return ec;
-    return run(
-        [&](auto handler) { stream_.async_handshake(asio::ssl::stream_base::client, handler); });
-  }
-
-  boost::system::error_code send(ByteView bytes) {
-    return run([&](auto handler) { asio::async_write(stream_, asio::buffer(bytes), handler); });
-  }
-
-  // The next reply frame; nullopt once the server closed the connection.
-  std::optional<protocol::Frame> read_frame() {
-    std::vector<std::uint8_t> chunk(std::size_t{64} * 1024);
-    for (;;) {
-      if (auto frame = parser_.next())
-        return frame;
-      std::size_t received = 0;
-      auto ec = run([&](auto handler) { stream_.async_read_some(asio::buffer(chunk), handler); },
-                    &received);
-      if (ec) {
-        last_error_ = ec;
-        return std::nullopt;
-      }
-      REQUIRE_FALSE(parser_.feed(ByteView(chunk.data(), received)));
-    }
-  }
-
-  protocol::Reply read_reply(protocol::Op op) {
-    auto frame = read_frame();
-    REQUIRE(frame);
-    protocol::Reply reply;
-    REQUIRE_FALSE(protocol::decode_reply_frame(op, *frame, reply));
-    return reply;
-  }
-
-  protocol::Reply call(const protocol::Request& request) {
-    REQUIRE_FALSE(send(protocol::encode_request_frame(request)));
-    return read_reply(protocol::op_of(request));
-  }
-
-  // Everything the server sends until it closes the connection.
-  std::string read_all() {
-    std::string text;
-    std::vector<char> chunk(4096);
-    for (;;) {
-      std::size_t received = 0;
-      auto ec = run([&](auto handler) { stream_.async_read_some(asio::buffer(chunk), handler); },
-                    &received);
-      text.append(chunk.data(), received);
-      if (ec) {
-        last_error_ = ec;
-        return text;
-      }
-    }
-  }
-
-  // True when the server ends the connection (a TLS close or a reset, not a timeout).
-  bool closed_by_server() {
-    auto frame = read_frame();
-    return !frame && last_error_ != asio::error::timed_out;
-  }
-
-  const tls::Pin& pin() const { return pin_; }
-
- private:
-  template <typename Start>
-  boost::system::error_code run(Start&& start, std::size_t* bytes = nullptr) {
-    bool done = false;
-    boost::system::error_code result;
-    start([&](boost::system::error_code ec, auto... rest) {
-      done = true;
-      result = ec;
-      if constexpr (sizeof...(rest) == 1) {
-        if (bytes)
-          *bytes = (rest, ...);
-      }
-    });
-    io_.restart();
-    io_.run_for(kIoDeadline);
-    if (!done) {
-      boost::system::error_code ignored;
-      stream_.lowest_layer().close(ignored);
-      io_.restart();
-      io_.run_for(std::chrono::seconds(1));
-      return asio::error::timed_out;
-    }
-    return result;
-  }
-
-  // The pin must be set before the stream exists: an SSL object copies its context's verify mode.
-  static asio::ssl::context pinned_context(tls::Pin& pin) {
-    asio::ssl::context context(asio::ssl::context::tls_client);
-    tls::pin_server_certificate(context.native_handle(), &pin);
-    return context;
-  }
-
-  asio::io_context io_;
-  tls::Pin pin_;
-  asio::ssl::context ssl_;
-  asio::ssl::stream<tcp::socket> stream_;
-  tcp::endpoint endpoint_;
-  protocol::FrameParser parser_;
-  boost::system::error_code last_error_;
-};
+protocol::ErrorReply expect_error(const std::optional<protocol::Reply>& reply) {
+  REQUIRE(reply);
+  return expect_error(*reply);
+}
 
 // One libcurl easy handle (so one kept-alive connection) pinned to a fingerprint.
 class HttpClient {
@@ -331,7 +218,7 @@ void exercise_file_operations(Client& client) {
 
 TEST_CASE("TCP server: protocol operations over pinned TLS") {
   TestServers servers;
-  TlsClient client(servers.tcp);
+  RawTls client(servers.tcp);
   REQUIRE_FALSE(client.connect());
   CHECK(client.pin().presented == servers.tcp.fingerprint());
   expect<protocol::Empty>(client.call(protocol::Hello{}));
@@ -355,7 +242,7 @@ TEST_CASE("TCP server: protocol operations over pinned TLS") {
     CHECK(servers.tcp.stop() == 0);
     servers.tcp.restart();
     CHECK(servers.tcp.fingerprint() == fingerprint);
-    TlsClient again(servers.tcp);
+    RawTls again(servers.tcp);
     REQUIRE_FALSE(again.connect());
     expect<protocol::Empty>(again.call(protocol::Hello{}));
     CHECK(expect<protocol::FileRecord>(again.call(protocol::GetFile{make_id(9)})).version == 1);
@@ -366,21 +253,21 @@ TEST_CASE("TCP server: bad input is answered, the connection closed, the server 
   TestServers servers;
 
   SECTION("a request before hello") {
-    TlsClient client(servers.tcp);
+    RawTls client(servers.tcp);
     REQUIRE_FALSE(client.connect());
     auto error = expect_error(client.call(protocol::ListFiles{}));
     CHECK(error.status == Status::bad_request);
     CHECK(client.closed_by_server());
   }
   SECTION("a hello with another protocol version") {
-    TlsClient client(servers.tcp);
+    RawTls client(servers.tcp);
     REQUIRE_FALSE(client.connect());
     auto error = expect_error(client.call(protocol::Hello{protocol::kVersion + 1}));
     CHECK(error.status == Status::unsupported);
     CHECK(client.closed_by_server());
   }
   SECTION("junk bytes") {
-    TlsClient client(servers.tcp);
+    RawTls client(servers.tcp);
     REQUIRE_FALSE(client.connect());
     const std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     REQUIRE_FALSE(client.send(as_bytes(junk)));
@@ -389,7 +276,7 @@ TEST_CASE("TCP server: bad input is answered, the connection closed, the server 
     CHECK(client.closed_by_server());
   }
   SECTION("a frame with an unknown op") {
-    TlsClient client(servers.tcp);
+    RawTls client(servers.tcp);
     REQUIRE_FALSE(client.connect());
     expect<protocol::Empty>(client.call(protocol::Hello{}));
     const Bytes frame{0, 0, 0, 2, 0xee, 0};
@@ -398,7 +285,7 @@ TEST_CASE("TCP server: bad input is answered, the connection closed, the server 
     CHECK(client.closed_by_server());
   }
   SECTION("a truncated payload") {
-    TlsClient client(servers.tcp);
+    RawTls client(servers.tcp);
     REQUIRE_FALSE(client.connect());
     expect<protocol::Empty>(client.call(protocol::Hello{}));
     const Bytes frame{0, 0, 0, 3, static_cast<std::uint8_t>(protocol::Op::has_shares), 0, 0};
@@ -407,7 +294,7 @@ TEST_CASE("TCP server: bad input is answered, the connection closed, the server 
     CHECK(client.closed_by_server());
   }
   SECTION("an oversize frame header") {
-    TlsClient client(servers.tcp);
+    RawTls client(servers.tcp);
     REQUIRE_FALSE(client.connect());
     expect<protocol::Empty>(client.call(protocol::Hello{}));
     const std::uint32_t length = static_cast<std::uint32_t>(protocol::kMaxMessageBytes + 1);
@@ -421,12 +308,12 @@ TEST_CASE("TCP server: bad input is answered, the connection closed, the server 
   }
   SECTION("a client pinned to another fingerprint is refused") {
     const std::string wrong = servers.https.fingerprint();
-    TlsClient client(servers.tcp, wrong);
+    RawTls client(servers.tcp, wrong);
     CHECK(client.connect());
     CHECK(client.pin().presented == servers.tcp.fingerprint());
   }
 
-  TlsClient after(servers.tcp);
+  RawTls after(servers.tcp);
   REQUIRE_FALSE(after.connect());
   expect<protocol::Empty>(after.call(protocol::Hello{}));
   expect<protocol::FileList>(after.call(protocol::ListFiles{}));
@@ -435,14 +322,14 @@ TEST_CASE("TCP server: bad input is answered, the connection closed, the server 
 TEST_CASE("TCP server: connections over the cap are closed, the others served") {
   splitfs::testing::TempDir root;
   ServerProcess server("splitfs-tcp-server", root / "tcp", {"--max-connections", "2"});
-  auto first = std::make_unique<TlsClient>(server);
-  TlsClient second(server);
+  auto first = std::make_unique<RawTls>(server);
+  RawTls second(server);
   REQUIRE_FALSE(first->connect());
   REQUIRE_FALSE(second.connect());
   expect<protocol::Empty>(first->call(protocol::Hello{}));
   expect<protocol::Empty>(second.call(protocol::Hello{}));
 
-  TlsClient third(server);
+  RawTls third(server);
   CHECK(third.connect());
   expect<protocol::FileList>(second.call(protocol::ListFiles{}));
 
@@ -450,7 +337,7 @@ TEST_CASE("TCP server: connections over the cap are closed, the others served") 
   first.reset();
   bool served = false;
   for (int attempt = 0; attempt < 50 && !served; ++attempt) {
-    TlsClient next(server);
+    RawTls next(server);
     if (!next.connect()) {
       expect<protocol::Empty>(next.call(protocol::Hello{}));
       served = true;
@@ -501,7 +388,7 @@ TEST_CASE("HTTPS server: bad requests get 4xx answers and the server stays up") 
     CHECK(response.status == protocol::http_status(Status::unsupported));
   }
   SECTION("an oversize header") {
-    TlsClient raw(servers.https);
+    RawTls raw(servers.https);
     REQUIRE_FALSE(raw.connect());
     const std::string request =
         "GET /v1/files HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(9000, 'a') + "\r\n\r\n";
@@ -510,7 +397,7 @@ TEST_CASE("HTTPS server: bad requests get 4xx answers and the server stays up") 
     CHECK(answer.rfind("HTTP/1.1 413", 0) == 0);
   }
   SECTION("a request that is not HTTP") {
-    TlsClient raw(servers.https);
+    RawTls raw(servers.https);
     REQUIRE_FALSE(raw.connect());
     const std::string junk = "BLAH\x01\x02 nonsense\r\n\r\n";
     REQUIRE_FALSE(raw.send(as_bytes(junk)));
@@ -533,7 +420,7 @@ TEST_CASE("servers stop gracefully on SIGTERM and SIGINT") {
   TestServers servers;
   HttpClient client(servers.https);
   expect<protocol::FileList>(client.call(protocol::ListFiles{}));
-  TlsClient idle(servers.tcp);
+  RawTls idle(servers.tcp);
   REQUIRE_FALSE(idle.connect());
   expect<protocol::Empty>(idle.call(protocol::Hello{}));
 
