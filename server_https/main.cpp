@@ -8,7 +8,10 @@
 // error status and the connection stays open. A client that is not enrolled (or over its
 // connection cap) is answered 403 (or 503) as soon as the request header is in, without reading
 // the body, and the connection closes.
+#include <algorithm>
 #include <cstdint>
+#include <sstream>
+#include <string>
 #include <string_view>
 
 #include <boost/asio/redirect_error.hpp>
@@ -17,7 +20,11 @@
 #include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
-#include <boost/beast/http.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/write.hpp>
 #include <boost/optional.hpp>
 
 #include "protocol/codec.hpp"
@@ -33,9 +40,12 @@ namespace beast = service::beast;
 namespace http = beast::http;
 
 constexpr std::uint32_t kHeaderLimit = 8 * 1024;
+// What one read of a request body asks for at most.
+constexpr std::size_t kBodyReadBytes = 64u << 10;
+// The most a connection holds unparsed: a header, or a read of a body the parser has not taken
+// (a chunk header that never ends, say).
+constexpr std::size_t kMaxBufferedBytes = kHeaderLimit + kBodyReadBytes;
 constexpr std::string_view kContentType = "application/octet-stream";
-
-using ResponseBody = http::vector_body<std::uint8_t>;
 
 // A request body appended as it comes, into the room reserved for the announced length (the parser
 // holds that length to the body limit first). vector_body zero-fills each piece's room before it
@@ -69,87 +79,117 @@ struct RequestBody {
   };
 };
 
+// A response as it goes out: its header's bytes (status line, fields, blank line), then its body.
+struct Response {
+  std::string header;
+  Bytes body;
+};
+
+std::string header_bytes(const http::response_header<>& header) {
+  std::ostringstream out;
+  out << header;
+  return std::move(out).str();
+}
+
 // `memory`, when given, is encoded into and becomes the body.
-http::response<ResponseBody> make_response(const protocol::Reply& reply, unsigned version,
-                                           bool keep_alive, Bytes memory = {}) {
+Response make_response(const protocol::Reply& reply, unsigned version, bool keep_alive,
+                       Bytes memory = {}) {
   unsigned status = 200;
   if (const auto* error = std::get_if<protocol::ErrorReply>(&reply)) {
     status = protocol::http_status(error->status);
   }
-  http::response<ResponseBody> response{static_cast<http::status>(status), version};
-  response.set(http::field::content_type, kContentType);
   protocol::encode_reply(reply, memory);
-  response.body() = std::move(memory);
-  response.keep_alive(keep_alive);
-  response.prepare_payload();
-  return response;
+  http::response<http::empty_body> header{static_cast<http::status>(status), version};
+  header.set(http::field::content_type, kContentType);
+  header.content_length(memory.size());
+  header.keep_alive(keep_alive);
+  return {header_bytes(header.base()), std::move(memory)};
 }
 
-// Writes a whole response within the reply's transfer deadline, re-armed for every piece.
+// Writes a whole response within the reply's transfer deadline. The next request's transfer starts
+// with its first byte.
 awaitable<beast::error_code> write_response(service::Connection& connection,
-                                            http::response<ResponseBody>& response) {
-  http::response_serializer<ResponseBody> serializer(response);
-  beast::error_code ec;
+                                            const Response& response) {
   connection.start_transfer();
-  while (!ec && !serializer.is_done()) {
-    connection.arm();
-    connection.moved(co_await http::async_write_some(connection.stream(), serializer,
-                                                     asio::redirect_error(use_awaitable, ec)));
-  }
-  connection.end_transfer();
-  co_return ec;
+  return connection.write(as_bytes(response.header), response.body);
 }
 
-// Reads more of the request body into the parser within the request's transfer deadline.
-awaitable<void> read_some(service::Connection& connection, beast::flat_buffer& buffer,
-                          http::request_parser<RequestBody>& parser, beast::error_code& ec) {
-  connection.arm();
-  const auto rest = parser.content_length_remaining();
-  connection.expect(rest && *rest > buffer.size() ? static_cast<std::size_t>(*rest) - buffer.size()
-                                                  : 0);
-  const std::size_t n = co_await http::async_read_some(connection.stream(), buffer, parser,
-                                                       asio::redirect_error(use_awaitable, ec));
+// Feeds the parser what the buffer holds, as far as it goes without more bytes; need_more is not
+// an error.
+void parse_buffered(beast::flat_buffer& buffer, http::request_parser<RequestBody>& parser,
+                    beast::error_code& ec) {
+  while (buffer.size() > 0 && !parser.is_done()) {
+    const std::size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec == http::error::need_more)
+      ec = {};
+    if (ec || used == 0)
+      return;
+  }
+}
+
+// Receives more of the request into `buffer`, at most `max` bytes, and counts them towards its
+// transfer (which starts with its first byte). The peer closing is a partial message once any of
+// the request came, else the end of the stream.
+awaitable<void> receive(service::Connection& connection, beast::flat_buffer& buffer,
+                        const http::request_parser<RequestBody>& parser, std::size_t max,
+                        beast::error_code& ec) {
+  const std::size_t room = std::min(max, buffer.max_size() - buffer.size());
+  if (room == 0) {
+    ec = http::error::buffer_overflow;
+    co_return;
+  }
+  const std::size_t n = co_await connection.stream().async_read_some(
+      buffer.prepare(room), asio::redirect_error(use_awaitable, ec));
+  buffer.commit(n);
+  if (n > 0 && !connection.in_transfer())
+    connection.start_transfer();
   connection.moved(n);
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+    ec = parser.got_some() || buffer.size() > 0 ? http::error::partial_message
+                                                : http::error::end_of_stream;
+  }
 }
 
 // Reads and parses a request header, at most kHeaderLimit bytes in all. Beast's own header limit
-// bounds only the bytes not yet parsed, and its read loop goes on while fields keep coming, so the
-// header is fed to the parser here. The transfer deadline starts with the request's first byte.
+// bounds only the bytes not yet parsed, so the bytes parsed are counted here.
 awaitable<void> read_header(service::Connection& connection, beast::flat_buffer& buffer,
                             http::request_parser<RequestBody>& parser, beast::error_code& ec) {
   std::size_t parsed = 0;
   for (;;) {
-    if (buffer.size() > 0) {
-      const std::size_t used = parser.put(buffer.data(), ec);
-      buffer.consume(used);
-      parsed += used;
-      if (ec && ec != http::error::need_more)
-        co_return;
-      ec = {};
-      if (parser.is_header_done())
-        co_return;
-      if (parsed + buffer.size() >= kHeaderLimit) {
-        ec = http::error::header_limit;
-        co_return;
-      }
+    const std::size_t before = buffer.size();
+    parse_buffered(buffer, parser, ec);
+    parsed += before - buffer.size();
+    if (ec || parser.is_header_done())
+      co_return;
+    if (parsed + buffer.size() >= kHeaderLimit) {
+      ec = http::error::header_limit;
+      co_return;
     }
     connection.set_idle(buffer.size() == 0 && !parser.got_some());
     connection.arm();
     connection.expect(0);
-    const std::size_t n = co_await connection.stream().async_read_some(
-        buffer.prepare(kHeaderLimit), asio::redirect_error(use_awaitable, ec));
+    co_await receive(connection, buffer, parser, kHeaderLimit, ec);
     connection.set_idle(false);
-    buffer.commit(n);
-    if (n > 0 && !connection.in_transfer())
-      connection.start_transfer();
-    connection.moved(n);
-    if (ec) {
-      const bool closed = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
-      if (closed)
-        ec = parser.got_some() || buffer.size() > 0 ? http::error::partial_message
-                                                    : http::error::end_of_stream;
+    if (ec)
       co_return;
-    }
+  }
+}
+
+// Reads and parses the rest of the request, within its transfer deadline.
+awaitable<void> read_body(service::Connection& connection, beast::flat_buffer& buffer,
+                          http::request_parser<RequestBody>& parser, beast::error_code& ec) {
+  for (;;) {
+    parse_buffered(buffer, parser, ec);
+    if (ec || parser.is_done())
+      co_return;
+    connection.arm();
+    const auto rest = parser.content_length_remaining();
+    connection.expect(
+        rest && *rest > buffer.size() ? static_cast<std::size_t>(*rest) - buffer.size() : 0);
+    co_await receive(connection, buffer, parser, kBodyReadBytes, ec);
+    if (ec)
+      co_return;
   }
 }
 
@@ -172,8 +212,7 @@ protocol::ErrorReply parse_failure(const beast::error_code& ec) {
 
 awaitable<void> serve_http(service::Connection& connection, service::Service& handler,
                            const service::Limits&) {
-  auto& stream = connection.stream();
-  beast::flat_buffer buffer;
+  beast::flat_buffer buffer(kMaxBufferedBytes);
   // The last reply's memory, which the next request body is received into (see
   // FrameParser::recycle for why and how much is kept).
   Bytes spare;
@@ -198,13 +237,12 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
     }
     if (!ec && !parser.is_done() &&
         beast::iequals(parser.get()[http::field::expect], "100-continue")) {
-      http::response<http::empty_body> proceed{http::status::continue_, parser.get().version()};
-      connection.arm();
-      co_await http::async_write(stream, proceed, asio::redirect_error(use_awaitable, ec));
+      const http::response<http::empty_body> proceed{http::status::continue_,
+                                                     parser.get().version()};
+      ec = co_await connection.write(as_bytes(header_bytes(proceed)));
     }
-    while (!ec && !parser.is_done()) {
-      co_await read_some(connection, buffer, parser, ec);
-    }
+    if (!ec)
+      co_await read_body(connection, buffer, parser, ec);
     if (ec) {
       // Only a request we could not parse deserves an answer; a dropped or timed-out peer does not.
       if (is_parse_error(ec)) {
@@ -231,13 +269,11 @@ awaitable<void> serve_http(service::Connection& connection, service::Service& ha
     auto response = make_response(reply, request.version(), keep_alive, std::move(request.body()));
     reply = protocol::Empty{};
     const beast::error_code failed = co_await write_response(connection, response);
-    if (response.body().capacity() <= protocol::FrameParser::kMaxSpareBytes) {
-      spare.swap(response.body());
+    if (response.body.capacity() <= protocol::FrameParser::kMaxSpareBytes) {
+      spare.swap(response.body);
       spare.clear();
     }
-    if (failed)
-      co_return;
-    if (!keep_alive)
+    if (failed || !keep_alive)
       co_return;
   }
 }

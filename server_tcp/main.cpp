@@ -29,27 +29,15 @@ namespace beast = service::beast;
 
 // What one read asks for: a TLS record's plaintext, the most a read returns.
 constexpr std::size_t kReadChunkBytes = 16u << 10;
-constexpr std::size_t kWriteChunkBytes = 256u << 10;
 // What may wait before the Hello is answered (a Hello frame is 9 bytes), and the largest length the
 // first frame may announce.
 constexpr std::size_t kMaxBytesBeforeHello = 1024;
 constexpr std::uint32_t kMaxFirstFrameLength = 64;
 
-// Writes a whole reply frame within the reply's transfer deadline, re-armed for every piece.
+// Writes a whole reply frame within the reply's transfer deadline.
 awaitable<beast::error_code> write_all(service::Connection& connection, const Bytes& bytes) {
-  beast::error_code ec;
-  std::size_t written = 0;
   connection.start_transfer();
-  while (!ec && written < bytes.size()) {
-    connection.arm();
-    const std::size_t piece = std::min(kWriteChunkBytes, bytes.size() - written);
-    const std::size_t n =
-        co_await asio::async_write(connection.stream(), asio::buffer(bytes.data() + written, piece),
-                                   asio::redirect_error(use_awaitable, ec));
-    written += n;
-    connection.moved(n);
-  }
-  co_return ec;
+  return connection.write(bytes);
 }
 
 struct Answer {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cinttypes>
 #include <csignal>
@@ -17,12 +18,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -33,6 +36,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
 #include "common/watermark.hpp"
 #include "store/shared_store.hpp"
@@ -51,6 +55,8 @@ using asio::ip::tcp;
 
 namespace {
 
+// A reply's deadline is re-armed after each round of at most this many bytes written.
+constexpr std::size_t kWriteRoundBytes = 256u << 10;
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 constexpr auto kDrainPoll = std::chrono::milliseconds(20);
 constexpr auto kTrimPeriod = std::chrono::seconds(1);
@@ -689,6 +695,30 @@ void Connection::arm() {
 
 void Connection::expect(std::size_t bytes) {
   set_receive_watermark(stream_.next_layer().socket(), bytes, receive_low_watermark_);
+}
+
+asio::awaitable<beast::error_code> Connection::write(ByteView head, ByteView body) {
+  beast::error_code ec;
+  while (!ec && (!head.empty() || !body.empty())) {
+    const ByteView first = head.first(std::min(head.size(), kWriteRoundBytes));
+    const ByteView second = body.first(std::min(body.size(), kWriteRoundBytes - first.size()));
+    // No empty buffer goes in: the TLS stream writes the first buffer it is given, and a write of
+    // nothing ends async_write at once, so this loop would spin.
+    std::array<asio::const_buffer, 2> round;
+    std::size_t count = 0;
+    for (const ByteView piece : {first, second}) {
+      if (!piece.empty())
+        round.at(count++) = asio::const_buffer(piece.data(), piece.size());
+    }
+    arm();
+    const std::size_t n = co_await asio::async_write(stream_, std::span(round).first(count),
+                                                     asio::redirect_error(asio::use_awaitable, ec));
+    moved(n);
+    const std::size_t from_head = std::min(n, head.size());
+    head = head.subspan(from_head);
+    body = body.subspan(n - from_head);
+  }
+  co_return ec;
 }
 
 void Connection::identify() {

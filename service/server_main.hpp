@@ -89,6 +89,9 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   TlsStream& stream() { return stream_; }
+  // Writes `head` then `body` whole, re-arming the deadline for every 256 KiB (the caller starts
+  // the transfer). Both doors write through it, so the stream's composed write is built once.
+  asio::awaitable<beast::error_code> write(ByteView head, ByteView body = {});
   // Arms the deadline of the next read or write.
   void expires_after(std::chrono::steady_clock::duration timeout) {
     stream_.next_layer().expires_after(timeout);

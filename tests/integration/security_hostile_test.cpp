@@ -193,6 +193,11 @@ TEST_CASE("security: absurd HTTP requests get 4xx answers; the HTTPS server keep
        "POST /v1/shares HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
        "fffffffffffffffff\r\n",
        {400, 413}},
+      // 72 KiB, as much as the server buffers unparsed: all of it is read, then refused.
+      {"a chunk header that never ends",
+       "POST /v1/shares HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;" +
+           std::string((std::size_t{72} << 10) - 2, 'a'),
+       {413}},
       {"a body that does not decode",
        "POST /v1/shares HTTP/1.1\r\n" + kClose + "Content-Length: 5\r\n\r\nhello",
        {400, 413}},
@@ -253,7 +258,8 @@ TEST_CASE("security: junk before TLS is dropped by both servers") {
   f.well_behaved("after-junk");
 }
 
-TEST_CASE("security: slowloris and a thousand idle connections do not stop a well-behaved client") {
+TEST_CASE("security: slowloris and a thousand idle connections do not stop a well-behaved client",
+          "[long]") {
   Fixture f;
   // A thousand connections that never say anything (no TLS at all), on each server.
   std::vector<std::unique_ptr<PlainSocket>> idle;
