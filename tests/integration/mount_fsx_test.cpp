@@ -77,7 +77,7 @@ void same_bytes(const std::string& got, const std::string& want, const char* wha
 
 }  // namespace
 
-TEST_CASE("mount: fsx random operations against a local file", "[mount][fsx]") {
+TEST_CASE("mount: fsx random operations against a local file", "[mount][fsx][long]") {
   const std::uint64_t seed = env_number("SPLITFS_FSX_SEED", std::random_device{}());
   const std::uint64_t ops = env_number("SPLITFS_FSX_OPS", 3000);
   const off_t max_size = static_cast<off_t>(env_number("SPLITFS_FSX_MAX_SIZE", 3u << 20));

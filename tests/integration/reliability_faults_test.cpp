@@ -167,7 +167,7 @@ FaultPlan stall_at(std::uint64_t offset, std::chrono::milliseconds hold) {
 }  // namespace
 
 TEST_CASE("stores and fetches through proxies that cut, stall and delay connections",
-          "[reliability][faults]") {
+          "[reliability][faults][long]") {
   const std::uint64_t seed = seed_for("faults");
   Proxied p(seed, 1000ms, 1500ms);
   std::mt19937_64 random(seed);

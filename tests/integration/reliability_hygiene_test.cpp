@@ -202,7 +202,7 @@ std::uint64_t trimmed_resident_bytes(pid_t pid) {
 }  // namespace
 
 TEST_CASE("thousands of polite and abrupt connections leak no descriptors and no memory",
-          "[reliability][hygiene]") {
+          "[reliability][hygiene][long]") {
   const std::uint64_t seed = seed_for("hygiene");
   TestServers servers;
   std::mt19937_64 random(seed);

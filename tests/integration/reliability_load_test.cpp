@@ -143,7 +143,7 @@ void client_thread(int id, int operations, std::uint64_t seed, const fs::path& h
 }  // namespace
 
 TEST_CASE("16 clients at once, 500 operations from 0 to 16 MiB: every byte right, nothing held",
-          "[reliability][load]") {
+          "[reliability][load][long]") {
   const std::uint64_t seed = seed_for("load");
   TestServers servers;
   TempDir work("splitfs-load");

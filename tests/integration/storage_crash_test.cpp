@@ -250,7 +250,7 @@ void verify(Fixture& f, Model& model, std::mt19937_64& rng, int& uncertain_seen)
 }  // namespace
 
 TEST_CASE("servers killed at random points keep every committed object and a consistent store",
-          "[storage][crash]") {
+          "[storage][crash][long]") {
   Fixture f;
   Model model;
   std::mt19937_64 rng(Catch::rngSeed() + 6);
