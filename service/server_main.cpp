@@ -44,10 +44,6 @@
 #include "tls/enrolment.hpp"
 #include "tls/identity.hpp"
 
-#ifndef SPLITFS_DEFAULT_DATA_ROOT
-#error "SPLITFS_DEFAULT_DATA_ROOT must name the default folder for server data"
-#endif
-
 namespace splitfs::service {
 
 namespace fs = std::filesystem;
@@ -792,7 +788,7 @@ int server_main(int argc, char** argv, const Door& door) {
   ::mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
 
   Options options;
-  options.data = std::string(SPLITFS_DEFAULT_DATA_ROOT) + "/" + door.data_subdir;
+  options.data = default_data_root() + "/" + door.data_subdir;
   options.port = door.default_port;
 
   CLI::App app(door.description, door.program);

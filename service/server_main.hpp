@@ -159,6 +159,11 @@ struct Door {
   std::function<asio::awaitable<void>(Connection&, Service&, const Limits&)> serve;
 };
 
+// <source tree>/server_files, where a server keeps its data unless told otherwise. Fixed at build
+// time, in a file of its own (default_data_root.cpp): no other file's compile command names the
+// source folder, so every checkout shares the compile cache for them.
+std::string default_data_root();
+
 // The whole program: parse options, open the store and identity, listen, serve until a signal.
 // Returns the process exit status.
 int server_main(int argc, char** argv, const Door& door);

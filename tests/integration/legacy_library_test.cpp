@@ -48,7 +48,7 @@ class Double {
   Double(const std::string& script, fs::path data, std::vector<std::string> extra = {})
       : data_(std::move(data)) {
     std::vector<std::string> args{
-        "python3", std::string(SPLITFS_SOURCE_DIR) + "/tests/doubles/" + script,
+        "python3", splitfs::testing::source_dir() + "/tests/doubles/" + script,
         "--data",  data_.string(),
         "--port",  "0"};
     args.insert(args.end(), extra.begin(), extra.end());

@@ -280,7 +280,7 @@ TEST_CASE("mount: unmounting with pending changes commits them", "[mount][cache]
   // The command a user runs: it returns once the mount process has committed and exited.
   const pid_t pid = m.pid();
   CHECK(splitfs::testing::run_program(
-            {std::string(SPLITFS_BIN_DIR) + "/splitfs", "umount", m.mountpoint.string()}) == 0);
+            {splitfs::testing::bin_dir() + "/splitfs", "umount", m.mountpoint.string()}) == 0);
   CHECK_FALSE(splitfs::fs::is_mount_point(m.mountpoint));
   CHECK((::kill(pid, 0) != 0 || std::ifstream("/proc/" + std::to_string(pid) + "/stat").good()));
   m.unmount();  // reaps the process: it must have exited cleanly

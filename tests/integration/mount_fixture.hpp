@@ -77,7 +77,7 @@ class Mount {
   std::filesystem::path operator/(const std::string& name) const { return mountpoint / name; }
 
   void mount() {
-    const std::string binary = std::string(SPLITFS_BIN_DIR) + "/splitfs";
+    const std::string binary = splitfs::testing::bin_dir() + "/splitfs";
     const std::string log = (dir.path() / (mountpoint.filename().string() + ".out")).string();
     pid_ = ::fork();
     if (pid_ == 0) {

@@ -136,7 +136,7 @@ TEST_CASE("mount reliability: 20 files closed while the TCP server is down survi
   CHECK(lost == 0);
   // And by path, through the tree, with the command line.
   const auto out = m.dir / "fetched";
-  CHECK(run_program({std::string(SPLITFS_BIN_DIR) + "/splitfs", "--home", m.home.string(), "fetch",
+  CHECK(run_program({splitfs::testing::bin_dir() + "/splitfs", "--home", m.home.string(), "fetch",
                      "/dir/f19", "-o", out.string()}) == 0);
   CHECK(read_file(out) == contents[19]);
 }

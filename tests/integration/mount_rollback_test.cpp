@@ -85,7 +85,7 @@ TEST_CASE("mount: both servers restored to older copies are refused as a rollbac
   const std::string out = (m.dir / "refused.out").string();
   const int status = splitfs::testing::run_program(
       {"sh", "-c",
-       std::string(SPLITFS_BIN_DIR) + "/splitfs --home '" + m.home.string() + "' mount '" +
+       splitfs::testing::bin_dir() + "/splitfs --home '" + m.home.string() + "' mount '" +
            m.mountpoint.string() + "' >'" + out + "' 2>&1"});
   CHECK(status != 0);
   CHECK_FALSE(splitfs::fs::is_mount_point(m.mountpoint));

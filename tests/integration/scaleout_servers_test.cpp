@@ -141,7 +141,7 @@ class MountProcess {
  public:
   MountProcess(const fs::path& home, const fs::path& mountpoint) : mountpoint_(mountpoint) {
     fs::create_directories(mountpoint_);
-    const std::string binary = std::string(SPLITFS_BIN_DIR) + "/splitfs";
+    const std::string binary = splitfs::testing::bin_dir() + "/splitfs";
     const std::string log = mountpoint_.string() + ".log";
     const std::string options = "refresh=0.2,attr_timeout=0.2,entry_timeout=0.2";
     pid_ = ::fork();
@@ -267,7 +267,7 @@ TEST_CASE("a mount writes through one process of each door, a second mount reads
     CHECK(eventually([&] { return read_file(a / "written-by-b.txt") == "from b"; }));
   }
   // And through the command line, pinned to the first pair: the same store.
-  CHECK(run_program({std::string(SPLITFS_BIN_DIR) + "/splitfs", "--home", home_a.string(), "fetch",
+  CHECK(run_program({splitfs::testing::bin_dir() + "/splitfs", "--home", home_a.string(), "fetch",
                      "/written-by-b.txt", "-o", (work / "out").string()}) == 0);
   CHECK(read_file(work / "out") == "from b");
 }

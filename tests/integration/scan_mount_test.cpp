@@ -274,7 +274,7 @@ TEST_CASE("mount: -o noscan stores anything and says so, and splitfs fetch check
              Catch::Contains("-o noscan") && Catch::Contains("WITHOUT a malware check"));
   m.unmount();
   // The command line fetches files the mount wrote by their path, through the same check.
-  const std::string splitfs = std::string(SPLITFS_BIN_DIR) + "/splitfs";
+  const std::string splitfs = splitfs::testing::bin_dir() + "/splitfs";
   const fs::path out = m.dir.path() / "out";
   fs::create_directories(out);
   CHECK(run_program(

@@ -22,10 +22,6 @@
 
 #include "tls/identity.hpp"
 
-#ifndef SPLITFS_BIN_DIR
-#error "SPLITFS_BIN_DIR must name the folder of the built server binaries"
-#endif
-
 namespace splitfs::testing {
 
 namespace fs = std::filesystem;
@@ -87,8 +83,7 @@ std::pair<pid_t, int> spawn(std::vector<std::string> args, bool with_stderr) {
 }
 
 std::string binary_path(std::string binary) {
-  return binary.find('/') == std::string::npos ? std::string(SPLITFS_BIN_DIR) + "/" + binary
-                                               : std::move(binary);
+  return binary.find('/') == std::string::npos ? bin_dir() + "/" + binary : std::move(binary);
 }
 
 // NAME=VALUE lines of an env file the engine scripts wrote.

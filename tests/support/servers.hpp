@@ -29,6 +29,12 @@ enum class Enrol { test_client, none };
 // The user name the test client is enrolled as.
 inline constexpr const char* kTestUser = "local";
 
+// The folder of the built programs and the source tree, fixed when the tests were built. They are
+// compiled into build_paths.cpp alone: a path in a compile command makes every checkout compile
+// that file afresh, where the compile cache could have served it.
+const std::string& bin_dir();
+const std::string& source_dir();
+
 // The test process's client identity folder (key.pem, cert.pem), created on first use, when
 // $SPLITFS_IDENTITY is also set to it. Returns its fingerprint.
 std::string test_client_fingerprint();
@@ -49,7 +55,7 @@ class ServerProcess {
   static constexpr std::chrono::seconds kStartDeadline{20};
   static constexpr std::chrono::seconds kStopDeadline{10};
 
-  // `binary` is a file name in SPLITFS_BIN_DIR (e.g. "splitfs-tcp-server") or a path with a '/'.
+  // `binary` is a file name in bin_dir() (e.g. "splitfs-tcp-server") or a path with a '/'.
   // Enrols the test client (unless Enrol::none), then runs
   // `binary --data data_dir --port 0 extra_args...` and waits for its listening line.
   ServerProcess(std::string binary, std::filesystem::path data_dir,
